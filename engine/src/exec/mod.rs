@@ -1,0 +1,181 @@
+//! Block executors: every one produces exactly what [`SequentialExecutor`] produces.
+//!
+//! | name | for | how |
+//! | --- | --- | --- |
+//! | `sequential` | the reference | one transaction after another over an overlay |
+//! | `parallel` | any [`Vm`] | Block-STM: multi-version memory, collaborative scheduler, re-execution |
+//! | `declared` | VMs that declare keys | union-find into conflict-free chains, no validation |
+//! | `auto` | both | per block, from the declared-key analysis |
+
+mod auto;
+mod declared;
+pub(crate) mod mvmemory;
+mod parallel;
+pub(crate) mod scheduler;
+mod sequential;
+
+pub use auto::AutoExecutor;
+pub use declared::{BlockAnalysis, DeclaredExecutor};
+pub use parallel::ParallelExecutor;
+pub use sequential::SequentialExecutor;
+
+use crate::state::{CommittedState, WriteSet};
+use crate::vm::Vm;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The largest block an executor accepts (transaction indices are `u32`, and a bound keeps
+/// per-block buffers sane).
+pub const MAX_BLOCK_TXS: usize = 1 << 22;
+
+/// The largest worker count an executor accepts.
+pub const MAX_THREADS: usize = 1024;
+
+/// The names accepted by [`executor_by_name`].
+pub const EXECUTOR_NAMES: [&str; 4] = ["sequential", "parallel", "declared", "auto"];
+
+/// Errors from building or running an executor.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExecError {
+    /// The name is not one of [`EXECUTOR_NAMES`].
+    #[error("unknown executor {0:?}; expected one of sequential, parallel, declared, auto")]
+    UnknownExecutor(String),
+    /// Thread count outside `1..=MAX_THREADS`.
+    #[error("thread count {0} is out of range 1..={MAX_THREADS}")]
+    BadThreadCount(usize),
+    /// The block is larger than [`MAX_BLOCK_TXS`].
+    #[error("block of {0} transactions exceeds the limit of {MAX_BLOCK_TXS}")]
+    BlockTooLarge(usize),
+    /// A VM returned [`crate::vm::Interrupt`] outside the parallel executor (a VM bug).
+    #[error("the VM returned an interrupt that no read produced (transaction {0})")]
+    SpuriousInterrupt(u32),
+    /// The worker pool could not be started.
+    #[error("could not start the worker pool: {0}")]
+    Pool(String),
+}
+
+/// Which path a block actually took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExecPath {
+    /// One transaction after another.
+    #[default]
+    Sequential,
+    /// Block-STM throughout.
+    Parallel,
+    /// Block-STM, then the rest of the block on one thread after contention was detected.
+    ParallelThenSequential,
+    /// Conflict-free chains from declared keys.
+    Declared,
+    /// Declared keys were missing or wrong: the block was re-run on the Block-STM path.
+    DeclaredFallback,
+}
+
+/// Counters describing how a block was executed. They vary with timing; the block output
+/// does not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStats {
+    /// Path taken.
+    pub path: ExecPath,
+    /// Transaction executions, first runs and re-executions together.
+    pub executions: u64,
+    /// Validations performed (Block-STM).
+    pub validations: u64,
+    /// Validations that failed and caused a re-execution.
+    pub failed_validations: u64,
+    /// Executions stopped on an estimate marker and resumed later.
+    pub suspensions: u64,
+    /// Conflict-free chains (declared analysis), 0 when not analysed.
+    pub chains: u64,
+    /// Transactions in the largest chain.
+    pub largest_chain: u64,
+    /// Longest dependency path through the block (declared analysis).
+    pub critical_path: u64,
+    /// Transactions run on one thread after the Block-STM contention fallback.
+    pub sequential_tail: u64,
+}
+
+impl ExecStats {
+    /// Executions beyond one per transaction.
+    pub fn reexecutions(&self, txs: usize) -> u64 {
+        self.executions.saturating_sub(txs as u64)
+    }
+
+    /// Adds `o`'s counters to `self` (the path of `o` wins if it is not sequential).
+    pub fn merge(&mut self, o: &ExecStats) {
+        self.executions += o.executions;
+        self.validations += o.validations;
+        self.failed_validations += o.failed_validations;
+        self.suspensions += o.suspensions;
+        self.sequential_tail += o.sequential_tail;
+    }
+}
+
+/// What executing a block produced.
+#[derive(Clone, Debug)]
+pub struct BlockOutput<O> {
+    /// One output per transaction, in block order (failed transactions included).
+    pub outputs: Vec<O>,
+    /// The block's resolved writes.
+    pub write_set: WriteSet,
+    /// How it went.
+    pub stats: ExecStats,
+}
+
+/// A block executor. Implementations must produce the outputs and write set of
+/// [`SequentialExecutor`] for every block and thread count.
+pub trait BlockExecutor<V: Vm>: Send {
+    /// The executor's name (one of [`EXECUTOR_NAMES`] for the built-in ones).
+    fn name(&self) -> &'static str;
+
+    /// Worker threads used.
+    fn threads(&self) -> usize;
+
+    /// The worker pool, reused across blocks (also lends its threads to the state commit).
+    fn pool(&self) -> Option<&rayon::ThreadPool>;
+
+    /// Executes `block` against `state` (which is not modified).
+    fn execute(&mut self, vm: &V, state: &CommittedState, block: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError>;
+
+    /// Executes `block` and applies its writes to `state`, using the executor's threads for
+    /// the commit too.
+    fn execute_and_commit(&mut self, vm: &V, state: &mut CommittedState, block: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
+        let out = self.execute(vm, state, block)?;
+        state.apply(&out.write_set, self.pool());
+        Ok(out)
+    }
+}
+
+/// Builds a rayon pool of `threads` workers that lives as long as the executor.
+pub fn worker_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, ExecError> {
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(ExecError::BadThreadCount(threads));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("occam-exec-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| ExecError::Pool(e.to_string()))
+}
+
+/// Builds the executor called `name` with `threads` workers (`sequential` ignores `threads`).
+pub fn executor_by_name<V: Vm + 'static>(name: &str, threads: usize) -> Result<Box<dyn BlockExecutor<V>>, ExecError> {
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(ExecError::BadThreadCount(threads));
+    }
+    Ok(match name {
+        "sequential" => Box::new(SequentialExecutor::new()),
+        "parallel" => Box::new(ParallelExecutor::new(worker_pool(threads)?)),
+        "declared" => Box::new(DeclaredExecutor::new(worker_pool(threads)?)),
+        "auto" => Box::new(AutoExecutor::new(worker_pool(threads)?)),
+        other => return Err(ExecError::UnknownExecutor(other.to_string())),
+    })
+}
+
+pub(crate) fn check_block_len(n: usize) -> Result<(), ExecError> {
+    if n > MAX_BLOCK_TXS {
+        return Err(ExecError::BlockTooLarge(n));
+    }
+    Ok(())
+}

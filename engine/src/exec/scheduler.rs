@@ -1,0 +1,262 @@
+//! The collaborative Block-STM scheduler (Gelashvili et al., PPoPP '23, algorithms 4 and 5).
+//!
+//! Workers ask for the next task: validating the lowest executed-but-unvalidated transaction
+//! or executing the lowest not-yet-executed one. Two shared indices hand tasks out in block
+//! order; when a transaction writes a key its previous incarnation did not, or fails
+//! validation, the validation index is pulled back so that later transactions are checked
+//! again. A transaction that meets an estimate marker is parked on the blocking transaction's
+//! dependency list and released when that one finishes.
+//!
+//! Orderings: every index and counter uses `SeqCst`. The termination check reads
+//! `decrease_cnt`, then both indices and `num_active_tasks`, then `decrease_cnt` again; it
+//! declares the block done only if nothing was pulled back in between, which needs the loads to
+//! be totally ordered with the decreases. The per-transaction state is under a mutex each.
+//! `tests/loom.rs` (engine) model-checks these paths.
+
+use super::mvmemory::Incarnation;
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering::SeqCst};
+use crate::vm::TxIndex;
+
+/// A version: a transaction and one of its incarnations.
+pub(crate) type Version = (TxIndex, Incarnation);
+
+/// A unit of work for a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    /// Run this incarnation.
+    Execute(Version),
+    /// Check that this incarnation's reads are still current.
+    Validate(Version),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    ReadyToExecute,
+    Executing,
+    Executed,
+    Aborting,
+}
+
+/// The shared scheduler state of one block.
+pub(crate) struct Scheduler {
+    n: usize,
+    execution_idx: AtomicUsize,
+    validation_idx: AtomicUsize,
+    decrease_cnt: AtomicUsize,
+    num_active_tasks: AtomicUsize,
+    done_marker: AtomicBool,
+    halted: AtomicBool,
+    status: Vec<Mutex<(Incarnation, Status)>>,
+    dependencies: Vec<Mutex<Vec<TxIndex>>>,
+}
+
+impl Scheduler {
+    /// A scheduler for a block of `n` transactions.
+    pub(crate) fn new(n: usize) -> Self {
+        Scheduler {
+            n,
+            execution_idx: AtomicUsize::new(0),
+            validation_idx: AtomicUsize::new(0),
+            decrease_cnt: AtomicUsize::new(0),
+            num_active_tasks: AtomicUsize::new(0),
+            done_marker: AtomicBool::new(n == 0),
+            halted: AtomicBool::new(false),
+            status: (0..n).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
+            dependencies: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    /// Resets for a new block of `n` transactions, reusing the allocations.
+    #[cfg(not(loom))]
+    pub(crate) fn reset(&mut self, n: usize) {
+        self.n = n;
+        self.execution_idx = AtomicUsize::new(0);
+        self.validation_idx = AtomicUsize::new(0);
+        self.decrease_cnt = AtomicUsize::new(0);
+        self.num_active_tasks = AtomicUsize::new(0);
+        self.done_marker = AtomicBool::new(n == 0);
+        self.halted = AtomicBool::new(false);
+        let keep = self.status.len().min(n);
+        for s in &mut self.status[..keep] {
+            *s.lock() = (0, Status::ReadyToExecute);
+        }
+        for d in &mut self.dependencies[..keep] {
+            d.lock().clear();
+        }
+        self.status.truncate(n);
+        self.dependencies.truncate(n);
+        while self.status.len() < n {
+            self.status.push(Mutex::new((0, Status::ReadyToExecute)));
+            self.dependencies.push(Mutex::new(Vec::new()));
+        }
+    }
+
+    /// True once every transaction is executed and validated (or the block was halted).
+    #[inline]
+    pub(crate) fn done(&self) -> bool {
+        self.done_marker.load(SeqCst)
+    }
+
+    /// Stops handing out tasks; workers return after their current task.
+    pub(crate) fn halt(&self) {
+        self.halted.store(true, SeqCst);
+        self.done_marker.store(true, SeqCst);
+    }
+
+    /// True if [`Scheduler::halt`] was called.
+    pub(crate) fn halted(&self) -> bool {
+        self.halted.load(SeqCst)
+    }
+
+    /// The current incarnation and status of `txn`.
+    pub(crate) fn status(&self, txn: TxIndex) -> (Incarnation, Status) {
+        *self.status[txn as usize].lock()
+    }
+
+    fn decrease_execution_idx(&self, target: usize) {
+        self.execution_idx.fetch_min(target, SeqCst);
+        self.decrease_cnt.fetch_add(1, SeqCst);
+    }
+
+    fn decrease_validation_idx(&self, target: usize) {
+        self.validation_idx.fetch_min(target, SeqCst);
+        self.decrease_cnt.fetch_add(1, SeqCst);
+    }
+
+    fn check_done(&self) {
+        let observed = self.decrease_cnt.load(SeqCst);
+        if self.execution_idx.load(SeqCst).min(self.validation_idx.load(SeqCst)) >= self.n
+            && self.num_active_tasks.load(SeqCst) == 0
+            && observed == self.decrease_cnt.load(SeqCst)
+        {
+            self.done_marker.store(true, SeqCst);
+        }
+    }
+
+    fn try_incarnate(&self, txn: usize) -> Option<Version> {
+        if txn < self.n {
+            let mut s = self.status[txn].lock();
+            if s.1 == Status::ReadyToExecute {
+                s.1 = Status::Executing;
+                return Some((txn as TxIndex, s.0));
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, SeqCst);
+        None
+    }
+
+    fn next_version_to_execute(&self) -> Option<Version> {
+        if self.execution_idx.load(SeqCst) >= self.n {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, SeqCst);
+        let idx = self.execution_idx.fetch_add(1, SeqCst);
+        self.try_incarnate(idx)
+    }
+
+    fn next_version_to_validate(&self) -> Option<Version> {
+        if self.validation_idx.load(SeqCst) >= self.n {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, SeqCst);
+        let idx = self.validation_idx.fetch_add(1, SeqCst);
+        if idx < self.n {
+            let s = *self.status[idx].lock();
+            if s.1 == Status::Executed {
+                return Some((idx as TxIndex, s.0));
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, SeqCst);
+        None
+    }
+
+    /// The next task, or `None` if there is nothing to do right now.
+    pub(crate) fn next_task(&self) -> Option<Task> {
+        if self.halted.load(SeqCst) {
+            return None;
+        }
+        if self.validation_idx.load(SeqCst) < self.execution_idx.load(SeqCst) {
+            self.next_version_to_validate().map(Task::Validate)
+        } else {
+            self.next_version_to_execute().map(Task::Execute)
+        }
+    }
+
+    /// Parks `txn` until `blocking` finishes. Returns false if `blocking` already finished
+    /// (the caller re-executes at once).
+    pub(crate) fn add_dependency(&self, txn: TxIndex, blocking: TxIndex) -> bool {
+        let mut deps = self.dependencies[blocking as usize].lock();
+        if self.status[blocking as usize].lock().1 == Status::Executed {
+            return false;
+        }
+        {
+            let mut s = self.status[txn as usize].lock();
+            debug_assert_eq!(s.1, Status::Executing);
+            s.1 = Status::Aborting;
+        }
+        deps.push(txn);
+        drop(deps);
+        self.num_active_tasks.fetch_sub(1, SeqCst);
+        true
+    }
+
+    fn set_ready_status(&self, txn: TxIndex) {
+        let mut s = self.status[txn as usize].lock();
+        debug_assert_eq!(s.1, Status::Aborting);
+        *s = (s.0 + 1, Status::ReadyToExecute);
+    }
+
+    /// Records that `version` finished executing; `wrote_new_key` if it wrote a key its
+    /// previous incarnation did not. May return the validation of this very version.
+    pub(crate) fn finish_execution(&self, version: Version, wrote_new_key: bool) -> Option<Task> {
+        let (txn, incarnation) = version;
+        {
+            let mut s = self.status[txn as usize].lock();
+            debug_assert_eq!(*s, (incarnation, Status::Executing));
+            s.1 = Status::Executed;
+        }
+        let released = std::mem::take(&mut *self.dependencies[txn as usize].lock());
+        if let Some(&min) = released.iter().min() {
+            for &d in &released {
+                self.set_ready_status(d);
+            }
+            self.decrease_execution_idx(min as usize);
+        }
+        if self.validation_idx.load(SeqCst) > txn as usize {
+            if wrote_new_key {
+                self.decrease_validation_idx(txn as usize);
+            } else {
+                return Some(Task::Validate(version));
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, SeqCst);
+        None
+    }
+
+    /// Claims the abort of `version` after a failed validation. Only one validator wins.
+    pub(crate) fn try_validation_abort(&self, version: Version) -> bool {
+        let mut s = self.status[version.0 as usize].lock();
+        if *s == (version.1, Status::Executed) {
+            s.1 = Status::Aborting;
+            return true;
+        }
+        false
+    }
+
+    /// Records that the validation of `version` finished; `aborted` if this validator claimed
+    /// its abort. May return the re-execution of the transaction.
+    pub(crate) fn finish_validation(&self, version: Version, aborted: bool) -> Option<Task> {
+        let txn = version.0;
+        if aborted {
+            self.set_ready_status(txn);
+            self.decrease_validation_idx(txn as usize + 1);
+            if self.execution_idx.load(SeqCst) > txn as usize {
+                return self.try_incarnate(txn as usize).map(Task::Execute);
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, SeqCst);
+        None
+    }
+}

@@ -1,0 +1,397 @@
+//! The native VM: the transaction kinds of common blockchain benchmarks, written in Rust.
+//!
+//! | kind | models | contention |
+//! | --- | --- | --- |
+//! | `Transfer` | a payment between accounts | per account; the credit is a commutative add |
+//! | SmallBank (six kinds) | the classic OLTP banking benchmark | per customer |
+//! | YCSB `KvRead`/`KvUpdate`/`KvRmw`/`KvInsert` | key-value stores | per record |
+//! | `TokenTransfer`/`TokenApprove`/`TokenTransferFrom` | an ERC-20 token | per holder |
+//! | `AmmSwap` | a constant-product pool (Uniswap v2) | per pool: few pools, heavy |
+//! | `NftMint` | a collection minted by many buyers | one counter per collection: a hot key |
+//!
+//! Every kind declares its keys ([`Vm::declared_keys`]), so the `declared` executor applies.
+//! Failures are typed ([`Failure`]) and write nothing, except the emulated VM cost (below).
+//!
+//! **Emulated cost.** [`NativeTx::work_rounds`] chained blake3 rounds are run before the
+//! transaction logic and the digest is written to the sender's work slot, so the work cannot
+//! be optimised away and a heavier VM (Move, EVM: 3–100 µs a transaction) can be emulated.
+
+mod logic;
+
+pub use logic::burn;
+
+use crate::key::Key;
+use crate::value::Value;
+use crate::vm::{Interrupt, View, Vm};
+use serde::{Deserialize, Serialize};
+
+/// Key tags of the native VM's state.
+pub mod tag {
+    /// Native account balance: `(id)`.
+    pub const ACCOUNT: u8 = 1;
+    /// SmallBank checking balance (two's-complement i64): `(customer)`.
+    pub const SB_CHECKING: u8 = 2;
+    /// SmallBank savings balance (two's-complement i64): `(customer)`.
+    pub const SB_SAVINGS: u8 = 3;
+    /// YCSB record: `(record)`.
+    pub const KV: u8 = 4;
+    /// Token balance: `(token, holder)`.
+    pub const TOKEN_BALANCE: u8 = 5;
+    /// Token allowance: `(token; owner, spender)`.
+    pub const TOKEN_ALLOWANCE: u8 = 6;
+    /// AMM pool reserves, 16 bytes `reserve0 ‖ reserve1`: `(pool)`.
+    pub const AMM_POOL: u8 = 7;
+    /// AMM trader balance: `(pool * 2 + side, trader)`.
+    pub const AMM_BALANCE: u8 = 8;
+    /// NFT collection, 24 bytes `minted ‖ max_supply ‖ price`: `(collection)`.
+    pub const NFT_COLLECTION: u8 = 9;
+    /// NFT holdings, 16 bytes `count ‖ last token id`: `(collection, holder)`.
+    pub const NFT_HOLDINGS: u8 = 10;
+    /// Proceeds of an NFT collection: `(collection)`.
+    pub const NFT_TREASURY: u8 = 11;
+    /// Digest of the emulated VM work of a sender: `(sender)`.
+    pub const WORK: u8 = 12;
+}
+
+/// The size of a YCSB record value in bytes.
+pub const KV_VALUE_LEN: usize = 32;
+
+/// A native transaction: a kind plus the emulated VM cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeTx {
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: TxKind,
+    /// Chained blake3 rounds to run first (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub work_rounds: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl NativeTx {
+    /// A transaction of `kind` with no emulated cost.
+    pub fn new(kind: TxKind) -> Self {
+        NativeTx { kind, work_rounds: 0 }
+    }
+}
+
+/// The native transaction kinds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TxKind {
+    /// Move `amount` from account `from` to account `to` (created if absent).
+    Transfer {
+        /// Debited account.
+        from: u64,
+        /// Credited account.
+        to: u64,
+        /// Amount.
+        amount: u64,
+    },
+    /// SmallBank Amalgamate: move all of `a`'s savings and checking into `b`'s checking.
+    SbAmalgamate {
+        /// Source customer.
+        a: u64,
+        /// Destination customer.
+        b: u64,
+    },
+    /// SmallBank Balance: read-only total of checking and savings.
+    SbBalance {
+        /// Customer.
+        a: u64,
+    },
+    /// SmallBank DepositChecking: credit checking (a blind, commutative add).
+    SbDepositChecking {
+        /// Customer.
+        a: u64,
+        /// Amount (> 0).
+        amount: u64,
+    },
+    /// SmallBank SendPayment: checking to checking, failing on insufficient funds.
+    SbSendPayment {
+        /// Payer.
+        from: u64,
+        /// Payee.
+        to: u64,
+        /// Amount.
+        amount: u64,
+    },
+    /// SmallBank TransactSavings: add a signed amount to savings, failing below zero.
+    SbTransactSavings {
+        /// Customer.
+        a: u64,
+        /// Signed amount.
+        amount: i64,
+    },
+    /// SmallBank WriteCheck: debit checking; a check larger than the total costs 1 extra.
+    SbWriteCheck {
+        /// Customer.
+        a: u64,
+        /// Amount.
+        amount: u64,
+    },
+    /// YCSB read of a record.
+    KvRead {
+        /// Record id.
+        record: u64,
+    },
+    /// YCSB blind update of a record.
+    KvUpdate {
+        /// Record id.
+        record: u64,
+        /// Seed of the new value.
+        seed: u64,
+    },
+    /// YCSB read-modify-write of a record.
+    KvRmw {
+        /// Record id.
+        record: u64,
+        /// Seed mixed into the value.
+        seed: u64,
+    },
+    /// YCSB insert of a new record (fails if it exists).
+    KvInsert {
+        /// Record id.
+        record: u64,
+        /// Seed of the value.
+        seed: u64,
+    },
+    /// ERC-20 transfer.
+    TokenTransfer {
+        /// Token id.
+        token: u64,
+        /// Sender.
+        from: u64,
+        /// Recipient.
+        to: u64,
+        /// Amount.
+        amount: u64,
+    },
+    /// ERC-20 approve: set `spender`'s allowance over `owner`'s balance.
+    TokenApprove {
+        /// Token id.
+        token: u64,
+        /// Owner.
+        owner: u64,
+        /// Spender.
+        spender: u64,
+        /// Allowance.
+        amount: u64,
+    },
+    /// ERC-20 transferFrom by an approved spender.
+    TokenTransferFrom {
+        /// Token id.
+        token: u64,
+        /// Spender (the caller).
+        spender: u64,
+        /// Owner of the funds.
+        from: u64,
+        /// Recipient.
+        to: u64,
+        /// Amount.
+        amount: u64,
+    },
+    /// Constant-product swap (0.3 % fee).
+    AmmSwap {
+        /// Pool.
+        pool: u64,
+        /// Trader.
+        trader: u64,
+        /// True to sell asset 0 for asset 1.
+        zero_for_one: bool,
+        /// Amount sold.
+        amount_in: u64,
+        /// Least acceptable amount bought (slippage limit).
+        min_out: u64,
+    },
+    /// Mint the next token of a collection, paying its price from a native account.
+    NftMint {
+        /// Collection.
+        collection: u64,
+        /// Buyer.
+        minter: u64,
+    },
+}
+
+impl TxKind {
+    /// The account that pays for the transaction (its emulated work is recorded there).
+    pub fn sender(&self) -> u64 {
+        match *self {
+            TxKind::Transfer { from, .. } => from,
+            TxKind::SbAmalgamate { a, .. }
+            | TxKind::SbBalance { a }
+            | TxKind::SbDepositChecking { a, .. }
+            | TxKind::SbTransactSavings { a, .. }
+            | TxKind::SbWriteCheck { a, .. } => a,
+            TxKind::SbSendPayment { from, .. } => from,
+            TxKind::KvRead { record } | TxKind::KvUpdate { record, .. } | TxKind::KvRmw { record, .. } | TxKind::KvInsert { record, .. } => record,
+            TxKind::TokenTransfer { from, .. } => from,
+            TxKind::TokenApprove { owner, .. } => owner,
+            TxKind::TokenTransferFrom { spender, .. } => spender,
+            TxKind::AmmSwap { trader, .. } => trader,
+            TxKind::NftMint { minter, .. } => minter,
+        }
+    }
+
+    /// A short name of the kind, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TxKind::Transfer { .. } => "transfer",
+            TxKind::SbAmalgamate { .. } => "sb-amalgamate",
+            TxKind::SbBalance { .. } => "sb-balance",
+            TxKind::SbDepositChecking { .. } => "sb-deposit-checking",
+            TxKind::SbSendPayment { .. } => "sb-send-payment",
+            TxKind::SbTransactSavings { .. } => "sb-transact-savings",
+            TxKind::SbWriteCheck { .. } => "sb-write-check",
+            TxKind::KvRead { .. } => "kv-read",
+            TxKind::KvUpdate { .. } => "kv-update",
+            TxKind::KvRmw { .. } => "kv-rmw",
+            TxKind::KvInsert { .. } => "kv-insert",
+            TxKind::TokenTransfer { .. } => "token-transfer",
+            TxKind::TokenApprove { .. } => "token-approve",
+            TxKind::TokenTransferFrom { .. } => "token-transfer-from",
+            TxKind::AmmSwap { .. } => "amm-swap",
+            TxKind::NftMint { .. } => "nft-mint",
+        }
+    }
+}
+
+/// Why a native transaction failed. A failed transaction stays in the block and writes
+/// nothing but its emulated-work digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// The paying account does not exist.
+    #[error("unknown account")]
+    UnknownAccount,
+    /// The balance is below the amount.
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// The spender's allowance is below the amount.
+    #[error("insufficient allowance")]
+    InsufficientAllowance,
+    /// A YCSB record does not exist.
+    #[error("record not found")]
+    RecordNotFound,
+    /// A YCSB insert hit an existing record.
+    #[error("record already exists")]
+    RecordExists,
+    /// The pool does not exist.
+    #[error("unknown pool")]
+    UnknownPool,
+    /// The swap would return less than `min_out` (or nothing).
+    #[error("slippage limit exceeded")]
+    Slippage,
+    /// The collection does not exist.
+    #[error("unknown collection")]
+    UnknownCollection,
+    /// Every token of the collection is minted.
+    #[error("collection sold out")]
+    SoldOut,
+    /// A zero or otherwise invalid amount.
+    #[error("invalid amount")]
+    InvalidAmount,
+}
+
+/// A native transaction's output: a kind-specific number on success, or a typed failure.
+///
+/// The number is the new balance (`Transfer`, `SbSendPayment`…), the total (`SbBalance`), the
+/// first 8 bytes of the record (`KvRead`), the amount bought (`AmmSwap`) or the token id
+/// (`NftMint`).
+pub type NativeOutput = Result<u64, Failure>;
+
+/// The native VM. Stateless: all state lives in the committed state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NativeVm;
+
+/// What [`NativeVm::genesis`] creates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisConfig {
+    /// Accounts (and SmallBank customers, YCSB records, token holders, traders) `0..accounts`.
+    pub accounts: u64,
+    /// Starting balance of every account.
+    pub balance: u64,
+    /// Create native account balances.
+    pub native_accounts: bool,
+    /// Create SmallBank checking and savings.
+    pub smallbank: bool,
+    /// Create YCSB records.
+    pub kv: bool,
+    /// Tokens `0..tokens`, every holder funded.
+    pub tokens: u64,
+    /// AMM pools `0..amm_pools`, every trader funded on both sides.
+    pub amm_pools: u64,
+    /// NFT collections `0..nft_collections`, unlimited supply, price 1.
+    pub nft_collections: u64,
+}
+
+impl NativeVm {
+    /// Native accounts `0..n`, each holding `balance`.
+    pub fn genesis_accounts(n: u64, balance: u64) -> impl Iterator<Item = (Key, Value)> {
+        (0..n).map(move |i| (Key::from_parts(tag::ACCOUNT, i, 0), Value::from_u64(balance)))
+    }
+
+    /// The genesis entries described by `cfg`.
+    pub fn genesis(cfg: &GenesisConfig) -> Vec<(Key, Value)> {
+        let n = cfg.accounts;
+        let mut out = Vec::new();
+        if cfg.native_accounts || cfg.nft_collections > 0 {
+            out.extend(Self::genesis_accounts(n, cfg.balance));
+        }
+        if cfg.smallbank {
+            for i in 0..n {
+                out.push((Key::from_parts(tag::SB_CHECKING, i, 0), Value::from_u64(cfg.balance)));
+                out.push((Key::from_parts(tag::SB_SAVINGS, i, 0), Value::from_u64(cfg.balance)));
+            }
+        }
+        if cfg.kv {
+            out.extend((0..n).map(|i| (Key::from_parts(tag::KV, i, 0), logic::kv_value(i, 0))));
+        }
+        for t in 0..cfg.tokens {
+            out.extend((0..n).map(|i| (Key::from_parts(tag::TOKEN_BALANCE, t, i), Value::from_u64(cfg.balance))));
+        }
+        for p in 0..cfg.amm_pools {
+            let reserve = cfg.balance.saturating_mul(n.max(1)).min(u64::MAX / 4);
+            out.push((Key::from_parts(tag::AMM_POOL, p, 0), logic::pool_value(reserve, reserve)));
+            for side in 0..2 {
+                out.extend((0..n).map(|i| (Key::from_parts(tag::AMM_BALANCE, p * 2 + side, i), Value::from_u64(cfg.balance))));
+            }
+        }
+        for c in 0..cfg.nft_collections {
+            out.push((Key::from_parts(tag::NFT_COLLECTION, c, 0), logic::collection_value(0, u64::MAX, 1)));
+        }
+        out
+    }
+
+    /// An NFT collection with a supply cap and price, for tests and custom genesis.
+    pub fn collection(collection: u64, minted: u64, max_supply: u64, price: u64) -> (Key, Value) {
+        (Key::from_parts(tag::NFT_COLLECTION, collection, 0), logic::collection_value(minted, max_supply, price))
+    }
+}
+
+impl Vm for NativeVm {
+    type Tx = NativeTx;
+    type Output = NativeOutput;
+
+    #[inline]
+    fn execute<V: View>(&self, tx: &NativeTx, view: &mut V) -> Result<NativeOutput, Interrupt> {
+        if tx.work_rounds > 0 {
+            let sender = tx.kind.sender();
+            let digest = burn(tx.work_rounds, sender);
+            view.write(Key::from_parts(tag::WORK, sender, 0), Value::from_slice(&digest[..8]));
+        }
+        logic::execute(&tx.kind, view)
+    }
+
+    #[inline]
+    fn declared_keys(&self, tx: &NativeTx, keys: &mut Vec<Key>) -> bool {
+        if tx.work_rounds > 0 {
+            keys.push(Key::from_parts(tag::WORK, tx.kind.sender(), 0));
+        }
+        logic::declared_keys(&tx.kind, keys);
+        true
+    }
+}

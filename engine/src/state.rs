@@ -1,0 +1,287 @@
+//! The committed state, block write sets and the order-independent state root.
+//!
+//! The state is split into [`PARTITIONS`] hash partitions. During a block every thread reads it
+//! through `&CommittedState` (plain hash-map lookups, no locks); at block commit the write set is
+//! applied with `&mut`, one group of partitions per thread.
+//!
+//! The root is a multiset hash (AdHash): the sum modulo 2^256 of `blake3(key ‖ len ‖ value)`
+//! over every entry. It does not depend on the order of writes and is updated incrementally: a
+//! write subtracts the old leaf (kept beside the value, so it is never recomputed) and adds the
+//! new one. Two executions of the same blocks from the same genesis agree on the root exactly
+//! when they agree on every key (up to hash collisions). It is meant for comparing executions,
+//! not as an adversarial commitment: an additive hash over 2^256 is open to generalised-birthday
+//! attacks, and a production chain should swap in LtHash or a Merkle tree behind the same API.
+
+use crate::key::{hex_encode, Key, KeyMap};
+use crate::value::Value;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Number of hash partitions of the committed state (a power of two).
+pub const PARTITIONS: usize = 64;
+
+/// Partition of a key. Bits 40..46 of the key hash: hash tables use the low bits for the
+/// bucket and the top seven for the control byte, so these are free.
+#[inline]
+pub fn partition_of(key: &Key) -> usize {
+    ((key.hash64() >> 40) as usize) & (PARTITIONS - 1)
+}
+
+/// A 256-bit accumulator of leaf hashes (four little-endian limbs).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Acc([u64; 4]);
+
+impl Acc {
+    fn add(&mut self, o: &Acc) {
+        let mut carry = 0u64;
+        for i in 0..4 {
+            let (s1, c1) = self.0[i].overflowing_add(o.0[i]);
+            let (s2, c2) = s1.overflowing_add(carry);
+            self.0[i] = s2;
+            carry = (c1 as u64) + (c2 as u64);
+        }
+    }
+    fn sub(&mut self, o: &Acc) {
+        let mut borrow = 0u64;
+        for i in 0..4 {
+            let (d1, b1) = self.0[i].overflowing_sub(o.0[i]);
+            let (d2, b2) = d1.overflowing_sub(borrow);
+            self.0[i] = d2;
+            borrow = (b1 as u64) + (b2 as u64);
+        }
+    }
+    fn leaf(key: &Key, value: &Value) -> Acc {
+        let mut h = blake3::Hasher::new();
+        h.update(&key.0);
+        h.update(&(value.len() as u32).to_le_bytes());
+        h.update(value.as_bytes());
+        let d = h.finalize();
+        let b = d.as_bytes();
+        let mut limbs = [0u64; 4];
+        for (i, l) in limbs.iter_mut().enumerate() {
+            *l = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        }
+        Acc(limbs)
+    }
+    fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for i in 0..4 {
+            out[i * 8..i * 8 + 8].copy_from_slice(&self.0[i].to_le_bytes());
+        }
+        out
+    }
+}
+
+/// The state root: `blake3("occam/state-root/v1" ‖ accumulator)`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateRoot(pub [u8; 32]);
+
+impl StateRoot {
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex_encode(&self.0)
+    }
+}
+
+impl fmt::Display for StateRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for StateRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateRoot({})", self.to_hex())
+    }
+}
+
+/// The resolved writes of a block: each key at most once, `None` meaning deleted.
+///
+/// The order of entries is whatever the executor produced; [`WriteSet::sorted`] gives the
+/// canonical order for comparisons.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteSet {
+    /// `(key, new value or None for a deletion)`.
+    pub entries: Vec<(Key, Option<Value>)>,
+}
+
+impl WriteSet {
+    /// The entries sorted by key: the canonical form in which two write sets are compared.
+    pub fn sorted(&self) -> Vec<(Key, Option<Value>)> {
+        let mut v = self.entries.clone();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Number of keys written.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the block wrote nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Value,
+    leaf: Acc,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Partition {
+    map: KeyMap<Entry>,
+    acc: Acc,
+}
+
+impl Partition {
+    fn apply(&mut self, key: &Key, value: Option<&Value>) {
+        match value {
+            Some(v) => {
+                let leaf = Acc::leaf(key, v);
+                self.acc.add(&leaf);
+                let old = self.map.insert(*key, Entry { value: v.clone(), leaf });
+                if let Some(old) = old {
+                    self.acc.sub(&old.leaf);
+                }
+            }
+            None => {
+                if let Some(old) = self.map.remove(key) {
+                    self.acc.sub(&old.leaf);
+                }
+            }
+        }
+    }
+}
+
+/// The in-memory committed state: read concurrently during a block, updated at commit.
+#[derive(Clone, Debug)]
+pub struct CommittedState {
+    parts: Vec<Partition>,
+}
+
+impl Default for CommittedState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CommittedState {
+    /// An empty state.
+    pub fn new() -> Self {
+        CommittedState { parts: vec![Partition::default(); PARTITIONS] }
+    }
+
+    /// A state holding `entries` (later duplicates win).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Key, Value)>) -> Self {
+        let mut s = Self::new();
+        for (k, v) in entries {
+            s.parts[partition_of(&k)].apply(&k, Some(&v));
+        }
+        s
+    }
+
+    /// The committed value of `key`.
+    #[inline]
+    pub fn get(&self, key: &Key) -> Option<&Value> {
+        self.parts[partition_of(key)].map.get(key).map(|e| &e.value)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.map.len()).sum()
+    }
+
+    /// True when no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, sorted by key (for recordings and tests; allocates).
+    pub fn sorted_entries(&self) -> Vec<(Key, Value)> {
+        let mut v: Vec<(Key, Value)> =
+            self.parts.iter().flat_map(|p| p.map.iter().map(|(k, e)| (*k, e.value.clone()))).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The current state root.
+    pub fn root(&self) -> StateRoot {
+        let mut acc = Acc::default();
+        for p in &self.parts {
+            acc.add(&p.acc);
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(b"occam/state-root/v1");
+        h.update(&acc.to_bytes());
+        StateRoot(*h.finalize().as_bytes())
+    }
+
+    /// Applies a block's write set. With a pool, partition groups are updated in parallel,
+    /// one group per pool thread; the result is identical either way.
+    pub fn apply(&mut self, writes: &WriteSet, pool: Option<&rayon::ThreadPool>) {
+        let groups = pool.map_or(1, |p| p.current_num_threads()).clamp(1, PARTITIONS);
+        if groups == 1 || writes.len() < 256 {
+            for (k, v) in &writes.entries {
+                self.parts[partition_of(k)].apply(k, v.as_ref());
+            }
+            return;
+        }
+        let pool = pool.expect("groups > 1 implies a pool");
+        let chunk = PARTITIONS.div_ceil(groups);
+        pool.install(|| {
+            use rayon::prelude::*;
+            self.parts.par_chunks_mut(chunk).enumerate().for_each(|(g, parts)| {
+                let lo = g * chunk;
+                for (k, v) in &writes.entries {
+                    let p = partition_of(k);
+                    if p >= lo && p < lo + parts.len() {
+                        parts[p - lo].apply(k, v.as_ref());
+                    }
+                }
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(entries: &[(u64, Option<u64>)]) -> WriteSet {
+        WriteSet {
+            entries: entries.iter().map(|&(k, v)| (Key::from_parts(1, k, 0), v.map(Value::from_u64))).collect(),
+        }
+    }
+
+    #[test]
+    fn root_is_independent_of_write_order_and_history() {
+        let mut a = CommittedState::new();
+        a.apply(&ws(&[(1, Some(10)), (2, Some(20)), (3, Some(30))]), None);
+        a.apply(&ws(&[(3, None), (1, Some(11))]), None);
+        let b = CommittedState::from_entries([
+            (Key::from_parts(1, 2, 0), Value::from_u64(20)),
+            (Key::from_parts(1, 1, 0), Value::from_u64(11)),
+        ]);
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.sorted_entries(), b.sorted_entries());
+        assert_ne!(a.root(), CommittedState::new().root());
+    }
+
+    #[test]
+    fn parallel_apply_matches_serial_apply() {
+        let entries: Vec<(u64, Option<u64>)> = (0..5000).map(|i| (i * 7 % 3001, (i % 5 != 0).then_some(i))).collect();
+        // Later entries for the same key must not appear in one write set: dedupe first.
+        let mut seen = std::collections::HashSet::new();
+        let entries: Vec<_> = entries.into_iter().filter(|e| seen.insert(e.0)).collect();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let mut serial = CommittedState::from_entries((0..3001).map(|i| (Key::from_parts(1, i, 0), Value::from_u64(1))));
+        let mut parallel = serial.clone();
+        serial.apply(&ws(&entries), None);
+        parallel.apply(&ws(&entries), Some(&pool));
+        assert_eq!(serial.root(), parallel.root());
+        assert_eq!(serial.sorted_entries(), parallel.sorted_entries());
+    }
+}
