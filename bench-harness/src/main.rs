@@ -1,1 +1,161 @@
-fn main(){}
+//! The `occam` command.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use occam_bench::record::replay;
+use occam_bench::report::table;
+use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
+use std::path::PathBuf;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Occam: a parallel, sharded transaction engine and its benchmark harness.
+#[derive(Parser)]
+#[command(name = "occam", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workloads on the embedded engine under several executors and thread counts.
+    Bench(BenchArgs),
+    /// Re-execute a recording (from `bench --record`) and check every state root.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Workloads, comma-separated: transfer, smallbank, ycsb-a|b|c|d|f, token, amm-swap[:POOLS], nft-mint[:COLLECTIONS].
+    #[arg(long, value_delimiter = ',', default_value = "transfer,smallbank,ycsb-a,token,amm-swap,nft-mint")]
+    workload: Vec<String>,
+    /// Accounts (customers, records, holders) per workload.
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Measured transactions per run (rounded up to whole blocks).
+    #[arg(long, default_value_t = 100_000)]
+    txs: usize,
+    /// Transactions per block.
+    #[arg(long, default_value_t = 10_000)]
+    block_size: usize,
+    /// Blocks run before measuring.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Worker counts, comma-separated (default: powers of two up to the core count, and it).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Executors to compare with the sequential reference: sequential, parallel, declared, auto.
+    #[arg(long, value_delimiter = ',', default_value = "sequential,parallel,declared,auto")]
+    executor: Vec<String>,
+    /// Key distribution: uniform, zipf:THETA or hotspot:PROBABILITY:KEYS.
+    #[arg(long, default_value = "uniform")]
+    distribution: String,
+    /// Seed of the workload generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Emulated VM cost per transaction, in microseconds of hashing.
+    #[arg(long, default_value_t = 0.0)]
+    tx_cost_us: f64,
+    /// Write every figure, the machine and the settings to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Record the generated transactions and the final state (JSON Lines) under this folder.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A recording folder (one workload, or a folder of them).
+    dir: PathBuf,
+    /// Executor to re-execute with.
+    #[arg(long, default_value = "sequential")]
+    executor: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn default_threads() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |t| Some(t * 2)).take_while(|&t| t <= cores).collect();
+    if v.last() != Some(&cores) {
+        v.push(cores);
+    }
+    v
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let cfg = BenchConfig {
+        workloads: a.workload,
+        accounts: a.accounts,
+        txs: a.txs,
+        block_size: a.block_size,
+        warmup_blocks: a.warmup,
+        threads: if a.threads.is_empty() { default_threads() } else { a.threads },
+        executors: a.executor,
+        distribution: a.distribution,
+        seed: a.seed,
+        tx_cost_us: a.tx_cost_us,
+    };
+    let (workloads, _) = cfg.validate()?;
+    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_blocks(&cfg, workloads.len())) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} blocks  ETA {eta}  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = run_bench(&cfg, a.record.as_ref(), &bar)?;
+    bar.finish_and_clear();
+    print!("{}", table(&report));
+    if let Some(path) = &a.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        if !a.quiet {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if let Some(dir) = &a.record {
+        if !a.quiet {
+            eprintln!("recorded to {} (check with: occam replay {})", dir.display(), dir.display());
+        }
+    }
+    if !report.mismatches.is_empty() {
+        for m in &report.mismatches {
+            eprintln!("MISMATCH {m}");
+        }
+        bail!("{} executor result(s) disagree with the sequential reference", report.mismatches.len());
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bench(a) => bench(a),
+        Command::Replay(a) => {
+            let summaries = replay(&a.dir, &a.executor, a.threads)?;
+            for s in summaries {
+                println!(
+                    "{}: {} blocks, {} txs re-executed with {} x{}; final root {} matches",
+                    s.workload, s.blocks, s.txs, a.executor, a.threads, s.final_root
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -109,7 +109,7 @@ impl WriteSet {
     /// The entries sorted by key: the canonical form in which two write sets are compared.
     pub fn sorted(&self) -> Vec<(Key, Option<Value>)> {
         let mut v = self.entries.clone();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v.sort_unstable_by_key(|e| e.0);
         v
     }
 
@@ -142,9 +142,13 @@ impl Partition {
             Some(v) => {
                 let leaf = Acc::leaf(key, v);
                 self.acc.add(&leaf);
-                let old = self.map.insert(*key, Entry { value: v.clone(), leaf });
-                if let Some(old) = old {
-                    self.acc.sub(&old.leaf);
+                // Most writes update an existing key: change it in place.
+                if let Some(e) = self.map.get_mut(key) {
+                    self.acc.sub(&e.leaf);
+                    e.leaf = leaf;
+                    e.value.clone_from(v);
+                } else {
+                    self.map.insert(*key, Entry { value: v.clone(), leaf });
                 }
             }
             None => {
@@ -201,9 +205,8 @@ impl CommittedState {
 
     /// Every entry, sorted by key (for recordings and tests; allocates).
     pub fn sorted_entries(&self) -> Vec<(Key, Value)> {
-        let mut v: Vec<(Key, Value)> =
-            self.parts.iter().flat_map(|p| p.map.iter().map(|(k, e)| (*k, e.value.clone()))).collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut v: Vec<(Key, Value)> = self.parts.iter().flat_map(|p| p.map.iter().map(|(k, e)| (*k, e.value.clone()))).collect();
+        v.sort_unstable_by_key(|e| e.0);
         v
     }
 
@@ -251,9 +254,7 @@ mod tests {
     use super::*;
 
     fn ws(entries: &[(u64, Option<u64>)]) -> WriteSet {
-        WriteSet {
-            entries: entries.iter().map(|&(k, v)| (Key::from_parts(1, k, 0), v.map(Value::from_u64))).collect(),
-        }
+        WriteSet { entries: entries.iter().map(|&(k, v)| (Key::from_parts(1, k, 0), v.map(Value::from_u64))).collect() }
     }
 
     #[test]

@@ -33,6 +33,22 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// The value, consuming the mutex.
+    pub(crate) fn into_inner(self) -> T {
+        #[cfg(loom)]
+        return self.inner.into_inner().expect("loom mutex poisoned");
+        #[cfg(not(loom))]
+        return self.inner.into_inner();
+    }
+
+    /// Mutable access without locking (the borrow proves exclusivity).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        #[cfg(loom)]
+        return self.inner.get_mut().expect("loom mutex poisoned");
+        #[cfg(not(loom))]
+        return self.inner.get_mut();
+    }
+
     #[cfg(loom)]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.inner.lock().expect("loom mutex poisoned")

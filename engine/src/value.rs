@@ -64,9 +64,7 @@ impl Serialize for Value {
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        crate::key::hex_decode(&s)
-            .map(|b| Value::from_slice(&b))
-            .ok_or_else(|| serde::de::Error::custom("value is not valid hex"))
+        crate::key::hex_decode(&s).map(|b| Value::from_slice(&b)).ok_or_else(|| serde::de::Error::custom("value is not valid hex"))
     }
 }
 

@@ -162,6 +162,8 @@ impl BaseRead for ChainBase<'_> {
 /// The declared-keys executor.
 pub struct DeclaredExecutor {
     pool: Arc<rayon::ThreadPool>,
+    /// One overlay per worker, kept across blocks so their tables are not regrown each time.
+    overlays: Vec<parking_lot::Mutex<KeyMap<Option<Value>>>>,
     analyzer: Analyzer,
     analysis: BlockAnalysis,
     fallback: ParallelExecutor,
@@ -172,6 +174,7 @@ impl DeclaredExecutor {
     pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
         DeclaredExecutor {
             fallback: ParallelExecutor::new(pool.clone()),
+            overlays: (0..pool.current_num_threads()).map(|_| Default::default()).collect(),
             pool,
             analyzer: Analyzer::default(),
             analysis: BlockAnalysis::default(),
@@ -206,15 +209,17 @@ impl DeclaredExecutor {
         }
         let next_chain = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results = self.pool.broadcast(|_| {
-            let mut overlay: KeyMap<Option<Value>> = KeyMap::default();
+        let overlays = &self.overlays;
+        let results = self.pool.broadcast(|ctx| {
+            let mut overlay = overlays[ctx.index()].lock();
+            overlay.clear();
             let mut outputs: Vec<(TxIndex, V::Output)> = Vec::new();
             loop {
                 let c = next_chain.fetch_add(1, Relaxed);
                 let Some(&(start, len)) = a.chains.get(c) else { break };
                 for &i in &a.order[start as usize..(start + len) as usize] {
                     if failed.load(Relaxed) {
-                        return (overlay, outputs);
+                        return outputs;
                     }
                     let (ks, ke) = a.key_ranges[i as usize];
                     let declared = &a.keys[ks as usize..ke as usize];
@@ -225,7 +230,7 @@ impl DeclaredExecutor {
                     let ops = writes.take();
                     if base.undeclared || out.is_err() || ops.iter().any(|(k, _)| !declared.contains(k)) {
                         failed.store(true, Relaxed);
-                        return (overlay, outputs);
+                        return outputs;
                     }
                     for (key, op) in ops {
                         let below = match overlay.get(&key) {
@@ -237,7 +242,7 @@ impl DeclaredExecutor {
                     outputs.push((i, out.expect("checked above")));
                 }
             }
-            (overlay, outputs)
+            outputs
         });
         if failed.load(Relaxed) {
             let mut out = self.execute_block_stm(vm, state, txs)?;
@@ -246,9 +251,11 @@ impl DeclaredExecutor {
         }
         let mut slots: Vec<Option<V::Output>> = Vec::with_capacity(txs.len());
         slots.resize_with(txs.len(), || None);
-        let mut entries = Vec::new();
-        for (overlay, outputs) in results {
-            entries.extend(overlay);
+        let mut entries = Vec::with_capacity(self.overlays.iter_mut().map(|o| o.get_mut().len()).sum());
+        for o in &mut self.overlays {
+            entries.extend(o.get_mut().drain());
+        }
+        for outputs in results {
             for (i, o) in outputs {
                 slots[i as usize] = Some(o);
             }

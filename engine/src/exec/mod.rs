@@ -179,3 +179,13 @@ pub(crate) fn check_block_len(n: usize) -> Result<(), ExecError> {
     }
     Ok(())
 }
+
+/// The scheduler and multi-version memory, exposed for the loom models in `tests/loom.rs`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
+    pub use super::scheduler::{Scheduler, Status, Task, Version};
+    pub use crate::value::{Value, WriteOp};
+    pub use crate::vm::TxIndex;
+}

@@ -15,7 +15,7 @@ use crate::value::{apply_add, Value, WriteOp};
 use crate::vm::TxIndex;
 
 /// Incarnation number of a transaction execution.
-pub(crate) type Incarnation = u32;
+pub type Incarnation = u32;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -27,7 +27,7 @@ struct Entry {
 
 /// Where a read's value came from; validation re-reads and compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum ReadOrigin {
+pub enum ReadOrigin {
     /// The committed state (no entry below the reader).
     Storage,
     /// A full write (`Put`/`Delete`) of this version.
@@ -38,7 +38,7 @@ pub(crate) enum ReadOrigin {
 
 /// The outcome of a multi-version read.
 #[derive(Debug)]
-pub(crate) enum MvRead {
+pub enum MvRead {
     /// No entry below the reader: read the committed state.
     Storage,
     /// A full write.
@@ -54,14 +54,14 @@ pub(crate) enum MvRead {
 type Shard = KeyMap<Vec<Entry>>;
 
 /// The multi-version memory of one block.
-pub(crate) struct MvMemory {
+pub struct MvMemory {
     shards: Vec<Mutex<Shard>>,
     mask: usize,
 }
 
 impl MvMemory {
     /// A memory with `shards` shards (rounded up to a power of two).
-    pub(crate) fn new(shards: usize) -> Self {
+    pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         MvMemory { shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(), mask: n - 1 }
     }
@@ -73,21 +73,17 @@ impl MvMemory {
     }
 
     /// Number of shards.
-    pub(crate) fn shard_count(&self) -> usize {
+    pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
 
     /// Records (or replaces) `txn`'s write of `key`.
-    pub(crate) fn write(&self, key: Key, txn: TxIndex, incarnation: Incarnation, op: WriteOp) {
+    pub fn write(&self, key: Key, txn: TxIndex, incarnation: Incarnation, op: WriteOp) {
         let mut shard = self.shard(&key).lock();
         let versions = shard.entry(key).or_default();
         let entry = Entry { txn, incarnation, estimate: false, op };
         // Sorted by index; transactions mostly finish in index order, so this is usually a push.
-        let at = if versions.last().is_none_or(|e| e.txn < txn) {
-            versions.len()
-        } else {
-            versions.partition_point(|e| e.txn < txn)
-        };
+        let at = if versions.last().is_none_or(|e| e.txn < txn) { versions.len() } else { versions.partition_point(|e| e.txn < txn) };
         match versions.get_mut(at) {
             Some(e) if e.txn == txn => *e = entry,
             _ => versions.insert(at, entry),
@@ -95,7 +91,7 @@ impl MvMemory {
     }
 
     /// Removes `txn`'s write of `key` (its new incarnation no longer writes it).
-    pub(crate) fn remove(&self, key: &Key, txn: TxIndex) {
+    pub fn remove(&self, key: &Key, txn: TxIndex) {
         let mut shard = self.shard(key).lock();
         if let Some(versions) = shard.get_mut(key) {
             let at = versions.partition_point(|e| e.txn < txn);
@@ -106,7 +102,7 @@ impl MvMemory {
     }
 
     /// Marks `txn`'s write of `key` as an estimate.
-    pub(crate) fn mark_estimate(&self, key: &Key, txn: TxIndex) {
+    pub fn mark_estimate(&self, key: &Key, txn: TxIndex) {
         let mut shard = self.shard(key).lock();
         if let Some(versions) = shard.get_mut(key) {
             let at = versions.partition_point(|e| e.txn < txn);
@@ -117,7 +113,7 @@ impl MvMemory {
     }
 
     /// What transaction `txn` reads at `key`.
-    pub(crate) fn read(&self, key: &Key, txn: TxIndex) -> MvRead {
+    pub fn read(&self, key: &Key, txn: TxIndex) -> MvRead {
         let shard = self.shard(key).lock();
         let Some(versions) = shard.get(key) else {
             return MvRead::Storage;
@@ -148,13 +144,7 @@ impl MvMemory {
     /// Empties shard `i`, calling `f(key, value)` with each key's value as of the end of the
     /// first `below` transactions (`None` inside `Some` is a deletion); keys with no write
     /// below `below` are skipped. `storage` supplies the base for trailing `Add`s.
-    pub(crate) fn drain_shard(
-        &self,
-        i: usize,
-        below: TxIndex,
-        storage: impl Fn(&Key) -> Option<Value>,
-        mut f: impl FnMut(Key, Option<Value>),
-    ) {
+    pub fn drain_shard(&self, i: usize, below: TxIndex, storage: impl Fn(&Key) -> Option<Value>, mut f: impl FnMut(Key, Option<Value>)) {
         let mut shard = self.shards[i].lock();
         for (key, versions) in shard.drain() {
             let mut delta: Option<u64> = None;

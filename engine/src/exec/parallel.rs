@@ -28,17 +28,15 @@ use std::sync::Arc;
 /// Executions observed before the contention fallback may trigger.
 const FALLBACK_MIN_EXECUTIONS: u64 = 128;
 
-/// The last incarnation of one transaction.
-struct Slot<O> {
-    reads: Vec<(Key, ReadOrigin)>,
-    write_keys: SmallVec<[Key; 4]>,
-    output: Option<O>,
-}
+/// Reads recorded by one incarnation (inline for the common few).
+type ReadSet = SmallVec<[(Key, ReadOrigin); 4]>;
 
-impl<O> Default for Slot<O> {
-    fn default() -> Self {
-        Slot { reads: Vec::new(), write_keys: SmallVec::new(), output: None }
-    }
+/// The reads and written keys of a transaction's last incarnation. Slots are kept across
+/// blocks; outputs, whose type depends on the VM, live in a separate per-block vector.
+#[derive(Default)]
+struct Slot {
+    reads: ReadSet,
+    write_keys: SmallVec<[Key; 4]>,
 }
 
 /// Reads for one incarnation: multi-version memory, then the committed state.
@@ -46,7 +44,7 @@ struct MvBase<'a> {
     mv: &'a MvMemory,
     state: &'a CommittedState,
     txn: TxIndex,
-    reads: Vec<(Key, ReadOrigin)>,
+    reads: ReadSet,
 }
 
 impl BaseRead for MvBase<'_> {
@@ -92,7 +90,8 @@ struct Block<'a, V: Vm> {
     state: &'a CommittedState,
     mv: &'a MvMemory,
     scheduler: &'a Scheduler,
-    slots: &'a [Mutex<Slot<V::Output>>],
+    slots: &'a [Mutex<Slot>],
+    outputs: &'a [Mutex<Option<V::Output>>],
     threads: usize,
     executions: AtomicU64,
     aborts: AtomicU64,
@@ -103,6 +102,7 @@ impl<V: Vm> Block<'_, V> {
         let mut stats = WorkerStats::default();
         let mut task: Option<Task> = None;
         let mut unflushed = 0u64;
+        let mut idle = 0u32;
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => {
@@ -119,9 +119,19 @@ impl<V: Vm> Block<'_, V> {
                     self.validate(version, &mut stats)
                 }
                 None => match self.scheduler.next_task() {
-                    Some(t) => Some(t),
+                    Some(t) => {
+                        idle = 0;
+                        Some(t)
+                    }
                     None => {
-                        crate::sync::spin_hint();
+                        // Spin briefly, then yield: with more workers than cores a spinning
+                        // worker would take the core from the one it is waiting for.
+                        idle += 1;
+                        if idle < 64 {
+                            crate::sync::spin_hint();
+                        } else {
+                            std::thread::yield_now();
+                        }
                         None
                     }
                 },
@@ -146,7 +156,7 @@ impl<V: Vm> Block<'_, V> {
     fn execute(&self, version: Version, stats: &mut WorkerStats) -> Option<Task> {
         let (txn, incarnation) = version;
         loop {
-            let base = MvBase { mv: self.mv, state: self.state, txn, reads: Vec::new() };
+            let base = MvBase { mv: self.mv, state: self.state, txn, reads: ReadSet::new() };
             let mut view = BufferedView::new(base);
             match self.vm.execute(&self.txs[txn as usize], &mut view) {
                 Err(Interrupt { blocking }) => {
@@ -184,7 +194,8 @@ impl<V: Vm> Block<'_, V> {
         }
         slot.write_keys = keys;
         slot.reads = base.reads;
-        slot.output = Some(output);
+        drop(slot);
+        *self.outputs[txn as usize].lock() = Some(output);
         wrote_new
     }
 
@@ -224,6 +235,7 @@ pub struct ParallelExecutor {
     pool: Arc<rayon::ThreadPool>,
     mv: MvMemory,
     scheduler: Scheduler,
+    slots: Vec<Mutex<Slot>>,
     overlay: KeyMap<Option<Value>>,
 }
 
@@ -231,7 +243,7 @@ impl ParallelExecutor {
     /// An executor running on `pool`.
     pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
         let shards = (pool.current_num_threads() * 64).max(256);
-        ParallelExecutor { pool, mv: MvMemory::new(shards), scheduler: Scheduler::new(0), overlay: KeyMap::default() }
+        ParallelExecutor { pool, mv: MvMemory::new(shards), scheduler: Scheduler::new(0), slots: Vec::new(), overlay: KeyMap::default() }
     }
 }
 
@@ -252,7 +264,10 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         check_block_len(txs.len())?;
         let n = txs.len();
         self.scheduler.reset(n);
-        let slots: Vec<Mutex<Slot<V::Output>>> = (0..n).map(|_| Mutex::new(Slot::default())).collect();
+        if self.slots.len() < n {
+            self.slots.resize_with(n, || Mutex::new(Slot::default()));
+        }
+        let outputs: Vec<Mutex<Option<V::Output>>> = (0..n).map(|_| Mutex::new(None)).collect();
         let threads = self.pool.current_num_threads();
         let block = Block {
             vm,
@@ -260,7 +275,8 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             state,
             mv: &self.mv,
             scheduler: &self.scheduler,
-            slots: &slots,
+            slots: &self.slots,
+            outputs: &outputs,
             threads,
             executions: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
@@ -279,22 +295,28 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         let mut prefix = n;
         if self.scheduler.halted() {
             prefix = 0;
-            while prefix < n
-                && self.scheduler.status(prefix as TxIndex).1 == Status::Executed
-                && block.reads_valid(prefix as TxIndex)
-            {
+            while prefix < n && self.scheduler.status(prefix as TxIndex).1 == Status::Executed && block.reads_valid(prefix as TxIndex) {
                 prefix += 1;
             }
         }
-        drop(block);
 
-        let mut outputs: Vec<V::Output> = Vec::with_capacity(n);
-        for (i, slot) in slots.into_iter().take(prefix).enumerate() {
-            match slot.into_inner_output() {
-                Some(o) => outputs.push(o),
-                None => return Err(ExecError::SpuriousInterrupt(i as u32)),
-            }
+        // Slots keep their buffers for the next block but must not carry keys over.
+        for s in &mut self.slots[..n] {
+            let s = s.get_mut();
+            s.write_keys.clear();
+            s.reads.clear();
         }
+        let outputs = {
+            let mut v: Vec<V::Output> = Vec::with_capacity(n);
+            for (i, o) in outputs.into_iter().take(prefix).enumerate() {
+                match o.into_inner() {
+                    Some(o) => v.push(o),
+                    None => return Err(ExecError::SpuriousInterrupt(i as u32)),
+                }
+            }
+            v
+        };
+        let mut outputs = outputs;
         self.overlay.clear();
         if prefix < n {
             stats.path = ExecPath::ParallelThenSequential;
@@ -309,12 +331,6 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
 
         let write_set = collect_writes(&self.pool, &self.mv, &self.overlay, state, prefix as TxIndex);
         Ok(BlockOutput { outputs, write_set, stats })
-    }
-}
-
-impl<O> Mutex<Slot<O>> {
-    fn into_inner_output(self) -> Option<O> {
-        std::mem::take(&mut *self.lock()).output
     }
 }
 

@@ -18,11 +18,11 @@ use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering::SeqCst};
 use crate::vm::TxIndex;
 
 /// A version: a transaction and one of its incarnations.
-pub(crate) type Version = (TxIndex, Incarnation);
+pub type Version = (TxIndex, Incarnation);
 
 /// A unit of work for a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Task {
+pub enum Task {
     /// Run this incarnation.
     Execute(Version),
     /// Check that this incarnation's reads are still current.
@@ -30,7 +30,7 @@ pub(crate) enum Task {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
+pub enum Status {
     ReadyToExecute,
     Executing,
     Executed,
@@ -38,7 +38,7 @@ pub(crate) enum Status {
 }
 
 /// The shared scheduler state of one block.
-pub(crate) struct Scheduler {
+pub struct Scheduler {
     n: usize,
     execution_idx: AtomicUsize,
     validation_idx: AtomicUsize,
@@ -52,7 +52,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     /// A scheduler for a block of `n` transactions.
-    pub(crate) fn new(n: usize) -> Self {
+    pub fn new(n: usize) -> Self {
         Scheduler {
             n,
             execution_idx: AtomicUsize::new(0),
@@ -67,8 +67,7 @@ impl Scheduler {
     }
 
     /// Resets for a new block of `n` transactions, reusing the allocations.
-    #[cfg(not(loom))]
-    pub(crate) fn reset(&mut self, n: usize) {
+    pub fn reset(&mut self, n: usize) {
         self.n = n;
         self.execution_idx = AtomicUsize::new(0);
         self.validation_idx = AtomicUsize::new(0);
@@ -93,23 +92,23 @@ impl Scheduler {
 
     /// True once every transaction is executed and validated (or the block was halted).
     #[inline]
-    pub(crate) fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.done_marker.load(SeqCst)
     }
 
     /// Stops handing out tasks; workers return after their current task.
-    pub(crate) fn halt(&self) {
+    pub fn halt(&self) {
         self.halted.store(true, SeqCst);
         self.done_marker.store(true, SeqCst);
     }
 
     /// True if [`Scheduler::halt`] was called.
-    pub(crate) fn halted(&self) -> bool {
+    pub fn halted(&self) -> bool {
         self.halted.load(SeqCst)
     }
 
     /// The current incarnation and status of `txn`.
-    pub(crate) fn status(&self, txn: TxIndex) -> (Incarnation, Status) {
+    pub fn status(&self, txn: TxIndex) -> (Incarnation, Status) {
         *self.status[txn as usize].lock()
     }
 
@@ -173,7 +172,7 @@ impl Scheduler {
     }
 
     /// The next task, or `None` if there is nothing to do right now.
-    pub(crate) fn next_task(&self) -> Option<Task> {
+    pub fn next_task(&self) -> Option<Task> {
         if self.halted.load(SeqCst) {
             return None;
         }
@@ -186,7 +185,7 @@ impl Scheduler {
 
     /// Parks `txn` until `blocking` finishes. Returns false if `blocking` already finished
     /// (the caller re-executes at once).
-    pub(crate) fn add_dependency(&self, txn: TxIndex, blocking: TxIndex) -> bool {
+    pub fn add_dependency(&self, txn: TxIndex, blocking: TxIndex) -> bool {
         let mut deps = self.dependencies[blocking as usize].lock();
         if self.status[blocking as usize].lock().1 == Status::Executed {
             return false;
@@ -210,7 +209,7 @@ impl Scheduler {
 
     /// Records that `version` finished executing; `wrote_new_key` if it wrote a key its
     /// previous incarnation did not. May return the validation of this very version.
-    pub(crate) fn finish_execution(&self, version: Version, wrote_new_key: bool) -> Option<Task> {
+    pub fn finish_execution(&self, version: Version, wrote_new_key: bool) -> Option<Task> {
         let (txn, incarnation) = version;
         {
             let mut s = self.status[txn as usize].lock();
@@ -236,7 +235,7 @@ impl Scheduler {
     }
 
     /// Claims the abort of `version` after a failed validation. Only one validator wins.
-    pub(crate) fn try_validation_abort(&self, version: Version) -> bool {
+    pub fn try_validation_abort(&self, version: Version) -> bool {
         let mut s = self.status[version.0 as usize].lock();
         if *s == (version.1, Status::Executed) {
             s.1 = Status::Aborting;
@@ -247,7 +246,7 @@ impl Scheduler {
 
     /// Records that the validation of `version` finished; `aborted` if this validator claimed
     /// its abort. May return the re-execution of the transaction.
-    pub(crate) fn finish_validation(&self, version: Version, aborted: bool) -> Option<Task> {
+    pub fn finish_validation(&self, version: Version, aborted: bool) -> Option<Task> {
         let txn = version.0;
         if aborted {
             self.set_ready_status(txn);

@@ -281,9 +281,10 @@ pub(crate) fn declared_keys(kind: &TxKind, keys: &mut Vec<Key>) {
         TxKind::SbDepositChecking { a, .. } => keys.push(checking(a)),
         TxKind::SbAmalgamate { a, b } => keys.extend([checking(a), savings(a), checking(b)]),
         TxKind::SbSendPayment { from, to, .. } => keys.extend([checking(from), checking(to)]),
-        TxKind::KvRead { record: r } | TxKind::KvUpdate { record: r, .. } | TxKind::KvRmw { record: r, .. } | TxKind::KvInsert { record: r, .. } => {
-            keys.push(record(r))
-        }
+        TxKind::KvRead { record: r }
+        | TxKind::KvUpdate { record: r, .. }
+        | TxKind::KvRmw { record: r, .. }
+        | TxKind::KvInsert { record: r, .. } => keys.push(record(r)),
         TxKind::TokenTransfer { token, from, to, .. } => keys.extend([token_balance(token, from), token_balance(token, to)]),
         TxKind::TokenApprove { token, owner, spender, .. } => keys.push(allowance(token, owner, spender)),
         TxKind::TokenTransferFrom { token, spender, from, to, .. } => {

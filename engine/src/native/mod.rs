@@ -227,7 +227,10 @@ impl TxKind {
             | TxKind::SbTransactSavings { a, .. }
             | TxKind::SbWriteCheck { a, .. } => a,
             TxKind::SbSendPayment { from, .. } => from,
-            TxKind::KvRead { record } | TxKind::KvUpdate { record, .. } | TxKind::KvRmw { record, .. } | TxKind::KvInsert { record, .. } => record,
+            TxKind::KvRead { record }
+            | TxKind::KvUpdate { record, .. }
+            | TxKind::KvRmw { record, .. }
+            | TxKind::KvInsert { record, .. } => record,
             TxKind::TokenTransfer { from, .. } => from,
             TxKind::TokenApprove { owner, .. } => owner,
             TxKind::TokenTransferFrom { spender, .. } => spender,

@@ -1,0 +1,89 @@
+//! The human-readable results table.
+
+use crate::runner::BenchReport;
+use std::fmt::Write;
+
+/// Formats a rate with a k/M suffix.
+pub fn human_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The results table, one row per run, with a header naming machine, commit and settings.
+pub fn table(r: &BenchReport) -> String {
+    let s = &r.settings;
+    let mut out = String::new();
+    let _ = writeln!(out, "occam bench  commit {}  {} ({} cores), {}", r.commit, r.machine.cpu_model, r.machine.cores, r.machine.os);
+    let _ = writeln!(
+        out,
+        "accounts {}  block {} txs  {} measured blocks after {} warm-up  distribution {}  seed {}  tx cost {} us ({} rounds at {:.0} ns)",
+        s.accounts,
+        s.block_size,
+        s.measured_blocks(),
+        s.warmup_blocks,
+        s.distribution,
+        s.seed,
+        s.tx_cost_us,
+        r.calibration.work_rounds,
+        r.calibration.ns_per_round
+    );
+    let _ = writeln!(out);
+    let header =
+        ["workload", "executor", "thr", "TPS", "speedup", "p50 ms", "p99 ms", "exec%", "re-exec/tx", "fail-val/tx", "path", "state root"];
+    let rows: Vec<[String; 12]> = r
+        .results
+        .iter()
+        .map(|x| {
+            let path = x.paths.iter().max_by_key(|(_, n)| **n).map(|(p, _)| p.clone()).unwrap_or_default();
+            let path = if x.paths.len() > 1 { format!("{path}+") } else { path };
+            [
+                x.workload.clone(),
+                x.executor.clone(),
+                x.threads.to_string(),
+                human_rate(x.tps_median),
+                format!("{:.2}x", x.speedup),
+                format!("{:.2}", x.block_latency_us.p50 / 1e3),
+                format!("{:.2}", x.block_latency_us.p99 / 1e3),
+                format!("{:.0}", x.exec_share * 100.0),
+                format!("{:.3}", x.reexecutions_per_tx),
+                format!("{:.3}", x.failed_validations_per_tx),
+                path,
+                x.state_root[..12].to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            // Text columns left-aligned, figures right-aligned.
+            if !(3..10).contains(&i) {
+                let _ = write!(l, "{c:<w$}  ");
+            } else {
+                let _ = write!(l, "{c:>w$}  ");
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header.map(String::from)));
+    let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    let mut last = "";
+    for (row, x) in rows.iter().zip(&r.results) {
+        if !last.is_empty() && last != x.workload {
+            let _ = writeln!(out);
+        }
+        last = &x.workload;
+        let _ = writeln!(out, "{}", line(row));
+    }
+    out
+}
