@@ -51,11 +51,23 @@ impl Acc {
         }
     }
     fn leaf(key: &Key, value: &Value) -> Acc {
-        let mut h = blake3::Hasher::new();
-        h.update(&key.0);
-        h.update(&(value.len() as u32).to_le_bytes());
-        h.update(value.as_bytes());
-        let d = h.finalize();
+        // One-shot hashing of a stack buffer: for the usual short value this is a single
+        // blake3 compression, several times cheaper than the incremental hasher.
+        const INLINE: usize = 32 + 4 + 64;
+        let v = value.as_bytes();
+        let d = if v.len() <= INLINE - 36 {
+            let mut buf = [0u8; INLINE];
+            buf[..32].copy_from_slice(&key.0);
+            buf[32..36].copy_from_slice(&(v.len() as u32).to_le_bytes());
+            buf[36..36 + v.len()].copy_from_slice(v);
+            blake3::hash(&buf[..36 + v.len()])
+        } else {
+            let mut h = blake3::Hasher::new();
+            h.update(&key.0);
+            h.update(&(v.len() as u32).to_le_bytes());
+            h.update(v);
+            h.finalize()
+        };
         let b = d.as_bytes();
         let mut limbs = [0u64; 4];
         for (i, l) in limbs.iter_mut().enumerate() {
@@ -97,30 +109,50 @@ impl fmt::Debug for StateRoot {
 
 /// The resolved writes of a block: each key at most once, `None` meaning deleted.
 ///
-/// The order of entries is whatever the executor produced; [`WriteSet::sorted`] gives the
-/// canonical order for comparisons.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Stored as segments (typically one per worker) so that executors hand over what their
+/// workers produced without a serial copy. The order of entries is whatever the executor
+/// produced; [`WriteSet::sorted`] gives the canonical order for comparisons.
+#[derive(Clone, Debug, Default)]
 pub struct WriteSet {
-    /// `(key, new value or None for a deletion)`.
-    pub entries: Vec<(Key, Option<Value>)>,
+    segments: Vec<Vec<(Key, Option<Value>)>>,
 }
 
 impl WriteSet {
+    /// A write set of one segment.
+    pub fn from_entries(entries: Vec<(Key, Option<Value>)>) -> Self {
+        WriteSet { segments: vec![entries] }
+    }
+
+    /// A write set made of segments. No key may appear in two of them.
+    pub fn from_segments(segments: Vec<Vec<(Key, Option<Value>)>>) -> Self {
+        WriteSet { segments }
+    }
+
+    /// Every `(key, value)` entry.
+    pub fn iter(&self) -> impl Iterator<Item = &(Key, Option<Value>)> {
+        self.segments.iter().flatten()
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[Vec<(Key, Option<Value>)>] {
+        &self.segments
+    }
+
     /// The entries sorted by key: the canonical form in which two write sets are compared.
     pub fn sorted(&self) -> Vec<(Key, Option<Value>)> {
-        let mut v = self.entries.clone();
+        let mut v: Vec<_> = self.iter().cloned().collect();
         v.sort_unstable_by_key(|e| e.0);
         v
     }
 
     /// Number of keys written.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.segments.iter().map(Vec::len).sum()
     }
 
     /// True when the block wrote nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 
@@ -222,27 +254,46 @@ impl CommittedState {
         StateRoot(*h.finalize().as_bytes())
     }
 
-    /// Applies a block's write set. With a pool, partition groups are updated in parallel,
-    /// one group per pool thread; the result is identical either way.
+    /// Applies a block's write set. With a pool, the work is split over its threads in two
+    /// rounds: each thread sorts a share of the entries into buckets by partition group, then
+    /// each thread applies one group's buckets. No thread looks at every entry. The result is
+    /// identical either way.
     pub fn apply(&mut self, writes: &WriteSet, pool: Option<&rayon::ThreadPool>) {
-        let groups = pool.map_or(1, |p| p.current_num_threads()).clamp(1, PARTITIONS);
-        if groups == 1 || writes.len() < 256 {
-            for (k, v) in &writes.entries {
+        let threads = pool.map_or(1, |p| p.current_num_threads()).clamp(1, PARTITIONS);
+        let total = writes.len();
+        let Some(pool) = pool.filter(|_| threads > 1 && total >= 1024) else {
+            for (k, v) in writes.iter() {
                 self.parts[partition_of(k)].apply(k, v.as_ref());
             }
             return;
+        };
+        let group_len = PARTITIONS.div_ceil(threads);
+        let groups = PARTITIONS.div_ceil(group_len);
+        // Work units: pieces of segments of about total/threads entries.
+        let piece = total.div_ceil(threads).max(1);
+        let mut units = Vec::new();
+        for (s, seg) in writes.segments.iter().enumerate() {
+            let mut at = 0;
+            while at < seg.len() {
+                units.push((s as u32, at as u32, (at + piece).min(seg.len()) as u32));
+                at += piece;
+            }
         }
-        let pool = pool.expect("groups > 1 implies a pool");
-        let chunk = PARTITIONS.div_ceil(groups);
+        let buckets: Vec<Vec<Vec<(u32, u32)>>> = pool.broadcast(|ctx| {
+            let mut mine: Vec<Vec<(u32, u32)>> = vec![Vec::new(); groups];
+            for &(s, lo, hi) in units.iter().skip(ctx.index()).step_by(ctx.num_threads()) {
+                for (i, (k, _)) in writes.segments[s as usize][lo as usize..hi as usize].iter().enumerate() {
+                    mine[partition_of(k) / group_len].push((s, lo + i as u32));
+                }
+            }
+            mine
+        });
         pool.install(|| {
             use rayon::prelude::*;
-            self.parts.par_chunks_mut(chunk).enumerate().for_each(|(g, parts)| {
-                let lo = g * chunk;
-                for (k, v) in &writes.entries {
-                    let p = partition_of(k);
-                    if p >= lo && p < lo + parts.len() {
-                        parts[p - lo].apply(k, v.as_ref());
-                    }
+            self.parts.par_chunks_mut(group_len).enumerate().for_each(|(g, parts)| {
+                for &(s, i) in buckets.iter().flat_map(|b| &b[g]) {
+                    let (k, v) = &writes.segments[s as usize][i as usize];
+                    parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
                 }
             });
         });
@@ -254,7 +305,10 @@ mod tests {
     use super::*;
 
     fn ws(entries: &[(u64, Option<u64>)]) -> WriteSet {
-        WriteSet { entries: entries.iter().map(|&(k, v)| (Key::from_parts(1, k, 0), v.map(Value::from_u64))).collect() }
+        // Three segments, to exercise the segment handling of `apply`.
+        let all: Vec<_> = entries.iter().map(|&(k, v)| (Key::from_parts(1, k, 0), v.map(Value::from_u64))).collect();
+        let third = all.len() / 3;
+        WriteSet::from_segments(vec![all[..third].to_vec(), all[third..2 * third].to_vec(), all[2 * third..].to_vec()])
     }
 
     #[test]

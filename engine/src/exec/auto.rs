@@ -57,11 +57,18 @@ impl<V: Vm> BlockExecutor<V> for AutoExecutor {
     fn execute(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
         check_block_len(txs.len())?;
         let a = self.declared.analyze(vm, txs);
-        let (complete, chains, largest, critical) = (a.complete, a.chains(), a.largest_chain(), a.critical_path as usize);
+        let (complete, chains, largest, critical, analysis_ns) =
+            (a.complete, a.chains(), a.largest_chain(), a.critical_path as usize, a.analysis_ns);
         if complete && !prefer_declared(txs.len(), largest, critical, self.threads) {
             // The parallel path of the declared executor is plain Block-STM.
             let mut out = self.declared.execute_block_stm(vm, state, txs)?;
-            out.stats = ExecStats { chains: chains as u64, largest_chain: largest as u64, critical_path: critical as u64, ..out.stats };
+            out.stats = ExecStats {
+                chains: chains as u64,
+                largest_chain: largest as u64,
+                critical_path: critical as u64,
+                analysis_ns,
+                ..out.stats
+            };
             return Ok(out);
         }
         self.declared.execute_analyzed(vm, state, txs)

@@ -30,13 +30,17 @@ pub struct BlockAnalysis {
     order: Vec<TxIndex>,
     /// `(start, len)` of each chain in `order`, largest first.
     chains: Vec<(u32, u32)>,
-    /// Each transaction's declared keys: `keys[key_ranges[i].0 .. key_ranges[i].1]`.
-    keys: Vec<Key>,
+    /// Declared keys, one vector per slice of the block (`slice_len` transactions each).
+    keys: Vec<Vec<Key>>,
+    /// Each transaction's keys as a range of its slice's vector.
     key_ranges: Vec<(u32, u32)>,
+    slice_len: usize,
     /// Longest dependency path through the block.
     pub critical_path: u32,
     /// False if some transaction declared nothing.
     pub complete: bool,
+    /// Wall time of the analysis in nanoseconds.
+    pub analysis_ns: u64,
 }
 
 impl BlockAnalysis {
@@ -49,92 +53,199 @@ impl BlockAnalysis {
     pub fn largest_chain(&self) -> usize {
         self.chains.first().map_or(0, |c| c.1 as usize)
     }
+
+    /// The declared keys of transaction `i`.
+    fn keys_of(&self, i: TxIndex) -> &[Key] {
+        let (s, e) = self.key_ranges[i as usize];
+        &self.keys[i as usize / self.slice_len][s as usize..e as usize]
+    }
 }
 
-/// Reusable buffers for [`analyze`].
+/// One worker's scratch space for the analysis, kept across blocks.
+#[derive(Default)]
+struct AnalysisScratch {
+    last_toucher: KeyMap<TxIndex>,
+    /// `(later, earlier)`: two transactions touching a common key, `earlier` the previous toucher.
+    edges: Vec<(TxIndex, TxIndex)>,
+}
+
+/// Reusable buffers for the analysis.
 #[derive(Default)]
 struct Analyzer {
-    last_toucher: KeyMap<TxIndex>,
+    scratch: Vec<parking_lot::Mutex<AnalysisScratch>>,
+    slices: Vec<parking_lot::Mutex<(Vec<Key>, Vec<(u32, u32)>, bool)>>,
     parent: Vec<TxIndex>,
     depth: Vec<u32>,
     count: Vec<u32>,
+    pred_start: Vec<u32>,
+    preds: Vec<TxIndex>,
+}
+
+fn find(parent: &mut [TxIndex], mut x: TxIndex) -> TxIndex {
+    while parent[x as usize] != x {
+        let p = parent[x as usize];
+        parent[x as usize] = parent[p as usize];
+        x = p;
+    }
+    x
 }
 
 impl Analyzer {
-    fn find(parent: &mut [TxIndex], mut x: TxIndex) -> TxIndex {
-        while parent[x as usize] != x {
-            let p = parent[x as usize];
-            parent[x as usize] = parent[p as usize];
-            x = p;
-        }
-        x
-    }
-
-    fn analyze<V: Vm>(&mut self, vm: &V, txs: &[V::Tx], out: &mut BlockAnalysis) {
+    /// Analyses `txs` on `pool`. Three steps:
+    /// 1. (parallel, by slices of the block) collect each transaction's declared keys;
+    /// 2. (parallel, by key hash) each worker walks the whole block in order but tracks only
+    ///    its own keys, recording an edge from every transaction to the previous toucher of
+    ///    each of its keys;
+    /// 3. (serial, O(n + edges)) union-find over the edges, the critical path, and a counting
+    ///    sort of transactions into chains and of chains by size.
+    fn analyze<V: Vm>(&mut self, pool: &rayon::ThreadPool, vm: &V, txs: &[V::Tx], out: &mut BlockAnalysis) {
+        let started = std::time::Instant::now();
         let n = txs.len();
-        out.keys.clear();
+        let workers = pool.current_num_threads();
+        self.scratch.resize_with(workers, Default::default);
+        self.slices.resize_with(workers, Default::default);
+        let slice_len = n.div_ceil(workers).max(1);
+
+        // Step 1: declared keys by slice.
+        let slices = &self.slices;
+        pool.broadcast(|ctx| {
+            let mut slice = slices[ctx.index()].lock();
+            let (keys, ranges, complete) = &mut *slice;
+            keys.clear();
+            ranges.clear();
+            *complete = true;
+            let lo = (ctx.index() * slice_len).min(n);
+            let hi = (lo + slice_len).min(n);
+            for tx in &txs[lo..hi] {
+                let start = keys.len() as u32;
+                if !vm.declared_keys(tx, keys) {
+                    *complete = false;
+                    return;
+                }
+                ranges.push((start, keys.len() as u32));
+            }
+        });
+        out.complete = self.slices.iter_mut().all(|s| s.get_mut().2);
+        out.keys.resize_with(workers, Vec::new);
         out.key_ranges.clear();
+        out.slice_len = slice_len;
+        for (w, s) in self.slices.iter_mut().enumerate() {
+            let (keys, ranges, _) = s.get_mut();
+            std::mem::swap(&mut out.keys[w], keys);
+            out.key_ranges.extend_from_slice(ranges);
+        }
         out.order.clear();
         out.chains.clear();
         out.critical_path = 0;
-        out.complete = true;
-        self.last_toucher.clear();
-        self.parent.clear();
-        self.parent.extend(0..n as TxIndex);
-        self.depth.clear();
-        self.depth.resize(n, 0);
-        for (i, tx) in txs.iter().enumerate() {
-            let i = i as TxIndex;
-            let start = out.keys.len();
-            if !vm.declared_keys(tx, &mut out.keys) {
-                out.complete = false;
-                return;
-            }
-            out.key_ranges.push((start as u32, out.keys.len() as u32));
-            let mut depth = 1;
-            for k in &out.keys[start..] {
-                if let Some(prev) = self.last_toucher.insert(*k, i) {
-                    if prev == i {
-                        continue; // the same key declared twice
+        if !out.complete {
+            out.analysis_ns = started.elapsed().as_nanos() as u64;
+            return;
+        }
+
+        // Step 2: edges to previous touchers, each worker owning the keys whose hash maps to it.
+        let (scratch, analysis) = (&self.scratch, &*out);
+        pool.broadcast(|ctx| {
+            let mut s = scratch[ctx.index()].lock();
+            let AnalysisScratch { last_toucher, edges } = &mut *s;
+            last_toucher.clear();
+            edges.clear();
+            for i in 0..n as TxIndex {
+                for k in analysis.keys_of(i) {
+                    if (k.hash64() >> 52) as usize % workers != ctx.index() {
+                        continue;
                     }
-                    depth = depth.max(self.depth[prev as usize] + 1);
-                    let (a, b) = (Self::find(&mut self.parent, prev), Self::find(&mut self.parent, i));
-                    if a != b {
-                        // The smaller index becomes the root, so roots are chain heads.
-                        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                        self.parent[hi as usize] = lo;
+                    match last_toucher.insert(*k, i) {
+                        Some(prev) if prev != i => edges.push((i, prev)),
+                        _ => {}
                     }
                 }
             }
-            self.depth[i as usize] = depth;
+        });
+
+        // Step 3: predecessors in CSR form, then depth and union-find in one ordered pass.
+        self.pred_start.clear();
+        self.pred_start.resize(n + 1, 0);
+        for s in &mut self.scratch {
+            for &(i, _) in &s.get_mut().edges {
+                self.pred_start[i as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            self.pred_start[i + 1] += self.pred_start[i];
+        }
+        self.preds.clear();
+        self.preds.resize(self.pred_start[n] as usize, 0);
+        self.count.clear();
+        self.count.extend_from_slice(&self.pred_start[..n]);
+        for s in &mut self.scratch {
+            for &(i, p) in &s.get_mut().edges {
+                let slot = &mut self.count[i as usize];
+                self.preds[*slot as usize] = p;
+                *slot += 1;
+            }
+        }
+        self.parent.clear();
+        self.parent.extend(0..n as TxIndex);
+        self.depth.clear();
+        self.depth.resize(n, 1);
+        for i in 0..n {
+            let mut depth = 1;
+            for &p in &self.preds[self.pred_start[i] as usize..self.pred_start[i + 1] as usize] {
+                depth = depth.max(self.depth[p as usize] + 1);
+                let (a, b) = (find(&mut self.parent, p), find(&mut self.parent, i as TxIndex));
+                if a != b {
+                    // The smaller index becomes the root, so roots are chain heads.
+                    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                    self.parent[hi as usize] = lo;
+                }
+            }
+            self.depth[i] = depth;
             out.critical_path = out.critical_path.max(depth);
         }
+
         // Counting sort of transactions by chain root, keeping block order inside a chain.
         self.count.clear();
         self.count.resize(n, 0);
-        let mut roots = Vec::with_capacity(n);
         for i in 0..n as TxIndex {
-            let r = Self::find(&mut self.parent, i);
-            roots.push(r);
+            let r = find(&mut self.parent, i);
+            self.parent[i as usize] = r;
             self.count[r as usize] += 1;
         }
         let mut start = 0u32;
+        let mut longest = 0u32;
         for r in 0..n {
             let c = self.count[r];
             if c > 0 {
                 out.chains.push((start, c));
                 self.count[r] = start; // now the next free slot of this chain
                 start += c;
+                longest = longest.max(c);
             }
         }
         out.order.resize(n, 0);
-        for (i, r) in roots.into_iter().enumerate() {
-            let slot = &mut self.count[r as usize];
+        for i in 0..n {
+            let slot = &mut self.count[self.parent[i] as usize];
             out.order[*slot as usize] = i as TxIndex;
             *slot += 1;
         }
-        // Largest chains first, so the tail of the schedule is made of small ones.
-        out.chains.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Largest chains first (a counting sort by length, stable), so that the end of the
+        // schedule is made of small chains and the workers finish together.
+        self.count.clear();
+        self.count.resize(longest as usize + 2, 0);
+        for &(_, len) in &out.chains {
+            self.count[(longest - len) as usize + 1] += 1;
+        }
+        for l in 0..=longest as usize {
+            self.count[l + 1] += self.count[l];
+        }
+        let mut sorted = vec![(0u32, 0u32); out.chains.len()];
+        for &(s, len) in &out.chains {
+            let slot = &mut self.count[(longest - len) as usize];
+            sorted[*slot as usize] = (s, len);
+            *slot += 1;
+        }
+        out.chains = sorted;
+        out.analysis_ns = started.elapsed().as_nanos() as u64;
     }
 }
 
@@ -183,7 +294,7 @@ impl DeclaredExecutor {
 
     /// Analyses `txs` (kept for [`DeclaredExecutor::execute_analyzed`]) and returns the result.
     pub fn analyze<V: Vm>(&mut self, vm: &V, txs: &[V::Tx]) -> &BlockAnalysis {
-        self.analyzer.analyze(vm, txs, &mut self.analysis);
+        self.analyzer.analyze(&self.pool, vm, txs, &mut self.analysis);
         &self.analysis
     }
 
@@ -200,6 +311,7 @@ impl DeclaredExecutor {
             chains: a.chains() as u64,
             largest_chain: a.largest_chain() as u64,
             critical_path: a.critical_path as u64,
+            analysis_ns: a.analysis_ns,
             ..Default::default()
         };
         if !a.complete || a.key_ranges.len() != txs.len() {
@@ -219,10 +331,9 @@ impl DeclaredExecutor {
                 let Some(&(start, len)) = a.chains.get(c) else { break };
                 for &i in &a.order[start as usize..(start + len) as usize] {
                     if failed.load(Relaxed) {
-                        return outputs;
+                        return (outputs, Vec::new());
                     }
-                    let (ks, ke) = a.key_ranges[i as usize];
-                    let declared = &a.keys[ks as usize..ke as usize];
+                    let declared = a.keys_of(i);
                     let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
                     let mut view = BufferedView::new(base);
                     let out = vm.execute(&txs[i as usize], &mut view);
@@ -230,7 +341,7 @@ impl DeclaredExecutor {
                     let ops = writes.take();
                     if base.undeclared || out.is_err() || ops.iter().any(|(k, _)| !declared.contains(k)) {
                         failed.store(true, Relaxed);
-                        return outputs;
+                        return (outputs, Vec::new());
                     }
                     for (key, op) in ops {
                         let below = match overlay.get(&key) {
@@ -242,7 +353,9 @@ impl DeclaredExecutor {
                     outputs.push((i, out.expect("checked above")));
                 }
             }
-            outputs
+            // Each worker hands over its writes as one segment, drained in parallel.
+            let segment: Vec<(Key, Option<Value>)> = overlay.drain().collect();
+            (outputs, segment)
         });
         if failed.load(Relaxed) {
             let mut out = self.execute_block_stm(vm, state, txs)?;
@@ -251,11 +364,9 @@ impl DeclaredExecutor {
         }
         let mut slots: Vec<Option<V::Output>> = Vec::with_capacity(txs.len());
         slots.resize_with(txs.len(), || None);
-        let mut entries = Vec::with_capacity(self.overlays.iter_mut().map(|o| o.get_mut().len()).sum());
-        for o in &mut self.overlays {
-            entries.extend(o.get_mut().drain());
-        }
-        for outputs in results {
+        let mut segments = Vec::with_capacity(results.len());
+        for (outputs, segment) in results {
+            segments.push(segment);
             for (i, o) in outputs {
                 slots[i as usize] = Some(o);
             }
@@ -263,7 +374,7 @@ impl DeclaredExecutor {
         let outputs = slots.into_iter().map(|o| o.expect("every chain ran")).collect();
         let mut stats = chain_stats(ExecPath::Declared);
         stats.executions = txs.len() as u64;
-        Ok(BlockOutput { outputs, write_set: WriteSet { entries }, stats })
+        Ok(BlockOutput { outputs, write_set: WriteSet::from_segments(segments), stats })
     }
 }
 

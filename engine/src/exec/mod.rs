@@ -93,6 +93,8 @@ pub struct ExecStats {
     pub critical_path: u64,
     /// Transactions run on one thread after the Block-STM contention fallback.
     pub sequential_tail: u64,
+    /// Time spent analysing declared keys, nanoseconds (declared and auto).
+    pub analysis_ns: u64,
 }
 
 impl ExecStats {

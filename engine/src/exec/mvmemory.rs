@@ -51,7 +51,10 @@ pub enum MvRead {
     Blocked(TxIndex),
 }
 
-type Shard = KeyMap<Vec<Entry>>;
+/// Versions of one key. Most keys get one write per block: keep it inline.
+type Versions = smallvec::SmallVec<[Entry; 1]>;
+
+type Shard = KeyMap<Versions>;
 
 /// The multi-version memory of one block.
 pub struct MvMemory {

@@ -28,8 +28,10 @@ use std::sync::Arc;
 /// Executions observed before the contention fallback may trigger.
 const FALLBACK_MIN_EXECUTIONS: u64 = 128;
 
-/// Reads recorded by one incarnation (inline for the common few).
-type ReadSet = SmallVec<[(Key, ReadOrigin); 4]>;
+/// Reads recorded by one incarnation. The vectors circulate between workers and slots (a
+/// finished incarnation swaps its buffer with the slot's), so after warm-up no read set
+/// allocates.
+type ReadSet = Vec<(Key, ReadOrigin)>;
 
 /// The reads and written keys of a transaction's last incarnation. Slots are kept across
 /// blocks; outputs, whose type depends on the VM, live in a separate per-block vector.
@@ -103,6 +105,7 @@ impl<V: Vm> Block<'_, V> {
         let mut task: Option<Task> = None;
         let mut unflushed = 0u64;
         let mut idle = 0u32;
+        let mut spare = ReadSet::new();
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => {
@@ -112,7 +115,7 @@ impl<V: Vm> Block<'_, V> {
                         self.executions.fetch_add(unflushed, Relaxed);
                         unflushed = 0;
                     }
-                    self.execute(version, &mut stats)
+                    self.execute(version, &mut stats, &mut spare)
                 }
                 Some(Task::Validate(version)) => {
                     stats.validations += 1;
@@ -153,13 +156,15 @@ impl<V: Vm> Block<'_, V> {
         }
     }
 
-    fn execute(&self, version: Version, stats: &mut WorkerStats) -> Option<Task> {
+    fn execute(&self, version: Version, stats: &mut WorkerStats, spare: &mut ReadSet) -> Option<Task> {
         let (txn, incarnation) = version;
         loop {
-            let base = MvBase { mv: self.mv, state: self.state, txn, reads: ReadSet::new() };
+            spare.clear();
+            let base = MvBase { mv: self.mv, state: self.state, txn, reads: std::mem::take(spare) };
             let mut view = BufferedView::new(base);
             match self.vm.execute(&self.txs[txn as usize], &mut view) {
                 Err(Interrupt { blocking }) => {
+                    *spare = view.base.reads;
                     stats.suspensions += 1;
                     self.note_abort();
                     if self.scheduler.add_dependency(txn, blocking) {
@@ -168,7 +173,7 @@ impl<V: Vm> Block<'_, V> {
                     stats.executions += 1;
                 }
                 Ok(output) => {
-                    let wrote_new = self.record(txn, incarnation, view, output);
+                    let wrote_new = self.record(txn, incarnation, view, output, spare);
                     return self.scheduler.finish_execution(version, wrote_new);
                 }
             }
@@ -176,8 +181,16 @@ impl<V: Vm> Block<'_, V> {
     }
 
     /// Publishes an incarnation's writes; true if it wrote a key the previous one did not.
-    fn record(&self, txn: TxIndex, incarnation: Incarnation, view: BufferedView<MvBase<'_>>, output: V::Output) -> bool {
-        let BufferedView { base, mut writes } = view;
+    /// `spare` receives the slot's previous read set buffer.
+    fn record(
+        &self,
+        txn: TxIndex,
+        incarnation: Incarnation,
+        view: BufferedView<MvBase<'_>>,
+        output: V::Output,
+        spare: &mut ReadSet,
+    ) -> bool {
+        let BufferedView { mut base, mut writes } = view;
         let ops = writes.take();
         let mut slot = self.slots[txn as usize].lock();
         for old in &slot.write_keys {
@@ -193,8 +206,9 @@ impl<V: Vm> Block<'_, V> {
             self.mv.write(key, txn, incarnation, op);
         }
         slot.write_keys = keys;
-        slot.reads = base.reads;
+        std::mem::swap(&mut slot.reads, &mut base.reads);
         drop(slot);
+        *spare = base.reads;
         *self.outputs[txn as usize].lock() = Some(output);
         wrote_new
     }
@@ -361,10 +375,9 @@ fn collect_writes(
         }
         out
     });
-    let mut entries = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + overlay.len());
-    for p in parts {
-        entries.extend(p);
+    let mut segments = parts;
+    if !overlay.is_empty() {
+        segments.push(overlay.iter().map(|(k, v)| (*k, v.clone())).collect());
     }
-    entries.extend(overlay.iter().map(|(k, v)| (*k, v.clone())));
-    WriteSet { entries }
+    WriteSet::from_segments(segments)
 }

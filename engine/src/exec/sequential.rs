@@ -80,7 +80,7 @@ impl<V: Vm> BlockExecutor<V> for SequentialExecutor {
         check_block_len(block.len())?;
         self.overlay.clear();
         let outputs = run_in_order(vm, (0u32..).zip(block), &mut self.overlay, |k| Ok(state.get(k).cloned()))?;
-        let write_set = WriteSet { entries: self.overlay.drain().collect() };
+        let write_set = WriteSet::from_entries(self.overlay.drain().collect());
         let stats = ExecStats { path: ExecPath::Sequential, executions: block.len() as u64, ..Default::default() };
         Ok(BlockOutput { outputs, write_set, stats })
     }

@@ -309,7 +309,7 @@ mod tests {
         let mut declared = Vec::new();
         assert!(NativeVm.declared_keys(&tx, &mut declared));
         let out = SequentialExecutor::new().execute_and_commit(&NativeVm, state, std::slice::from_ref(&tx)).unwrap();
-        for (k, _) in &out.write_set.entries {
+        for (k, _) in out.write_set.iter() {
             assert!(declared.contains(k), "{} wrote undeclared {k:?}", tx.kind.name());
         }
         out.outputs[0]
@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 3, minter: 2 }), Err(Failure::UnknownCollection));
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 0, minter: 40 }), Err(Failure::UnknownAccount));
         let (k, v) = NativeVm::collection(1, 1, 1, 1);
-        s.apply(&crate::state::WriteSet { entries: vec![(k, Some(v))] }, None);
+        s.apply(&crate::state::WriteSet::from_entries(vec![(k, Some(v))]), None);
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 1, minter: 2 }), Err(Failure::SoldOut));
     }
 
