@@ -69,11 +69,14 @@ struct AnalysisScratch {
     edges: Vec<(TxIndex, TxIndex)>,
 }
 
+/// One slice's declared keys, their per-transaction ranges, and whether all were declared.
+type SliceKeys = (Vec<Key>, Vec<(u32, u32)>, bool);
+
 /// Reusable buffers for the analysis.
 #[derive(Default)]
 struct Analyzer {
     scratch: Vec<parking_lot::Mutex<AnalysisScratch>>,
-    slices: Vec<parking_lot::Mutex<(Vec<Key>, Vec<(u32, u32)>, bool)>>,
+    slices: Vec<parking_lot::Mutex<SliceKeys>>,
     parent: Vec<TxIndex>,
     depth: Vec<u32>,
     count: Vec<u32>,
