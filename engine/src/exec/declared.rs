@@ -30,6 +30,8 @@ pub struct BlockAnalysis {
     order: Vec<TxIndex>,
     /// `(start, len)` of each chain in `order`, largest first.
     chains: Vec<(u32, u32)>,
+    /// Batches of consecutive chains handed to a worker at once: `chains[batches[b]..batches[b + 1]]`.
+    batches: Vec<u32>,
     /// Declared keys, one vector per slice of the block (`slice_len` transactions each).
     keys: Vec<Vec<Key>>,
     /// Each transaction's keys as a range of its slice's vector.
@@ -60,6 +62,9 @@ impl BlockAnalysis {
         &self.keys[i as usize / self.slice_len][s as usize..e as usize]
     }
 }
+
+/// Transactions per batch of chains handed to a worker.
+const BATCH_TXS: u32 = 32;
 
 /// One worker's scratch space for the analysis, kept across blocks.
 #[derive(Default)]
@@ -248,6 +253,20 @@ impl Analyzer {
             *slot += 1;
         }
         out.chains = sorted;
+        // Hand small chains out in batches of about BATCH_TXS transactions, so that a block
+        // of many tiny chains does not turn into one contended counter increment per chain.
+        out.batches.clear();
+        let mut acc = 0;
+        for (c, &(_, len)) in out.chains.iter().enumerate() {
+            if acc == 0 {
+                out.batches.push(c as u32);
+            }
+            acc += len;
+            if acc >= BATCH_TXS {
+                acc = 0;
+            }
+        }
+        out.batches.push(out.chains.len() as u32);
         out.analysis_ns = started.elapsed().as_nanos() as u64;
     }
 }
@@ -330,30 +349,34 @@ impl DeclaredExecutor {
             overlay.clear();
             let mut outputs: Vec<(TxIndex, V::Output)> = Vec::new();
             loop {
-                let c = next_chain.fetch_add(1, Relaxed);
-                let Some(&(start, len)) = a.chains.get(c) else { break };
-                for &i in &a.order[start as usize..(start + len) as usize] {
-                    if failed.load(Relaxed) {
-                        return (outputs, Vec::new());
+                let b = next_chain.fetch_add(1, Relaxed);
+                if b + 1 >= a.batches.len() {
+                    break;
+                }
+                for &(start, len) in &a.chains[a.batches[b] as usize..a.batches[b + 1] as usize] {
+                    for &i in &a.order[start as usize..(start + len) as usize] {
+                        if failed.load(Relaxed) {
+                            return (outputs, Vec::new());
+                        }
+                        let declared = a.keys_of(i);
+                        let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
+                        let mut view = BufferedView::new(base);
+                        let out = vm.execute(&txs[i as usize], &mut view);
+                        let BufferedView { base, mut writes } = view;
+                        let ops = writes.take();
+                        if base.undeclared || out.is_err() || ops.iter().any(|(k, _)| !declared.contains(k)) {
+                            failed.store(true, Relaxed);
+                            return (outputs, Vec::new());
+                        }
+                        for (key, op) in ops {
+                            let below = match overlay.get(&key) {
+                                Some(v) => v.clone(),
+                                None => state.get(&key).cloned(),
+                            };
+                            overlay.insert(key, op.resolve(below.as_ref()));
+                        }
+                        outputs.push((i, out.expect("checked above")));
                     }
-                    let declared = a.keys_of(i);
-                    let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
-                    let mut view = BufferedView::new(base);
-                    let out = vm.execute(&txs[i as usize], &mut view);
-                    let BufferedView { base, mut writes } = view;
-                    let ops = writes.take();
-                    if base.undeclared || out.is_err() || ops.iter().any(|(k, _)| !declared.contains(k)) {
-                        failed.store(true, Relaxed);
-                        return (outputs, Vec::new());
-                    }
-                    for (key, op) in ops {
-                        let below = match overlay.get(&key) {
-                            Some(v) => v.clone(),
-                            None => state.get(&key).cloned(),
-                        };
-                        overlay.insert(key, op.resolve(below.as_ref()));
-                    }
-                    outputs.push((i, out.expect("checked above")));
                 }
             }
             // Each worker hands over its writes as one segment, drained in parallel.

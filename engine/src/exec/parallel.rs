@@ -193,6 +193,11 @@ impl<V: Vm> Block<'_, V> {
         let BufferedView { mut base, mut writes } = view;
         let ops = writes.take();
         let mut slot = self.slots[txn as usize].lock();
+        // Slots outlive blocks: a first incarnation has no previous writes, whatever the slot
+        // still holds from an earlier block.
+        if incarnation == 0 {
+            slot.write_keys.clear();
+        }
         for old in &slot.write_keys {
             if !ops.iter().any(|(k, _)| k == old) {
                 self.mv.remove(old, txn);
@@ -314,12 +319,6 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             }
         }
 
-        // Slots keep their buffers for the next block but must not carry keys over.
-        for s in &mut self.slots[..n] {
-            let s = s.get_mut();
-            s.write_keys.clear();
-            s.reads.clear();
-        }
         let outputs = {
             let mut v: Vec<V::Output> = Vec::with_capacity(n);
             for (i, o) in outputs.into_iter().take(prefix).enumerate() {

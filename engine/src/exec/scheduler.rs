@@ -16,6 +16,7 @@
 use super::mvmemory::Incarnation;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering::SeqCst};
 use crate::vm::TxIndex;
+use crossbeam_utils::CachePadded;
 
 /// A version: a transaction and one of its incarnations.
 pub type Version = (TxIndex, Incarnation);
@@ -38,16 +39,31 @@ pub enum Status {
 }
 
 /// The shared scheduler state of one block.
+///
+/// The hot shared counters sit on cache lines of their own, and each transaction's status and
+/// dependency list share one line that no other transaction uses: neighbouring transactions are
+/// usually handled by different workers at the same time.
 pub struct Scheduler {
     n: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
-    decrease_cnt: AtomicUsize,
-    num_active_tasks: AtomicUsize,
-    done_marker: AtomicBool,
+    execution_idx: CachePadded<AtomicUsize>,
+    validation_idx: CachePadded<AtomicUsize>,
+    decrease_cnt: CachePadded<AtomicUsize>,
+    num_active_tasks: CachePadded<AtomicUsize>,
+    done_marker: CachePadded<AtomicBool>,
     halted: AtomicBool,
-    status: Vec<Mutex<(Incarnation, Status)>>,
-    dependencies: Vec<Mutex<Vec<TxIndex>>>,
+    txs: Vec<CachePadded<TxState>>,
+}
+
+/// The scheduler's view of one transaction.
+struct TxState {
+    status: Mutex<(Incarnation, Status)>,
+    dependencies: Mutex<Vec<TxIndex>>,
+}
+
+impl TxState {
+    fn new() -> CachePadded<Self> {
+        CachePadded::new(TxState { status: Mutex::new((0, Status::ReadyToExecute)), dependencies: Mutex::new(Vec::new()) })
+    }
 }
 
 impl Scheduler {
@@ -55,38 +71,33 @@ impl Scheduler {
     pub fn new(n: usize) -> Self {
         Scheduler {
             n,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_cnt: AtomicUsize::new(0),
-            num_active_tasks: AtomicUsize::new(0),
-            done_marker: AtomicBool::new(n == 0),
+            execution_idx: CachePadded::new(AtomicUsize::new(0)),
+            validation_idx: CachePadded::new(AtomicUsize::new(0)),
+            decrease_cnt: CachePadded::new(AtomicUsize::new(0)),
+            num_active_tasks: CachePadded::new(AtomicUsize::new(0)),
+            done_marker: CachePadded::new(AtomicBool::new(n == 0)),
             halted: AtomicBool::new(false),
-            status: (0..n).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
-            dependencies: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            txs: (0..n).map(|_| TxState::new()).collect(),
         }
     }
 
     /// Resets for a new block of `n` transactions, reusing the allocations.
     pub fn reset(&mut self, n: usize) {
         self.n = n;
-        self.execution_idx = AtomicUsize::new(0);
-        self.validation_idx = AtomicUsize::new(0);
-        self.decrease_cnt = AtomicUsize::new(0);
-        self.num_active_tasks = AtomicUsize::new(0);
-        self.done_marker = AtomicBool::new(n == 0);
+        self.execution_idx = CachePadded::new(AtomicUsize::new(0));
+        self.validation_idx = CachePadded::new(AtomicUsize::new(0));
+        self.decrease_cnt = CachePadded::new(AtomicUsize::new(0));
+        self.num_active_tasks = CachePadded::new(AtomicUsize::new(0));
+        self.done_marker = CachePadded::new(AtomicBool::new(n == 0));
         self.halted = AtomicBool::new(false);
-        let keep = self.status.len().min(n);
-        for s in &mut self.status[..keep] {
-            *s.lock() = (0, Status::ReadyToExecute);
+        let keep = self.txs.len().min(n);
+        for t in &mut self.txs[..keep] {
+            *t.status.get_mut() = (0, Status::ReadyToExecute);
+            t.dependencies.get_mut().clear();
         }
-        for d in &mut self.dependencies[..keep] {
-            d.lock().clear();
-        }
-        self.status.truncate(n);
-        self.dependencies.truncate(n);
-        while self.status.len() < n {
-            self.status.push(Mutex::new((0, Status::ReadyToExecute)));
-            self.dependencies.push(Mutex::new(Vec::new()));
+        self.txs.truncate(n);
+        while self.txs.len() < n {
+            self.txs.push(TxState::new());
         }
     }
 
@@ -109,7 +120,7 @@ impl Scheduler {
 
     /// The current incarnation and status of `txn`.
     pub fn status(&self, txn: TxIndex) -> (Incarnation, Status) {
-        *self.status[txn as usize].lock()
+        *self.txs[txn as usize].status.lock()
     }
 
     fn decrease_execution_idx(&self, target: usize) {
@@ -134,7 +145,7 @@ impl Scheduler {
 
     fn try_incarnate(&self, txn: usize) -> Option<Version> {
         if txn < self.n {
-            let mut s = self.status[txn].lock();
+            let mut s = self.txs[txn].status.lock();
             if s.1 == Status::ReadyToExecute {
                 s.1 = Status::Executing;
                 return Some((txn as TxIndex, s.0));
@@ -162,7 +173,7 @@ impl Scheduler {
         self.num_active_tasks.fetch_add(1, SeqCst);
         let idx = self.validation_idx.fetch_add(1, SeqCst);
         if idx < self.n {
-            let s = *self.status[idx].lock();
+            let s = *self.txs[idx].status.lock();
             if s.1 == Status::Executed {
                 return Some((idx as TxIndex, s.0));
             }
@@ -186,12 +197,12 @@ impl Scheduler {
     /// Parks `txn` until `blocking` finishes. Returns false if `blocking` already finished
     /// (the caller re-executes at once).
     pub fn add_dependency(&self, txn: TxIndex, blocking: TxIndex) -> bool {
-        let mut deps = self.dependencies[blocking as usize].lock();
-        if self.status[blocking as usize].lock().1 == Status::Executed {
+        let mut deps = self.txs[blocking as usize].dependencies.lock();
+        if self.txs[blocking as usize].status.lock().1 == Status::Executed {
             return false;
         }
         {
-            let mut s = self.status[txn as usize].lock();
+            let mut s = self.txs[txn as usize].status.lock();
             debug_assert_eq!(s.1, Status::Executing);
             s.1 = Status::Aborting;
         }
@@ -202,7 +213,7 @@ impl Scheduler {
     }
 
     fn set_ready_status(&self, txn: TxIndex) {
-        let mut s = self.status[txn as usize].lock();
+        let mut s = self.txs[txn as usize].status.lock();
         debug_assert_eq!(s.1, Status::Aborting);
         *s = (s.0 + 1, Status::ReadyToExecute);
     }
@@ -212,11 +223,11 @@ impl Scheduler {
     pub fn finish_execution(&self, version: Version, wrote_new_key: bool) -> Option<Task> {
         let (txn, incarnation) = version;
         {
-            let mut s = self.status[txn as usize].lock();
+            let mut s = self.txs[txn as usize].status.lock();
             debug_assert_eq!(*s, (incarnation, Status::Executing));
             s.1 = Status::Executed;
         }
-        let released = std::mem::take(&mut *self.dependencies[txn as usize].lock());
+        let released = std::mem::take(&mut *self.txs[txn as usize].dependencies.lock());
         if let Some(&min) = released.iter().min() {
             for &d in &released {
                 self.set_ready_status(d);
@@ -236,7 +247,7 @@ impl Scheduler {
 
     /// Claims the abort of `version` after a failed validation. Only one validator wins.
     pub fn try_validation_abort(&self, version: Version) -> bool {
-        let mut s = self.status[version.0 as usize].lock();
+        let mut s = self.txs[version.0 as usize].status.lock();
         if *s == (version.1, Status::Executed) {
             s.1 = Status::Aborting;
             return true;
