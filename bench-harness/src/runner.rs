@@ -140,6 +140,19 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// Mean time per measured block spent in each phase, microseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phases {
+    /// Declared-key analysis (declared, auto).
+    pub analysis: f64,
+    /// Executing transactions.
+    pub execute: f64,
+    /// Assembling outputs and the write set.
+    pub merge: f64,
+    /// Applying the write set and updating the state root.
+    pub commit: f64,
+}
+
 /// The figures of one (workload, executor, threads) run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunResult {
@@ -163,6 +176,8 @@ pub struct RunResult {
     pub block_latency_us: Latency,
     /// Share of block time spent executing (the rest is commit).
     pub exec_share: f64,
+    /// Where the time of a block goes, on average.
+    pub phases_us: Phases,
     /// Re-executions per transaction.
     pub reexecutions_per_tx: f64,
     /// Failed validations per transaction.
@@ -291,6 +306,7 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
             let mut trace = Trace { roots: Vec::new(), output_digests: Vec::new() };
             let (mut times, mut exec_ns, mut total_ns) = (Vec::new(), 0u128, 0u128);
             let mut paths = BTreeMap::new();
+            let mut phases = Phases::default();
             let (mut executions, mut failed_val, mut suspensions, mut tail, mut failures, mut measured_txs) =
                 (0u64, 0u64, 0u64, 0u64, 0usize, 0usize);
             for (height, block) in blocks.iter().enumerate() {
@@ -310,6 +326,10 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
                     exec_ns += (t1 - t0).as_nanos();
                     total_ns += (t2 - t0).as_nanos();
                     let s = &out.stats;
+                    phases.analysis += s.analysis_ns as f64 / 1e3;
+                    phases.execute += s.execute_ns as f64 / 1e3;
+                    phases.merge += s.merge_ns as f64 / 1e3;
+                    phases.commit += (t2 - t1).as_nanos() as f64 / 1e3;
                     executions += s.executions;
                     failed_val += s.failed_validations;
                     suspensions += s.suspensions;
@@ -360,6 +380,15 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
                     max: lat.last().copied().unwrap_or(0.0),
                 },
                 exec_share: exec_ns as f64 / total_ns.max(1) as f64,
+                phases_us: {
+                    let k = times.len().max(1) as f64;
+                    Phases {
+                        analysis: phases.analysis / k,
+                        execute: phases.execute / k,
+                        merge: phases.merge / k,
+                        commit: phases.commit / k,
+                    }
+                },
                 reexecutions_per_tx: per_tx(executions.saturating_sub(measured_txs as u64)),
                 failed_validations_per_tx: per_tx(failed_val),
                 suspensions_per_tx: per_tx(suspensions),

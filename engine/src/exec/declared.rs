@@ -74,8 +74,17 @@ struct AnalysisScratch {
     edges: Vec<(TxIndex, TxIndex)>,
 }
 
-/// One slice's declared keys, their per-transaction ranges, and whether all were declared.
-type SliceKeys = (Vec<Key>, Vec<(u32, u32)>, bool);
+/// One slice of the block after step 1 of the analysis.
+#[derive(Default)]
+struct SliceKeys {
+    keys: Vec<Key>,
+    /// Per transaction of the slice, its range in `keys`.
+    ranges: Vec<(u32, u32)>,
+    /// False if a transaction declared nothing.
+    complete: bool,
+    /// Per worker of step 2, the `(transaction, position in keys)` pairs whose key it owns.
+    owned: Vec<Vec<(TxIndex, u32)>>,
+}
 
 /// Reusable buffers for the analysis.
 #[derive(Default)]
@@ -114,33 +123,38 @@ impl Analyzer {
         self.slices.resize_with(workers, Default::default);
         let slice_len = n.div_ceil(workers).max(1);
 
-        // Step 1: declared keys by slice.
+        // Step 1: declared keys by slice, each key hashed once and filed under its owner.
         let slices = &self.slices;
         pool.broadcast(|ctx| {
             let mut slice = slices[ctx.index()].lock();
-            let (keys, ranges, complete) = &mut *slice;
+            let SliceKeys { keys, ranges, complete, owned } = &mut *slice;
             keys.clear();
             ranges.clear();
+            owned.resize_with(workers, Vec::new);
+            owned.iter_mut().for_each(Vec::clear);
             *complete = true;
             let lo = (ctx.index() * slice_len).min(n);
             let hi = (lo + slice_len).min(n);
-            for tx in &txs[lo..hi] {
+            for (i, tx) in (lo..hi).zip(&txs[lo..hi]) {
                 let start = keys.len() as u32;
                 if !vm.declared_keys(tx, keys) {
                     *complete = false;
                     return;
                 }
                 ranges.push((start, keys.len() as u32));
+                for (pos, k) in keys.iter().enumerate().skip(start as usize) {
+                    owned[(k.hash64() >> 52) as usize % workers].push((i as TxIndex, pos as u32));
+                }
             }
         });
-        out.complete = self.slices.iter_mut().all(|s| s.get_mut().2);
+        out.complete = self.slices.iter_mut().all(|s| s.get_mut().complete);
         out.keys.resize_with(workers, Vec::new);
         out.key_ranges.clear();
         out.slice_len = slice_len;
         for (w, s) in self.slices.iter_mut().enumerate() {
-            let (keys, ranges, _) = s.get_mut();
-            std::mem::swap(&mut out.keys[w], keys);
-            out.key_ranges.extend_from_slice(ranges);
+            let s = s.get_mut();
+            std::mem::swap(&mut out.keys[w], &mut s.keys);
+            out.key_ranges.extend_from_slice(&s.ranges);
         }
         out.order.clear();
         out.chains.clear();
@@ -150,19 +164,19 @@ impl Analyzer {
             return;
         }
 
-        // Step 2: edges to previous touchers, each worker owning the keys whose hash maps to it.
-        let (scratch, analysis) = (&self.scratch, &*out);
+        // Step 2: edges to previous touchers. Each worker walks the keys it owns, slice after
+        // slice, so it sees its keys' touches in block order.
+        let (scratch, slices, analysis) = (&self.scratch, &self.slices, &*out);
         pool.broadcast(|ctx| {
             let mut s = scratch[ctx.index()].lock();
             let AnalysisScratch { last_toucher, edges } = &mut *s;
             last_toucher.clear();
             edges.clear();
-            for i in 0..n as TxIndex {
-                for k in analysis.keys_of(i) {
-                    if (k.hash64() >> 52) as usize % workers != ctx.index() {
-                        continue;
-                    }
-                    match last_toucher.insert(*k, i) {
+            for (w, slice) in slices.iter().enumerate() {
+                let slice = slice.lock();
+                for &(i, pos) in &slice.owned[ctx.index()] {
+                    let k = analysis.keys[w][pos as usize];
+                    match last_toucher.insert(k, i) {
                         Some(prev) if prev != i => edges.push((i, prev)),
                         _ => {}
                     }
@@ -341,6 +355,7 @@ impl DeclaredExecutor {
             out.stats.path = ExecPath::DeclaredFallback;
             return Ok(out);
         }
+        let started = std::time::Instant::now();
         let next_chain = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let overlays = &self.overlays;
@@ -388,6 +403,7 @@ impl DeclaredExecutor {
             out.stats.path = ExecPath::DeclaredFallback;
             return Ok(out);
         }
+        let execute_ns = started.elapsed().as_nanos() as u64;
         let mut slots: Vec<Option<V::Output>> = Vec::with_capacity(txs.len());
         slots.resize_with(txs.len(), || None);
         let mut segments = Vec::with_capacity(results.len());
@@ -399,6 +415,8 @@ impl DeclaredExecutor {
         }
         let outputs = slots.into_iter().map(|o| o.expect("every chain ran")).collect();
         let mut stats = chain_stats(ExecPath::Declared);
+        stats.execute_ns = execute_ns;
+        stats.merge_ns = started.elapsed().as_nanos() as u64 - execute_ns;
         stats.executions = txs.len() as u64;
         Ok(BlockOutput { outputs, write_set: WriteSet::from_segments(segments), stats })
     }

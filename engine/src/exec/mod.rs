@@ -95,6 +95,10 @@ pub struct ExecStats {
     pub sequential_tail: u64,
     /// Time spent analysing declared keys, nanoseconds (declared and auto).
     pub analysis_ns: u64,
+    /// Time spent executing transactions (the parallel phase, and any sequential tail).
+    pub execute_ns: u64,
+    /// Time spent assembling outputs and the write set after execution.
+    pub merge_ns: u64,
 }
 
 impl ExecStats {

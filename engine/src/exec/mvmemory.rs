@@ -54,7 +54,16 @@ pub enum MvRead {
 /// Versions of one key. Most keys get one write per block: keep it inline.
 type Versions = smallvec::SmallVec<[Entry; 1]>;
 
-type Shard = KeyMap<Versions>;
+/// Everything the memory knows about one key in this block.
+#[derive(Default)]
+struct KeyState {
+    /// Highest transaction index that read this key while executing (0: none yet; a read by
+    /// transaction 0 can never be invalidated by a write, so 0 doubles as "nobody").
+    max_reader: TxIndex,
+    versions: Versions,
+}
+
+type Shard = KeyMap<KeyState>;
 
 /// The multi-version memory of one block.
 pub struct MvMemory {
@@ -80,10 +89,14 @@ impl MvMemory {
         self.shards.len()
     }
 
-    /// Records (or replaces) `txn`'s write of `key`.
-    pub fn write(&self, key: Key, txn: TxIndex, incarnation: Incarnation, op: WriteOp) {
+    /// Records (or replaces) `txn`'s write of `key`. Returns true if a higher transaction has
+    /// already read `key` while executing: only then can this write have made an
+    /// already-validated read stale (the scheduler then re-validates the suffix).
+    pub fn write(&self, key: Key, txn: TxIndex, incarnation: Incarnation, op: WriteOp) -> bool {
         let mut shard = self.shard(&key).lock();
-        let versions = shard.entry(key).or_default();
+        let state = shard.entry(key).or_default();
+        let read_above = state.max_reader > txn;
+        let versions = &mut state.versions;
         let entry = Entry { txn, incarnation, estimate: false, op };
         // Sorted by index; transactions mostly finish in index order, so this is usually a push.
         let at = if versions.last().is_none_or(|e| e.txn < txn) { versions.len() } else { versions.partition_point(|e| e.txn < txn) };
@@ -91,12 +104,14 @@ impl MvMemory {
             Some(e) if e.txn == txn => *e = entry,
             _ => versions.insert(at, entry),
         }
+        read_above
     }
 
     /// Removes `txn`'s write of `key` (its new incarnation no longer writes it).
     pub fn remove(&self, key: &Key, txn: TxIndex) {
         let mut shard = self.shard(key).lock();
-        if let Some(versions) = shard.get_mut(key) {
+        if let Some(state) = shard.get_mut(key) {
+            let versions = &mut state.versions;
             let at = versions.partition_point(|e| e.txn < txn);
             if versions.get(at).is_some_and(|e| e.txn == txn) {
                 versions.remove(at);
@@ -107,7 +122,8 @@ impl MvMemory {
     /// Marks `txn`'s write of `key` as an estimate.
     pub fn mark_estimate(&self, key: &Key, txn: TxIndex) {
         let mut shard = self.shard(key).lock();
-        if let Some(versions) = shard.get_mut(key) {
+        if let Some(state) = shard.get_mut(key) {
+            let versions = &mut state.versions;
             let at = versions.partition_point(|e| e.txn < txn);
             if let Some(e) = versions.get_mut(at).filter(|e| e.txn == txn) {
                 e.estimate = true;
@@ -115,12 +131,26 @@ impl MvMemory {
         }
     }
 
-    /// What transaction `txn` reads at `key`.
+    /// What transaction `txn` reads at `key`, without recording the read (validation, and
+    /// the sequential tail after a halt).
     pub fn read(&self, key: &Key, txn: TxIndex) -> MvRead {
         let shard = self.shard(key).lock();
-        let Some(versions) = shard.get(key) else {
-            return MvRead::Storage;
-        };
+        match shard.get(key) {
+            Some(state) => Self::resolve(&state.versions, txn),
+            None => MvRead::Storage,
+        }
+    }
+
+    /// What transaction `txn` reads at `key` while executing; recorded, so that a later write
+    /// below `txn` knows it must trigger re-validation.
+    pub fn read_for_execution(&self, key: &Key, txn: TxIndex) -> MvRead {
+        let mut shard = self.shard(key).lock();
+        let state = shard.entry(*key).or_default();
+        state.max_reader = state.max_reader.max(txn);
+        Self::resolve(&state.versions, txn)
+    }
+
+    fn resolve(versions: &[Entry], txn: TxIndex) -> MvRead {
         let mut delta: Option<u64> = None;
         let below = versions.partition_point(|e| e.txn < txn);
         for e in versions[..below].iter().rev() {
@@ -149,7 +179,7 @@ impl MvMemory {
     /// below `below` are skipped. `storage` supplies the base for trailing `Add`s.
     pub fn drain_shard(&self, i: usize, below: TxIndex, storage: impl Fn(&Key) -> Option<Value>, mut f: impl FnMut(Key, Option<Value>)) {
         let mut shard = self.shards[i].lock();
-        for (key, versions) in shard.drain() {
+        for (key, KeyState { versions, .. }) in shard.drain() {
             let mut delta: Option<u64> = None;
             let mut resolved = None;
             let end = versions.partition_point(|e| e.txn < below);

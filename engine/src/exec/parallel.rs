@@ -13,7 +13,7 @@
 //! one thread over that prefix. The output is the same either way; only the speed differs.
 
 use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
-use super::scheduler::{Scheduler, Status, Task, Version};
+use super::scheduler::{Batch, Scheduler, Status, Task, Version};
 use super::sequential::run_in_order;
 use super::{check_block_len, BlockExecutor, BlockOutput, ExecError, ExecPath, ExecStats};
 use crate::key::{Key, KeyMap};
@@ -26,7 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Executions observed before the contention fallback may trigger.
-const FALLBACK_MIN_EXECUTIONS: u64 = 128;
+const FALLBACK_MIN_EXECUTIONS: u64 = 64;
+
+/// Indices claimed from the scheduler at once.
+const BATCH: usize = 4;
 
 /// Reads recorded by one incarnation. The vectors circulate between workers and slots (a
 /// finished incarnation swaps its buffer with the slot's), so after warm-up no read set
@@ -37,6 +40,8 @@ type ReadSet = Vec<(Key, ReadOrigin)>;
 /// blocks; outputs, whose type depends on the VM, live in a separate per-block vector.
 #[derive(Default)]
 struct Slot {
+    /// The block this slot's contents belong to (see `ParallelExecutor::epoch`).
+    epoch: u64,
     reads: ReadSet,
     write_keys: SmallVec<[Key; 4]>,
 }
@@ -52,7 +57,7 @@ struct MvBase<'a> {
 impl BaseRead for MvBase<'_> {
     #[inline]
     fn read_base(&mut self, key: &Key) -> Result<Option<Value>, Interrupt> {
-        let (value, origin) = match self.mv.read(key, self.txn) {
+        let (value, origin) = match self.mv.read_for_execution(key, self.txn) {
             MvRead::Storage => (self.state.get(key).cloned(), ReadOrigin::Storage),
             MvRead::Version(t, i, v) => (v, ReadOrigin::Version(t, i)),
             MvRead::DeltaOverStorage(d) => {
@@ -77,6 +82,17 @@ fn value_of(read: MvRead, state: &CommittedState, key: &Key) -> Option<Option<Va
     })
 }
 
+/// A worker's private state for one block.
+struct Worker {
+    stats: WorkerStats,
+    /// Executions not yet added to the shared count.
+    unflushed: u64,
+    /// Task completions not yet applied to the scheduler (see `Scheduler::flush`).
+    pending: usize,
+    /// A cleared read-set buffer for the next execution.
+    spare: ReadSet,
+}
+
 #[derive(Default)]
 struct WorkerStats {
     executions: u64,
@@ -95,56 +111,60 @@ struct Block<'a, V: Vm> {
     slots: &'a [Mutex<Slot>],
     outputs: &'a [Mutex<Option<V::Output>>],
     threads: usize,
+    epoch: u64,
     executions: AtomicU64,
     aborts: AtomicU64,
 }
 
 impl<V: Vm> Block<'_, V> {
     fn worker(&self) -> WorkerStats {
-        let mut stats = WorkerStats::default();
-        let mut task: Option<Task> = None;
-        let mut unflushed = 0u64;
+        let mut w = Worker { stats: WorkerStats::default(), unflushed: 0, pending: 0, spare: ReadSet::new() };
         let mut idle = 0u32;
-        let mut spare = ReadSet::new();
         while !self.scheduler.done() {
-            task = match task {
-                Some(Task::Execute(version)) => {
-                    stats.executions += 1;
-                    unflushed += 1;
-                    if unflushed == 16 {
-                        self.executions.fetch_add(unflushed, Relaxed);
-                        unflushed = 0;
+            self.scheduler.flush(&mut w.pending);
+            let (execute, lo, hi) = match self.scheduler.next_batch(BATCH) {
+                Some(Batch::Execute(lo, hi)) => (true, lo, hi),
+                Some(Batch::Validate(lo, hi)) => (false, lo, hi),
+                None => {
+                    // Spin briefly, then yield: with more workers than cores a spinning
+                    // worker would take the core from the one it is waiting for.
+                    idle += 1;
+                    if idle < 64 {
+                        crate::sync::spin_hint();
+                    } else {
+                        std::thread::yield_now();
                     }
-                    self.execute(version, &mut stats, &mut spare)
+                    continue;
                 }
-                Some(Task::Validate(version)) => {
-                    stats.validations += 1;
-                    self.validate(version, &mut stats)
-                }
-                None => match self.scheduler.next_task() {
-                    Some(t) => {
-                        idle = 0;
-                        Some(t)
-                    }
-                    None => {
-                        // Spin briefly, then yield: with more workers than cores a spinning
-                        // worker would take the core from the one it is waiting for.
-                        idle += 1;
-                        if idle < 64 {
-                            crate::sync::spin_hint();
-                        } else {
-                            std::thread::yield_now();
-                        }
-                        None
-                    }
-                },
             };
+            idle = 0;
+            for idx in lo..hi {
+                let mut task = if execute {
+                    self.scheduler.claim_execution(idx, &mut w.pending)
+                } else {
+                    self.scheduler.claim_validation(idx, &mut w.pending)
+                };
+                // A task may lead to another for the same transaction (validate after
+                // executing, re-execute after a failed validation).
+                while let Some(t) = task {
+                    task = match t {
+                        Task::Execute(version) => self.execute(version, &mut w),
+                        Task::Validate(version) => self.validate(version, &mut w),
+                    };
+                }
+                if self.scheduler.halted() {
+                    break;
+                }
+            }
         }
-        self.executions.fetch_add(unflushed, Relaxed);
-        stats
+        self.executions.fetch_add(w.unflushed, Relaxed);
+        w.stats
     }
 
-    fn note_abort(&self) {
+    fn note_abort(&self, w: &mut Worker) {
+        // Publish this worker's executions first, so that the ratio is not judged on a stale
+        // count while every worker holds a few unflushed ones.
+        self.executions.fetch_add(std::mem::take(&mut w.unflushed), Relaxed);
         let aborts = self.aborts.fetch_add(1, Relaxed) + 1;
         let executions = self.executions.load(Relaxed);
         // Wasted share above 1 - 1.5/threads: one thread would be faster.
@@ -156,32 +176,39 @@ impl<V: Vm> Block<'_, V> {
         }
     }
 
-    fn execute(&self, version: Version, stats: &mut WorkerStats, spare: &mut ReadSet) -> Option<Task> {
+    fn execute(&self, version: Version, w: &mut Worker) -> Option<Task> {
         let (txn, incarnation) = version;
         loop {
-            spare.clear();
-            let base = MvBase { mv: self.mv, state: self.state, txn, reads: std::mem::take(spare) };
+            w.stats.executions += 1;
+            w.unflushed += 1;
+            if w.unflushed == 16 {
+                self.executions.fetch_add(std::mem::take(&mut w.unflushed), Relaxed);
+            }
+            w.spare.clear();
+            let base = MvBase { mv: self.mv, state: self.state, txn, reads: std::mem::take(&mut w.spare) };
             let mut view = BufferedView::new(base);
             match self.vm.execute(&self.txs[txn as usize], &mut view) {
                 Err(Interrupt { blocking }) => {
-                    *spare = view.base.reads;
-                    stats.suspensions += 1;
-                    self.note_abort();
-                    if self.scheduler.add_dependency(txn, blocking) {
+                    w.spare = view.base.reads;
+                    w.stats.suspensions += 1;
+                    self.note_abort(w);
+                    if self.scheduler.add_dependency_deferred(txn, blocking, &mut w.pending) {
                         return None;
                     }
-                    stats.executions += 1;
                 }
                 Ok(output) => {
-                    let wrote_new = self.record(txn, incarnation, view, output, spare);
-                    return self.scheduler.finish_execution(version, wrote_new);
+                    let revalidate = self.record(txn, incarnation, view, output, &mut w.spare);
+                    return self.scheduler.finish_execution_deferred(version, revalidate, &mut w.pending);
                 }
             }
         }
     }
 
-    /// Publishes an incarnation's writes; true if it wrote a key the previous one did not.
-    /// `spare` receives the slot's previous read set buffer.
+    /// Publishes an incarnation's writes. Returns true if it wrote a key that its previous
+    /// incarnation did not and that a higher transaction has already read: the only case in
+    /// which transactions above may hold stale reads without having been told (Block-STM
+    /// re-validates the whole suffix on every new key; reader tracking in the multi-version
+    /// memory narrows that down). `spare` receives the slot's previous read-set buffer.
     fn record(
         &self,
         txn: TxIndex,
@@ -193,29 +220,32 @@ impl<V: Vm> Block<'_, V> {
         let BufferedView { mut base, mut writes } = view;
         let ops = writes.take();
         let mut slot = self.slots[txn as usize].lock();
-        // Slots outlive blocks: a first incarnation has no previous writes, whatever the slot
-        // still holds from an earlier block.
-        if incarnation == 0 {
+        // Slots outlive blocks: what a slot holds from an earlier block is not a previous
+        // incarnation's writes. (Incarnation numbers cannot tell: incarnation 0 may have been
+        // parked on a dependency before it recorded anything.)
+        if slot.epoch != self.epoch {
             slot.write_keys.clear();
+            slot.epoch = self.epoch;
         }
         for old in &slot.write_keys {
             if !ops.iter().any(|(k, _)| k == old) {
                 self.mv.remove(old, txn);
             }
         }
-        let mut wrote_new = false;
+        let mut revalidate = false;
         let mut keys = SmallVec::new();
         for (key, op) in ops {
-            wrote_new |= !slot.write_keys.contains(&key);
+            let new = !slot.write_keys.contains(&key);
             keys.push(key);
-            self.mv.write(key, txn, incarnation, op);
+            let read_above = self.mv.write(key, txn, incarnation, op);
+            revalidate |= new && read_above;
         }
         slot.write_keys = keys;
         std::mem::swap(&mut slot.reads, &mut base.reads);
         drop(slot);
         *spare = base.reads;
         *self.outputs[txn as usize].lock() = Some(output);
-        wrote_new
+        revalidate
     }
 
     /// True if every read of `txn`'s last incarnation would still return the same thing.
@@ -232,19 +262,20 @@ impl<V: Vm> Block<'_, V> {
         })
     }
 
-    fn validate(&self, version: Version, stats: &mut WorkerStats) -> Option<Task> {
+    fn validate(&self, version: Version, w: &mut Worker) -> Option<Task> {
         let (txn, _) = version;
+        w.stats.validations += 1;
         let valid = self.reads_valid(txn);
         let aborted = !valid && self.scheduler.try_validation_abort(version);
         if aborted {
-            stats.failed_validations += 1;
-            self.note_abort();
+            w.stats.failed_validations += 1;
+            self.note_abort(w);
             let slot = self.slots[txn as usize].lock();
             for key in &slot.write_keys {
                 self.mv.mark_estimate(key, txn);
             }
         }
-        self.scheduler.finish_validation(version, aborted)
+        self.scheduler.finish_validation_deferred(version, aborted, &mut w.pending)
     }
 }
 
@@ -255,6 +286,8 @@ pub struct ParallelExecutor {
     mv: MvMemory,
     scheduler: Scheduler,
     slots: Vec<Mutex<Slot>>,
+    /// Counts blocks; slots are stamped with it.
+    epoch: u64,
     overlay: KeyMap<Option<Value>>,
 }
 
@@ -262,7 +295,14 @@ impl ParallelExecutor {
     /// An executor running on `pool`.
     pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
         let shards = (pool.current_num_threads() * 64).max(256);
-        ParallelExecutor { pool, mv: MvMemory::new(shards), scheduler: Scheduler::new(0), slots: Vec::new(), overlay: KeyMap::default() }
+        ParallelExecutor {
+            pool,
+            mv: MvMemory::new(shards),
+            scheduler: Scheduler::new(0),
+            slots: Vec::new(),
+            epoch: 0,
+            overlay: KeyMap::default(),
+        }
     }
 }
 
@@ -288,6 +328,7 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         }
         let outputs: Vec<Mutex<Option<V::Output>>> = (0..n).map(|_| Mutex::new(None)).collect();
         let threads = self.pool.current_num_threads();
+        self.epoch += 1;
         let block = Block {
             vm,
             txs,
@@ -297,10 +338,12 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             slots: &self.slots,
             outputs: &outputs,
             threads,
+            epoch: self.epoch,
             executions: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
         };
         let mut stats = ExecStats { path: ExecPath::Parallel, ..Default::default() };
+        let started = std::time::Instant::now();
         if n > 0 {
             for w in self.pool.broadcast(|_| block.worker()) {
                 stats.executions += w.executions;
@@ -342,7 +385,10 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             outputs.extend(tail);
         }
 
+        let merge_started = std::time::Instant::now();
         let write_set = collect_writes(&self.pool, &self.mv, &self.overlay, state, prefix as TxIndex);
+        stats.execute_ns = (merge_started - started).as_nanos() as u64;
+        stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
         Ok(BlockOutput { outputs, write_set, stats })
     }
 }

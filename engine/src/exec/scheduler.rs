@@ -21,6 +21,15 @@ use crossbeam_utils::CachePadded;
 /// A version: a transaction and one of its incarnations.
 pub type Version = (TxIndex, Incarnation);
 
+/// A range of indices claimed at once: `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// Indices to try to execute.
+    Execute(usize, usize),
+    /// Indices to try to validate.
+    Validate(usize, usize),
+}
+
 /// A unit of work for a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
@@ -143,7 +152,7 @@ impl Scheduler {
         }
     }
 
-    fn try_incarnate(&self, txn: usize) -> Option<Version> {
+    fn try_incarnate(&self, txn: usize, pending: &mut usize) -> Option<Version> {
         if txn < self.n {
             let mut s = self.txs[txn].status.lock();
             if s.1 == Status::ReadyToExecute {
@@ -151,52 +160,87 @@ impl Scheduler {
                 return Some((txn as TxIndex, s.0));
             }
         }
-        self.num_active_tasks.fetch_sub(1, SeqCst);
+        *pending += 1;
         None
     }
 
-    fn next_version_to_execute(&self) -> Option<Version> {
-        if self.execution_idx.load(SeqCst) >= self.n {
-            self.check_done();
-            return None;
-        }
-        self.num_active_tasks.fetch_add(1, SeqCst);
-        let idx = self.execution_idx.fetch_add(1, SeqCst);
-        self.try_incarnate(idx)
-    }
-
-    fn next_version_to_validate(&self) -> Option<Version> {
-        if self.validation_idx.load(SeqCst) >= self.n {
-            self.check_done();
-            return None;
-        }
-        self.num_active_tasks.fetch_add(1, SeqCst);
-        let idx = self.validation_idx.fetch_add(1, SeqCst);
-        if idx < self.n {
-            let s = *self.txs[idx].status.lock();
-            if s.1 == Status::Executed {
-                return Some((idx as TxIndex, s.0));
-            }
-        }
-        self.num_active_tasks.fetch_sub(1, SeqCst);
-        None
-    }
-
-    /// The next task, or `None` if there is nothing to do right now.
-    pub fn next_task(&self) -> Option<Task> {
+    /// Claims up to `size` consecutive indices for execution or validation (validation first
+    /// when it lags behind execution, as in the paper). Each claimed index counts as one active
+    /// task until [`Scheduler::claim_execution`] / [`Scheduler::claim_validation`] and the
+    /// tasks that follow account for it. Handing indices out in small batches divides the
+    /// traffic on the shared counters, which is what limits Block-STM on cheap transactions.
+    pub fn next_batch(&self, size: usize) -> Option<Batch> {
+        debug_assert!(size >= 1);
         if self.halted.load(SeqCst) {
             return None;
         }
-        if self.validation_idx.load(SeqCst) < self.execution_idx.load(SeqCst) {
-            self.next_version_to_validate().map(Task::Validate)
-        } else {
-            self.next_version_to_execute().map(Task::Execute)
+        let validate = self.validation_idx.load(SeqCst) < self.execution_idx.load(SeqCst);
+        let idx = if validate { &self.validation_idx } else { &self.execution_idx };
+        if idx.load(SeqCst) >= self.n {
+            self.check_done();
+            return None;
         }
+        self.num_active_tasks.fetch_add(size, SeqCst);
+        let lo = idx.fetch_add(size, SeqCst);
+        let (start, end) = (lo.min(self.n), (lo + size).min(self.n));
+        let unused = size - (end - start);
+        if unused > 0 {
+            self.num_active_tasks.fetch_sub(unused, SeqCst);
+        }
+        Some(if validate { Batch::Validate(start, end) } else { Batch::Execute(start, end) })
+    }
+
+    /// The execution task for claimed index `txn`, if it is ready to execute.
+    pub fn claim_execution(&self, txn: usize, pending: &mut usize) -> Option<Task> {
+        self.try_incarnate(txn, pending).map(Task::Execute)
+    }
+
+    /// The validation task for claimed index `txn`, if it has executed.
+    pub fn claim_validation(&self, txn: usize, pending: &mut usize) -> Option<Task> {
+        let s = *self.txs[txn].status.lock();
+        if s.1 == Status::Executed {
+            return Some(Task::Validate((txn as TxIndex, s.0)));
+        }
+        *pending += 1;
+        None
+    }
+
+    /// Applies the worker's deferred task completions. Until then `num_active_tasks`
+    /// over-counts, which can only delay the end of the block, never end it early; workers
+    /// flush before they claim again.
+    pub fn flush(&self, pending: &mut usize) {
+        if *pending > 0 {
+            self.num_active_tasks.fetch_sub(*pending, SeqCst);
+            *pending = 0;
+        }
+    }
+
+    /// The next single task, or `None` if there is nothing to do right now (the paper's
+    /// `next_task`; [`Scheduler::next_batch`] is the batched form the executor uses).
+    #[cfg(any(test, loom))]
+    pub fn next_task(&self) -> Option<Task> {
+        let mut pending = 0;
+        let task = match self.next_batch(1)? {
+            Batch::Execute(lo, hi) if lo < hi => self.claim_execution(lo, &mut pending),
+            Batch::Validate(lo, hi) if lo < hi => self.claim_validation(lo, &mut pending),
+            _ => None,
+        };
+        self.flush(&mut pending);
+        task
     }
 
     /// Parks `txn` until `blocking` finishes. Returns false if `blocking` already finished
     /// (the caller re-executes at once).
+    #[cfg(any(test, loom))]
     pub fn add_dependency(&self, txn: TxIndex, blocking: TxIndex) -> bool {
+        let mut pending = 0;
+        let parked = self.add_dependency_deferred(txn, blocking, &mut pending);
+        self.flush(&mut pending);
+        parked
+    }
+
+    /// [`Scheduler::add_dependency`] with the completion deferred to `pending`.
+    pub fn add_dependency_deferred(&self, txn: TxIndex, blocking: TxIndex, pending: &mut usize) -> bool {
         let mut deps = self.txs[blocking as usize].dependencies.lock();
         if self.txs[blocking as usize].status.lock().1 == Status::Executed {
             return false;
@@ -208,7 +252,7 @@ impl Scheduler {
         }
         deps.push(txn);
         drop(deps);
-        self.num_active_tasks.fetch_sub(1, SeqCst);
+        *pending += 1;
         true
     }
 
@@ -220,7 +264,16 @@ impl Scheduler {
 
     /// Records that `version` finished executing; `wrote_new_key` if it wrote a key its
     /// previous incarnation did not. May return the validation of this very version.
+    #[cfg(any(test, loom))]
     pub fn finish_execution(&self, version: Version, wrote_new_key: bool) -> Option<Task> {
+        let mut pending = 0;
+        let task = self.finish_execution_deferred(version, wrote_new_key, &mut pending);
+        self.flush(&mut pending);
+        task
+    }
+
+    /// [`Scheduler::finish_execution`] with the completion deferred to `pending`.
+    pub fn finish_execution_deferred(&self, version: Version, wrote_new_key: bool, pending: &mut usize) -> Option<Task> {
         let (txn, incarnation) = version;
         {
             let mut s = self.txs[txn as usize].status.lock();
@@ -241,7 +294,7 @@ impl Scheduler {
                 return Some(Task::Validate(version));
             }
         }
-        self.num_active_tasks.fetch_sub(1, SeqCst);
+        *pending += 1;
         None
     }
 
@@ -257,16 +310,111 @@ impl Scheduler {
 
     /// Records that the validation of `version` finished; `aborted` if this validator claimed
     /// its abort. May return the re-execution of the transaction.
+    #[cfg(any(test, loom))]
     pub fn finish_validation(&self, version: Version, aborted: bool) -> Option<Task> {
+        let mut pending = 0;
+        let task = self.finish_validation_deferred(version, aborted, &mut pending);
+        self.flush(&mut pending);
+        task
+    }
+
+    /// [`Scheduler::finish_validation`] with the completion deferred to `pending`.
+    pub fn finish_validation_deferred(&self, version: Version, aborted: bool, pending: &mut usize) -> Option<Task> {
         let txn = version.0;
         if aborted {
             self.set_ready_status(txn);
             self.decrease_validation_idx(txn as usize + 1);
             if self.execution_idx.load(SeqCst) > txn as usize {
-                return self.try_incarnate(txn as usize).map(Task::Execute);
+                return self.try_incarnate(txn as usize, pending).map(Task::Execute);
             }
         }
-        self.num_active_tasks.fetch_sub(1, SeqCst);
+        *pending += 1;
         None
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Drives a 3-transaction block on one thread through the single-task API: tx 1 depends
+    /// on tx 0 (it is parked, then released), tx 2 fails one validation.
+    #[test]
+    fn single_thread_walk_through_terminates_with_everything_validated() {
+        let s = Scheduler::new(3);
+        assert_eq!(s.next_task(), Some(Task::Execute((0, 0))));
+        // Validation lags execution, so it is tried first; tx 0 is still executing.
+        assert_eq!(s.next_task(), None);
+        assert_eq!(s.next_task(), Some(Task::Execute((1, 0))));
+        // Executing tx 1 meets tx 0's estimate: park it.
+        assert!(s.add_dependency(1, 0));
+        assert_eq!(s.status(1).1, Status::Aborting);
+        // tx 0 finishes: tx 1 is released with a new incarnation.
+        assert_eq!(s.finish_execution((0, 0), true), None);
+        assert_eq!(s.status(1), (1, Status::ReadyToExecute));
+        let mut seen = Vec::new();
+        let mut guard = 0;
+        while !s.done() {
+            guard += 1;
+            assert!(guard < 100, "scheduler did not terminate: {seen:?}");
+            match s.next_task() {
+                Some(Task::Execute(v)) => {
+                    seen.push(Task::Execute(v));
+                    let next = s.finish_execution(v, v.1 == 0);
+                    if let Some(Task::Validate(v)) = next {
+                        seen.push(Task::Validate(v));
+                        assert_eq!(s.finish_validation(v, false), None);
+                    }
+                }
+                Some(Task::Validate(v)) => {
+                    seen.push(Task::Validate(v));
+                    // The first validation of tx 2 fails once.
+                    let abort = v == (2, 0) && s.try_validation_abort(v);
+                    if let Some(Task::Execute(re)) = s.finish_validation(v, abort) {
+                        seen.push(Task::Execute(re));
+                        let _ = s.finish_execution(re, false).map(|t| match t {
+                            Task::Validate(v) => s.finish_validation(v, false),
+                            other => panic!("{other:?}"),
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        for t in 0..3 {
+            assert_eq!(s.status(t).1, Status::Executed, "tx {t}");
+        }
+        assert_eq!(s.status(2).0, 1, "tx 2 was re-executed once");
+        assert!(seen.contains(&Task::Execute((1, 1))));
+    }
+
+    #[test]
+    fn batches_never_run_past_the_block() {
+        let s = Scheduler::new(3);
+        let mut pending = 0;
+        assert_eq!(s.next_batch(4), Some(Batch::Execute(0, 3)), "clipped to the block");
+        for i in 0..3 {
+            if let Some(Task::Execute(v)) = s.claim_execution(i, &mut pending) {
+                assert_eq!(s.finish_execution_deferred(v, false, &mut pending), None);
+            }
+        }
+        assert_eq!(pending, 3);
+        assert!(!s.done(), "completions not flushed yet");
+        s.flush(&mut pending);
+        // Everything executed; validations follow, then the block is done.
+        while let Some(b) = s.next_batch(4) {
+            if let Batch::Validate(lo, hi) = b {
+                for i in lo..hi {
+                    if let Some(Task::Validate(v)) = s.claim_validation(i, &mut pending) {
+                        assert_eq!(s.finish_validation_deferred(v, false, &mut pending), None);
+                    }
+                }
+            }
+            s.flush(&mut pending);
+            if s.done() {
+                break;
+            }
+        }
+        assert!(s.done());
     }
 }

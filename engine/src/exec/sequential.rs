@@ -78,10 +78,13 @@ impl<V: Vm> BlockExecutor<V> for SequentialExecutor {
 
     fn execute(&mut self, vm: &V, state: &CommittedState, block: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
         check_block_len(block.len())?;
+        let started = std::time::Instant::now();
         self.overlay.clear();
         let outputs = run_in_order(vm, (0u32..).zip(block), &mut self.overlay, |k| Ok(state.get(k).cloned()))?;
+        let execute_ns = started.elapsed().as_nanos() as u64;
         let write_set = WriteSet::from_entries(self.overlay.drain().collect());
-        let stats = ExecStats { path: ExecPath::Sequential, executions: block.len() as u64, ..Default::default() };
+        let merge_ns = started.elapsed().as_nanos() as u64 - execute_ns;
+        let stats = ExecStats { path: ExecPath::Sequential, executions: block.len() as u64, execute_ns, merge_ns, ..Default::default() };
         Ok(BlockOutput { outputs, write_set, stats })
     }
 }
