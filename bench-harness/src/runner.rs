@@ -425,5 +425,6 @@ pub fn path_name(p: ExecPath) -> &'static str {
         ExecPath::ParallelThenSequential => "parallel+tail",
         ExecPath::Declared => "declared",
         ExecPath::DeclaredFallback => "declared-fallback",
+        ExecPath::Serial => "serial",
     }
 }

@@ -41,6 +41,9 @@ pub struct BlockAnalysis {
     pub critical_path: u32,
     /// False if some transaction declared nothing.
     pub complete: bool,
+    /// True when the contention probe found the start of the block to be one dependency
+    /// chain; the rest was not analysed and the block runs in order on one thread.
+    pub serial: bool,
     /// Wall time of the analysis in nanoseconds.
     pub analysis_ns: u64,
 }
@@ -62,6 +65,9 @@ impl BlockAnalysis {
         &self.keys[i as usize / self.slice_len][s as usize..e as usize]
     }
 }
+
+/// Transactions the contention probe looks at before the full analysis.
+const PROBE_TXS: usize = 128;
 
 /// Transactions per batch of chains handed to a worker.
 const BATCH_TXS: u32 = 32;
@@ -89,6 +95,8 @@ struct SliceKeys {
 /// Reusable buffers for the analysis.
 #[derive(Default)]
 struct Analyzer {
+    probe_depth: KeyMap<u32>,
+    probe_keys: Vec<Key>,
     scratch: Vec<parking_lot::Mutex<AnalysisScratch>>,
     slices: Vec<parking_lot::Mutex<SliceKeys>>,
     parent: Vec<TxIndex>,
@@ -108,6 +116,33 @@ fn find(parent: &mut [TxIndex], mut x: TxIndex) -> TxIndex {
 }
 
 impl Analyzer {
+    /// The contention probe: true if the first [`PROBE_TXS`] transactions form (nearly) one
+    /// dependency chain — every transaction touching a key of the one before, as when a whole
+    /// block hits one hot key. Such a block has no parallelism for any executor to find, and
+    /// the cheapest correct thing is to run it in order on one thread, skipping the analysis
+    /// of the rest. (If the rest of the block were different, the result would still be exact;
+    /// only that block would run slower than it could.)
+    fn probe_serial<V: Vm>(&mut self, vm: &V, txs: &[V::Tx]) -> bool {
+        let m = txs.len().min(PROBE_TXS);
+        if m < PROBE_TXS / 2 {
+            return false;
+        }
+        self.probe_depth.clear();
+        let mut critical = 0;
+        for tx in &txs[..m] {
+            self.probe_keys.clear();
+            if !vm.declared_keys(tx, &mut self.probe_keys) {
+                return false;
+            }
+            let depth = 1 + self.probe_keys.iter().filter_map(|k| self.probe_depth.get(k)).max().copied().unwrap_or(0);
+            for k in &self.probe_keys {
+                self.probe_depth.insert(*k, depth);
+            }
+            critical = critical.max(depth);
+        }
+        critical as usize * 4 >= m * 3
+    }
+
     /// Analyses `txs` on `pool`. Three steps:
     /// 1. (parallel, by slices of the block) collect each transaction's declared keys;
     /// 2. (parallel, by key hash) each worker walks the whole block in order but tracks only
@@ -117,6 +152,16 @@ impl Analyzer {
     ///    sort of transactions into chains and of chains by size.
     fn analyze<V: Vm>(&mut self, pool: &rayon::ThreadPool, vm: &V, txs: &[V::Tx], out: &mut BlockAnalysis) {
         let started = std::time::Instant::now();
+        out.serial = self.probe_serial(vm, txs);
+        if out.serial {
+            out.complete = true;
+            out.critical_path = txs.len() as u32;
+            out.order.clear();
+            out.chains.clear();
+            out.chains.push((0, txs.len() as u32));
+            out.analysis_ns = started.elapsed().as_nanos() as u64;
+            return;
+        }
         let n = txs.len();
         let workers = pool.current_num_threads();
         self.scratch.resize_with(workers, Default::default);
@@ -314,6 +359,7 @@ pub struct DeclaredExecutor {
     analyzer: Analyzer,
     analysis: BlockAnalysis,
     fallback: ParallelExecutor,
+    serial: super::SequentialExecutor,
 }
 
 impl DeclaredExecutor {
@@ -325,6 +371,7 @@ impl DeclaredExecutor {
             pool,
             analyzer: Analyzer::default(),
             analysis: BlockAnalysis::default(),
+            serial: super::SequentialExecutor::new(),
         }
     }
 
@@ -350,6 +397,12 @@ impl DeclaredExecutor {
             analysis_ns: a.analysis_ns,
             ..Default::default()
         };
+        if a.serial {
+            let mut out = BlockExecutor::<V>::execute(&mut self.serial, vm, state, txs)?;
+            out.stats = ExecStats { execute_ns: out.stats.execute_ns, merge_ns: out.stats.merge_ns, ..chain_stats(ExecPath::Serial) };
+            out.stats.executions = txs.len() as u64;
+            return Ok(out);
+        }
         if !a.complete || a.key_ranges.len() != txs.len() {
             let mut out = self.execute_block_stm(vm, state, txs)?;
             out.stats.path = ExecPath::DeclaredFallback;

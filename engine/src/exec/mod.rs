@@ -69,6 +69,8 @@ pub enum ExecPath {
     Declared,
     /// Declared keys were missing or wrong: the block was re-run on the Block-STM path.
     DeclaredFallback,
+    /// The contention probe found one dependency chain: run in order on one thread.
+    Serial,
 }
 
 /// Counters describing how a block was executed. They vary with timing; the block output

@@ -5,12 +5,14 @@
 //! writes there; a validation re-reads and compares. The final writes are collected from the
 //! multi-version memory in parallel, which also empties it for the next block.
 //!
-//! **Graceful degradation.** When most executions are wasted (every transaction touching one
-//! hot key is the extreme), parallel execution is slower than one thread. Workers count
-//! aborts; once the aborted share of executions passes `1 - 1.5 / threads` (the point where
-//! `threads × useful share × ~2/3 efficiency` drops below one core), the scheduler is halted,
-//! the longest prefix whose reads are still valid is kept, and the rest of the block runs on
-//! one thread over that prefix. The output is the same either way; only the speed differs.
+//! **Graceful degradation.** When most executions are wasted, or the block is one long
+//! dependency chain (every transaction touching one hot key is the extreme), parallel
+//! execution is slower than one thread. Two signals halt the scheduler: the aborted share of
+//! executions passing `1 - 1.5 / threads` (the point where `threads × useful share × ~2/3
+//! efficiency` drops below one core), and the dependency path observed through the reads of
+//! what has executed reaching two thirds of it. Then the longest prefix whose reads are still
+//! valid is kept, and the rest of the block runs on one thread over that prefix. The output is
+//! the same either way; only the speed differs.
 
 use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
 use super::scheduler::{Batch, Scheduler, Status, Task, Version};
@@ -22,7 +24,7 @@ use crate::sync::Mutex;
 use crate::value::{apply_add, Value};
 use crate::vm::{BaseRead, BufferedView, Interrupt, TxIndex, Vm};
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Executions observed before the contention fallback may trigger.
@@ -114,6 +116,10 @@ struct Block<'a, V: Vm> {
     epoch: u64,
     executions: AtomicU64,
     aborts: AtomicU64,
+    /// Per transaction, the length of the dependency path ending in it, as seen by its last
+    /// incarnation's reads (a contention heuristic, not used for correctness).
+    depth: &'a [AtomicU32],
+    max_depth: AtomicU32,
 }
 
 impl<V: Vm> Block<'_, V> {
@@ -161,6 +167,16 @@ impl<V: Vm> Block<'_, V> {
         w.stats
     }
 
+    /// Halts when the dependency path through what has executed so far is nearly as long as
+    /// what has executed: the block is one chain, and handing it from core to core only adds
+    /// cost (the hot-key case, where aborts alone may stay rare if one worker runs ahead).
+    fn check_chain(&self) {
+        let frontier = self.scheduler.execution_frontier();
+        if frontier as u64 >= FALLBACK_MIN_EXECUTIONS && self.max_depth.load(Relaxed) as usize * 3 >= frontier * 2 {
+            self.scheduler.halt();
+        }
+    }
+
     fn note_abort(&self, w: &mut Worker) {
         // Publish this worker's executions first, so that the ratio is not judged on a stale
         // count while every worker holds a few unflushed ones.
@@ -183,6 +199,7 @@ impl<V: Vm> Block<'_, V> {
             w.unflushed += 1;
             if w.unflushed == 16 {
                 self.executions.fetch_add(std::mem::take(&mut w.unflushed), Relaxed);
+                self.check_chain();
             }
             w.spare.clear();
             let base = MvBase { mv: self.mv, state: self.state, txn, reads: std::mem::take(&mut w.spare) };
@@ -241,6 +258,19 @@ impl<V: Vm> Block<'_, V> {
             revalidate |= new && read_above;
         }
         slot.write_keys = keys;
+        let depth = 1 + base
+            .reads
+            .iter()
+            .filter_map(|(_, o)| match o {
+                ReadOrigin::Version(j, _) => Some(self.depth[*j as usize].load(Relaxed)),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        self.depth[txn as usize].store(depth, Relaxed);
+        if depth > self.max_depth.load(Relaxed) {
+            self.max_depth.fetch_max(depth, Relaxed);
+        }
         std::mem::swap(&mut slot.reads, &mut base.reads);
         drop(slot);
         *spare = base.reads;
@@ -288,6 +318,7 @@ pub struct ParallelExecutor {
     slots: Vec<Mutex<Slot>>,
     /// Counts blocks; slots are stamped with it.
     epoch: u64,
+    depth: Vec<AtomicU32>,
     overlay: KeyMap<Option<Value>>,
 }
 
@@ -301,6 +332,7 @@ impl ParallelExecutor {
             scheduler: Scheduler::new(0),
             slots: Vec::new(),
             epoch: 0,
+            depth: Vec::new(),
             overlay: KeyMap::default(),
         }
     }
@@ -329,6 +361,10 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         let outputs: Vec<Mutex<Option<V::Output>>> = (0..n).map(|_| Mutex::new(None)).collect();
         let threads = self.pool.current_num_threads();
         self.epoch += 1;
+        self.depth.resize_with(n.max(self.depth.len()), Default::default);
+        for d in &mut self.depth[..n] {
+            *d.get_mut() = 0;
+        }
         let block = Block {
             vm,
             txs,
@@ -341,6 +377,8 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             epoch: self.epoch,
             executions: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
+            depth: &self.depth[..n],
+            max_depth: AtomicU32::new(0),
         };
         let mut stats = ExecStats { path: ExecPath::Parallel, ..Default::default() };
         let started = std::time::Instant::now();

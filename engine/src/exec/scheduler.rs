@@ -122,6 +122,11 @@ impl Scheduler {
         self.done_marker.store(true, SeqCst);
     }
 
+    /// How far execution has been handed out (clamped to the block).
+    pub fn execution_frontier(&self) -> usize {
+        self.execution_idx.load(SeqCst).min(self.n)
+    }
+
     /// True if [`Scheduler::halt`] was called.
     pub fn halted(&self) -> bool {
         self.halted.load(SeqCst)
