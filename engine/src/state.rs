@@ -114,18 +114,38 @@ impl fmt::Debug for StateRoot {
 /// produced; [`WriteSet::sorted`] gives the canonical order for comparisons.
 #[derive(Clone, Debug, Default)]
 pub struct WriteSet {
-    segments: Vec<Vec<(Key, Option<Value>)>>,
+    segments: Vec<Segment>,
+    /// `Some(g)`: segment `s` holds only keys of commit group `s % g` (see [`group_of`]).
+    groups: Option<usize>,
+}
+
+/// A run of resolved writes: `(key, new value or None for a deletion)`.
+pub type Segment = Vec<(Key, Option<Value>)>;
+
+/// The commit group of `key` when the partitions are split into `groups` contiguous groups
+/// (one per committing thread).
+#[inline]
+pub fn group_of(key: &Key, groups: usize) -> usize {
+    partition_of(key) / PARTITIONS.div_ceil(groups.clamp(1, PARTITIONS))
 }
 
 impl WriteSet {
     /// A write set of one segment.
     pub fn from_entries(entries: Vec<(Key, Option<Value>)>) -> Self {
-        WriteSet { segments: vec![entries] }
+        WriteSet { segments: vec![entries], groups: None }
     }
 
     /// A write set made of segments. No key may appear in two of them.
     pub fn from_segments(segments: Vec<Vec<(Key, Option<Value>)>>) -> Self {
-        WriteSet { segments }
+        WriteSet { segments, groups: None }
+    }
+
+    /// A write set from per-worker segments already split by commit group: `parts[w][g]`
+    /// holds only keys with `group_of(key, groups) == g`. A commit with `groups` threads then
+    /// needs no bucketing round. No key may appear twice.
+    pub fn from_grouped(parts: Vec<Vec<Segment>>, groups: usize) -> Self {
+        debug_assert!(parts.iter().all(|p| p.len() == groups));
+        WriteSet { segments: parts.into_iter().flatten().collect(), groups: Some(groups) }
     }
 
     /// Every `(key, value)` entry.
@@ -269,6 +289,20 @@ impl CommittedState {
         };
         let group_len = PARTITIONS.div_ceil(threads);
         let groups = PARTITIONS.div_ceil(group_len);
+        if writes.groups == Some(threads) && groups == threads {
+            // Already split by group: each thread applies the segments of its group.
+            pool.install(|| {
+                use rayon::prelude::*;
+                self.parts.par_chunks_mut(group_len).enumerate().for_each(|(g, parts)| {
+                    for seg in writes.segments.iter().skip(g).step_by(threads) {
+                        for (k, v) in seg {
+                            parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
+                        }
+                    }
+                });
+            });
+            return;
+        }
         // Work units: pieces of segments of about total/threads entries.
         let piece = total.div_ceil(threads).max(1);
         let mut units = Vec::new();

@@ -5,16 +5,17 @@
 //! best overlap `n / critical_path` transactions, and pays for its bookkeeping). `auto` takes
 //! the declared path unless Block-STM's bound, discounted for bookkeeping, is clearly better:
 //! typical of skewed blocks where hot keys glue everything into one chain whose transactions
-//! still mostly do not depend on each other directly.
+//! still mostly do not depend on each other directly. Blocks that start as one dependency
+//! chain run in order on one thread (the declared executor's contention probe).
 
 use super::declared::DeclaredExecutor;
-use super::{check_block_len, BlockExecutor, BlockOutput, ExecError, ExecStats};
+use super::{BlockExecutor, BlockOutput, ExecError};
 use crate::state::CommittedState;
 use crate::vm::Vm;
 use std::sync::Arc;
 
 /// Share of ideal speedup Block-STM is credited with when comparing paths.
-const BLOCK_STM_EFFICIENCY: f64 = 0.6;
+const BLOCK_STM_EFFICIENCY: f64 = 0.5;
 
 /// The `auto` executor.
 pub struct AutoExecutor {
@@ -55,22 +56,8 @@ impl<V: Vm> BlockExecutor<V> for AutoExecutor {
     }
 
     fn execute(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
-        check_block_len(txs.len())?;
-        let a = self.declared.analyze(vm, txs);
-        let (complete, chains, largest, critical, analysis_ns) =
-            (a.complete, a.chains(), a.largest_chain(), a.critical_path as usize, a.analysis_ns);
-        if complete && !prefer_declared(txs.len(), largest, critical, self.threads) {
-            // The parallel path of the declared executor is plain Block-STM.
-            let mut out = self.declared.execute_block_stm(vm, state, txs)?;
-            out.stats = ExecStats {
-                chains: chains as u64,
-                largest_chain: largest as u64,
-                critical_path: critical as u64,
-                analysis_ns,
-                ..out.stats
-            };
-            return Ok(out);
-        }
-        self.declared.execute_analyzed(vm, state, txs)
+        let threads = self.threads;
+        let n = txs.len();
+        self.declared.execute_with(vm, state, txs, &|a| prefer_declared(n, a.largest_chain(), a.critical_path as usize, threads))
     }
 }

@@ -32,6 +32,11 @@ pub struct BlockAnalysis {
     chains: Vec<(u32, u32)>,
     /// Batches of consecutive chains handed to a worker at once: `chains[batches[b]..batches[b + 1]]`.
     batches: Vec<u32>,
+    /// Bit `i` set if transaction `i` shares a key with another one. Only those are in
+    /// `order` and `chains`; the others ("singles") are chains of one, run from index ranges.
+    linked: Vec<u64>,
+    /// Number of single transactions.
+    singles: u32,
     /// Declared keys, one vector per slice of the block (`slice_len` transactions each).
     keys: Vec<Vec<Key>>,
     /// Each transaction's keys as a range of its slice's vector.
@@ -49,14 +54,18 @@ pub struct BlockAnalysis {
 }
 
 impl BlockAnalysis {
-    /// Number of chains.
+    /// Number of chains (single transactions count as chains of one).
     pub fn chains(&self) -> usize {
-        self.chains.len()
+        self.chains.len() + self.singles as usize
     }
 
     /// Transactions in the largest chain.
     pub fn largest_chain(&self) -> usize {
-        self.chains.first().map_or(0, |c| c.1 as usize)
+        self.chains.first().map_or(usize::from(self.singles > 0), |c| c.1 as usize)
+    }
+
+    fn is_linked(&self, i: usize) -> bool {
+        self.linked[i / 64] & (1 << (i % 64)) != 0
     }
 
     /// The declared keys of transaction `i`.
@@ -69,13 +78,19 @@ impl BlockAnalysis {
 /// Transactions the contention probe looks at before the full analysis.
 const PROBE_TXS: usize = 128;
 
+/// Single transactions are handed out by index ranges of this length.
+const SINGLES_RANGE: usize = 64;
+
 /// Transactions per batch of chains handed to a worker.
 const BATCH_TXS: u32 = 32;
 
 /// One worker's scratch space for the analysis, kept across blocks.
 #[derive(Default)]
 struct AnalysisScratch {
-    last_toucher: KeyMap<TxIndex>,
+    /// Last toucher by key hash. Two keys with the same 64-bit hash would only add a false
+    /// edge, which serialises two transactions but never breaks a result; comparing hashes
+    /// instead of 32-byte keys makes this table several times faster.
+    last_toucher: std::collections::HashMap<u64, TxIndex, crate::key::KeyBuildHasher>,
     /// `(later, earlier)`: two transactions touching a common key, `earlier` the previous toucher.
     edges: Vec<(TxIndex, TxIndex)>,
 }
@@ -88,31 +103,39 @@ struct SliceKeys {
     ranges: Vec<(u32, u32)>,
     /// False if a transaction declared nothing.
     complete: bool,
-    /// Per worker of step 2, the `(transaction, position in keys)` pairs whose key it owns.
-    owned: Vec<Vec<(TxIndex, u32)>>,
+    /// Per worker of step 2, the `(transaction, key hash)` pairs whose key it owns.
+    owned: Vec<Vec<(TxIndex, u64)>>,
 }
 
-/// Reusable buffers for the analysis.
+/// The serial part of the analysis (step 3), run by one worker while the others wait.
 #[derive(Default)]
-struct Analyzer {
-    probe_depth: KeyMap<u32>,
-    probe_keys: Vec<Key>,
-    scratch: Vec<parking_lot::Mutex<AnalysisScratch>>,
-    slices: Vec<parking_lot::Mutex<SliceKeys>>,
-    parent: Vec<TxIndex>,
+struct ChainBuilder {
+    parent: Vec<u32>,
     depth: Vec<u32>,
     count: Vec<u32>,
     pred_start: Vec<u32>,
-    preds: Vec<TxIndex>,
+    preds: Vec<u32>,
+    linked_txs: Vec<TxIndex>,
+    compact: Vec<u32>,
 }
 
-fn find(parent: &mut [TxIndex], mut x: TxIndex) -> TxIndex {
+fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
         let p = parent[x as usize];
         parent[x as usize] = parent[p as usize];
         x = p;
     }
     x
+}
+
+/// Reusable buffers for the analysis, shared by the workers of one pass.
+#[derive(Default)]
+struct Analyzer {
+    probe_depth: KeyMap<u32>,
+    probe_keys: Vec<Key>,
+    scratch: Vec<parking_lot::Mutex<AnalysisScratch>>,
+    slices: Vec<parking_lot::Mutex<SliceKeys>>,
+    builder: parking_lot::Mutex<ChainBuilder>,
 }
 
 impl Analyzer {
@@ -143,158 +166,176 @@ impl Analyzer {
         critical as usize * 4 >= m * 3
     }
 
-    /// Analyses `txs` on `pool`. Three steps:
-    /// 1. (parallel, by slices of the block) collect each transaction's declared keys;
-    /// 2. (parallel, by key hash) each worker walks the whole block in order but tracks only
-    ///    its own keys, recording an edge from every transaction to the previous toucher of
-    ///    each of its keys;
-    /// 3. (serial, O(n + edges)) union-find over the edges, the critical path, and a counting
-    ///    sort of transactions into chains and of chains by size.
-    fn analyze<V: Vm>(&mut self, pool: &rayon::ThreadPool, vm: &V, txs: &[V::Tx], out: &mut BlockAnalysis) {
-        let started = std::time::Instant::now();
-        out.serial = self.probe_serial(vm, txs);
-        if out.serial {
-            out.complete = true;
-            out.critical_path = txs.len() as u32;
-            out.order.clear();
-            out.chains.clear();
-            out.chains.push((0, txs.len() as u32));
-            out.analysis_ns = started.elapsed().as_nanos() as u64;
-            return;
-        }
+    /// Step 1, for worker `w`: the declared keys of its slice of the block, each key hashed
+    /// once and filed under the worker that owns it in step 2.
+    fn collect_keys<V: Vm>(&self, w: usize, workers: usize, vm: &V, txs: &[V::Tx], slice_len: usize) {
         let n = txs.len();
-        let workers = pool.current_num_threads();
-        self.scratch.resize_with(workers, Default::default);
-        self.slices.resize_with(workers, Default::default);
-        let slice_len = n.div_ceil(workers).max(1);
+        let mut slice = self.slices[w].lock();
+        let SliceKeys { keys, ranges, complete, owned } = &mut *slice;
+        keys.clear();
+        ranges.clear();
+        owned.resize_with(workers, Vec::new);
+        owned.iter_mut().for_each(Vec::clear);
+        *complete = true;
+        let lo = (w * slice_len).min(n);
+        let hi = (lo + slice_len).min(n);
+        for (i, tx) in (lo..hi).zip(&txs[lo..hi]) {
+            let start = keys.len() as u32;
+            if !vm.declared_keys(tx, keys) {
+                *complete = false;
+                return;
+            }
+            ranges.push((start, keys.len() as u32));
+            for k in &keys[start as usize..] {
+                let h = k.hash64();
+                owned[(h >> 52) as usize % workers].push((i as TxIndex, h));
+            }
+        }
+    }
 
-        // Step 1: declared keys by slice, each key hashed once and filed under its owner.
-        let slices = &self.slices;
-        pool.broadcast(|ctx| {
-            let mut slice = slices[ctx.index()].lock();
-            let SliceKeys { keys, ranges, complete, owned } = &mut *slice;
-            keys.clear();
-            ranges.clear();
-            owned.resize_with(workers, Vec::new);
-            owned.iter_mut().for_each(Vec::clear);
-            *complete = true;
-            let lo = (ctx.index() * slice_len).min(n);
-            let hi = (lo + slice_len).min(n);
-            for (i, tx) in (lo..hi).zip(&txs[lo..hi]) {
-                let start = keys.len() as u32;
-                if !vm.declared_keys(tx, keys) {
-                    *complete = false;
-                    return;
-                }
-                ranges.push((start, keys.len() as u32));
-                for (pos, k) in keys.iter().enumerate().skip(start as usize) {
-                    owned[(k.hash64() >> 52) as usize % workers].push((i as TxIndex, pos as u32));
+    /// Step 2, for worker `w`: an edge from every transaction to the previous toucher of each
+    /// key `w` owns. Slices are walked in order, so touches are seen in block order.
+    fn find_edges(&self, w: usize) {
+        let mut s = self.scratch[w].lock();
+        let AnalysisScratch { last_toucher, edges } = &mut *s;
+        last_toucher.clear();
+        edges.clear();
+        for slice in &self.slices {
+            let slice = slice.lock();
+            for &(i, h) in &slice.owned[w] {
+                match last_toucher.insert(h, i) {
+                    Some(prev) if prev != i => edges.push((i, prev)),
+                    _ => {}
                 }
             }
-        });
-        out.complete = self.slices.iter_mut().all(|s| s.get_mut().complete);
+        }
+    }
+}
+
+impl ChainBuilder {
+    /// Step 3: gathers the slices into `out`, then chains, critical path and work batches.
+    fn build(
+        &mut self,
+        slices: &[parking_lot::Mutex<SliceKeys>],
+        scratch: &[parking_lot::Mutex<AnalysisScratch>],
+        n: usize,
+        slice_len: usize,
+        out: &mut BlockAnalysis,
+    ) {
+        let workers = slices.len();
+        out.complete = slices.iter().all(|s| s.lock().complete);
         out.keys.resize_with(workers, Vec::new);
         out.key_ranges.clear();
         out.slice_len = slice_len;
-        for (w, s) in self.slices.iter_mut().enumerate() {
-            let s = s.get_mut();
+        for (w, s) in slices.iter().enumerate() {
+            let mut s = s.lock();
             std::mem::swap(&mut out.keys[w], &mut s.keys);
             out.key_ranges.extend_from_slice(&s.ranges);
         }
+        out.serial = false;
         out.order.clear();
         out.chains.clear();
+        out.batches.clear();
+        out.singles = 0;
         out.critical_path = 0;
         if !out.complete {
-            out.analysis_ns = started.elapsed().as_nanos() as u64;
             return;
         }
-
-        // Step 2: edges to previous touchers. Each worker walks the keys it owns, slice after
-        // slice, so it sees its keys' touches in block order.
-        let (scratch, slices, analysis) = (&self.scratch, &self.slices, &*out);
-        pool.broadcast(|ctx| {
-            let mut s = scratch[ctx.index()].lock();
-            let AnalysisScratch { last_toucher, edges } = &mut *s;
-            last_toucher.clear();
-            edges.clear();
-            for (w, slice) in slices.iter().enumerate() {
-                let slice = slice.lock();
-                for &(i, pos) in &slice.owned[ctx.index()] {
-                    let k = analysis.keys[w][pos as usize];
-                    match last_toucher.insert(k, i) {
-                        Some(prev) if prev != i => edges.push((i, prev)),
-                        _ => {}
-                    }
-                }
-            }
-        });
-
-        // Step 3: predecessors in CSR form, then depth and union-find in one ordered pass.
-        self.pred_start.clear();
-        self.pred_start.resize(n + 1, 0);
-        for s in &mut self.scratch {
-            for &(i, _) in &s.get_mut().edges {
-                self.pred_start[i as usize + 1] += 1;
+        // Step 3: only transactions that share a key with another ("linked") need union-find;
+        // every other one is a chain of its own and is executed straight from index ranges.
+        // So this serial step costs O(edges + n/64), not O(n).
+        out.linked.clear();
+        out.linked.resize(n.div_ceil(64), 0);
+        let mut edges = 0usize;
+        for sc in scratch {
+            for &(i, p) in &sc.lock().edges {
+                out.linked[i as usize / 64] |= 1 << (i % 64);
+                out.linked[p as usize / 64] |= 1 << (p % 64);
+                edges += 1;
             }
         }
-        for i in 0..n {
-            self.pred_start[i + 1] += self.pred_start[i];
+        self.linked_txs.clear();
+        for (w, &word) in out.linked.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                self.linked_txs.push((w * 64) as TxIndex + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        let l = self.linked_txs.len();
+        // Compact numbering of linked transactions, in block order.
+        self.compact.resize(n, 0);
+        for (c, &i) in self.linked_txs.iter().enumerate() {
+            self.compact[i as usize] = c as u32;
+        }
+        // Predecessors of each linked transaction, in CSR form.
+        self.pred_start.clear();
+        self.pred_start.resize(l + 1, 0);
+        for sc in scratch {
+            for &(i, _) in &sc.lock().edges {
+                self.pred_start[self.compact[i as usize] as usize + 1] += 1;
+            }
+        }
+        for c in 0..l {
+            self.pred_start[c + 1] += self.pred_start[c];
         }
         self.preds.clear();
-        self.preds.resize(self.pred_start[n] as usize, 0);
+        self.preds.resize(edges, 0);
         self.count.clear();
-        self.count.extend_from_slice(&self.pred_start[..n]);
-        for s in &mut self.scratch {
-            for &(i, p) in &s.get_mut().edges {
-                let slot = &mut self.count[i as usize];
-                self.preds[*slot as usize] = p;
+        self.count.extend_from_slice(&self.pred_start[..l]);
+        for sc in scratch {
+            for &(i, p) in &sc.lock().edges {
+                let slot = &mut self.count[self.compact[i as usize] as usize];
+                self.preds[*slot as usize] = self.compact[p as usize];
                 *slot += 1;
             }
         }
+        // Depth (critical path) and union-find, in block order.
         self.parent.clear();
-        self.parent.extend(0..n as TxIndex);
+        self.parent.extend(0..l as u32);
         self.depth.clear();
-        self.depth.resize(n, 1);
-        for i in 0..n {
+        self.depth.resize(l, 1);
+        out.critical_path = u32::from(n > 0);
+        for c in 0..l {
             let mut depth = 1;
-            for &p in &self.preds[self.pred_start[i] as usize..self.pred_start[i + 1] as usize] {
+            for &p in &self.preds[self.pred_start[c] as usize..self.pred_start[c + 1] as usize] {
                 depth = depth.max(self.depth[p as usize] + 1);
-                let (a, b) = (find(&mut self.parent, p), find(&mut self.parent, i as TxIndex));
+                let (a, b) = (find(&mut self.parent, p), find(&mut self.parent, c as u32));
                 if a != b {
                     // The smaller index becomes the root, so roots are chain heads.
                     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
                     self.parent[hi as usize] = lo;
                 }
             }
-            self.depth[i] = depth;
+            self.depth[c] = depth;
             out.critical_path = out.critical_path.max(depth);
         }
-
-        // Counting sort of transactions by chain root, keeping block order inside a chain.
+        // Counting sort of linked transactions by chain root, keeping block order in a chain.
         self.count.clear();
-        self.count.resize(n, 0);
-        for i in 0..n as TxIndex {
-            let r = find(&mut self.parent, i);
-            self.parent[i as usize] = r;
+        self.count.resize(l, 0);
+        for c in 0..l as u32 {
+            let r = find(&mut self.parent, c);
+            self.parent[c as usize] = r;
             self.count[r as usize] += 1;
         }
         let mut start = 0u32;
-        let mut longest = 0u32;
-        for r in 0..n {
-            let c = self.count[r];
-            if c > 0 {
-                out.chains.push((start, c));
+        let mut longest = u32::from(n > l);
+        for r in 0..l {
+            let len = self.count[r];
+            if len > 0 {
+                out.chains.push((start, len));
                 self.count[r] = start; // now the next free slot of this chain
-                start += c;
-                longest = longest.max(c);
+                start += len;
+                longest = longest.max(len);
             }
         }
-        out.order.resize(n, 0);
-        for i in 0..n {
-            let slot = &mut self.count[self.parent[i] as usize];
-            out.order[*slot as usize] = i as TxIndex;
+        out.order.resize(l, 0);
+        for c in 0..l {
+            let slot = &mut self.count[self.parent[c] as usize];
+            out.order[*slot as usize] = self.linked_txs[c];
             *slot += 1;
         }
+        out.singles = (n - l) as u32;
         // Largest chains first (a counting sort by length, stable), so that the end of the
         // schedule is made of small chains and the workers finish together.
         self.count.clear();
@@ -302,8 +343,8 @@ impl Analyzer {
         for &(_, len) in &out.chains {
             self.count[(longest - len) as usize + 1] += 1;
         }
-        for l in 0..=longest as usize {
-            self.count[l + 1] += self.count[l];
+        for len in 0..=longest as usize {
+            self.count[len + 1] += self.count[len];
         }
         let mut sorted = vec![(0u32, 0u32); out.chains.len()];
         for &(s, len) in &out.chains {
@@ -326,7 +367,6 @@ impl Analyzer {
             }
         }
         out.batches.push(out.chains.len() as u32);
-        out.analysis_ns = started.elapsed().as_nanos() as u64;
     }
 }
 
@@ -351,13 +391,25 @@ impl BaseRead for ChainBase<'_> {
     }
 }
 
+/// How a fused analysis-and-execution pass ended.
+enum Pass<O> {
+    /// The chains ran: here is the block's output.
+    Done(BlockOutput<O>),
+    /// Some transaction declared nothing.
+    Incomplete,
+    /// The caller's choice function preferred another path.
+    Declined,
+    /// A transaction touched a key it had not declared.
+    Broken,
+}
+
 /// The declared-keys executor.
 pub struct DeclaredExecutor {
     pool: Arc<rayon::ThreadPool>,
     /// One overlay per worker, kept across blocks so their tables are not regrown each time.
     overlays: Vec<parking_lot::Mutex<KeyMap<Option<Value>>>>,
     analyzer: Analyzer,
-    analysis: BlockAnalysis,
+    analysis: parking_lot::RwLock<BlockAnalysis>,
     fallback: ParallelExecutor,
     serial: super::SequentialExecutor,
 }
@@ -365,20 +417,25 @@ pub struct DeclaredExecutor {
 impl DeclaredExecutor {
     /// An executor running on `pool`.
     pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
+        let workers = pool.current_num_threads();
+        let analyzer = Analyzer {
+            scratch: (0..workers).map(|_| Default::default()).collect(),
+            slices: (0..workers).map(|_| Default::default()).collect(),
+            ..Default::default()
+        };
         DeclaredExecutor {
             fallback: ParallelExecutor::new(pool.clone()),
-            overlays: (0..pool.current_num_threads()).map(|_| Default::default()).collect(),
+            overlays: (0..workers).map(|_| Default::default()).collect(),
             pool,
-            analyzer: Analyzer::default(),
-            analysis: BlockAnalysis::default(),
+            analyzer,
+            analysis: Default::default(),
             serial: super::SequentialExecutor::new(),
         }
     }
 
-    /// Analyses `txs` (kept for [`DeclaredExecutor::execute_analyzed`]) and returns the result.
-    pub fn analyze<V: Vm>(&mut self, vm: &V, txs: &[V::Tx]) -> &BlockAnalysis {
-        self.analyzer.analyze(&self.pool, vm, txs, &mut self.analysis);
-        &self.analysis
+    /// The analysis of the last block (empty before the first).
+    pub fn last_analysis(&self) -> BlockAnalysis {
+        self.analysis.read().clone()
     }
 
     /// Executes `txs` on the Block-STM path (no declarations needed).
@@ -386,92 +443,172 @@ impl DeclaredExecutor {
         BlockExecutor::<V>::execute(&mut self.fallback, vm, state, txs)
     }
 
-    /// Executes `txs`, which must be the block last given to [`DeclaredExecutor::analyze`].
-    pub fn execute_analyzed<V: Vm>(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
-        let a = &self.analysis;
-        let chain_stats = |path| ExecStats {
+    /// Analyses `txs` and executes them on the chains unless `choose(&analysis)` says no (or
+    /// the block is serial, or declarations are missing or broken), in which case the block
+    /// runs on the path that fits: in order on one thread for a serial block, Block-STM
+    /// otherwise. The workers are woken once for analysis and execution together.
+    pub fn execute_with<V: Vm>(
+        &mut self,
+        vm: &V,
+        state: &CommittedState,
+        txs: &[V::Tx],
+        choose: &(dyn Fn(&BlockAnalysis) -> bool + Sync),
+    ) -> Result<BlockOutput<V::Output>, ExecError> {
+        check_block_len(txs.len())?;
+        let started = std::time::Instant::now();
+        if self.analyzer.probe_serial(vm, txs) {
+            let mut a = self.analysis.write();
+            a.serial = true;
+            a.complete = true;
+            a.critical_path = txs.len() as u32;
+            a.order.clear();
+            a.chains.clear();
+            a.chains.push((0, txs.len() as u32));
+            a.batches.clear();
+            a.singles = 0;
+            a.analysis_ns = started.elapsed().as_nanos() as u64;
+            let stats = self.stats(ExecPath::Serial, &a);
+            drop(a);
+            let mut out = BlockExecutor::<V>::execute(&mut self.serial, vm, state, txs)?;
+            out.stats = ExecStats { execute_ns: out.stats.execute_ns, merge_ns: out.stats.merge_ns, executions: txs.len() as u64, ..stats };
+            return Ok(out);
+        }
+        let path = match self.pass(vm, state, txs, choose, started) {
+            Pass::Done(out) => return Ok(out),
+            Pass::Declined => ExecPath::Parallel,
+            Pass::Incomplete | Pass::Broken => ExecPath::DeclaredFallback,
+        };
+        let mut out = self.execute_block_stm(vm, state, txs)?;
+        let a = self.analysis.read();
+        out.stats = ExecStats {
+            path,
+            chains: a.chains() as u64,
+            largest_chain: a.largest_chain() as u64,
+            critical_path: a.critical_path as u64,
+            analysis_ns: a.analysis_ns,
+            ..out.stats
+        };
+        Ok(out)
+    }
+
+    fn stats(&self, path: ExecPath, a: &BlockAnalysis) -> ExecStats {
+        ExecStats {
             path,
             chains: a.chains() as u64,
             largest_chain: a.largest_chain() as u64,
             critical_path: a.critical_path as u64,
             analysis_ns: a.analysis_ns,
             ..Default::default()
-        };
-        if a.serial {
-            let mut out = BlockExecutor::<V>::execute(&mut self.serial, vm, state, txs)?;
-            out.stats = ExecStats { execute_ns: out.stats.execute_ns, merge_ns: out.stats.merge_ns, ..chain_stats(ExecPath::Serial) };
-            out.stats.executions = txs.len() as u64;
-            return Ok(out);
         }
-        if !a.complete || a.key_ranges.len() != txs.len() {
-            let mut out = self.execute_block_stm(vm, state, txs)?;
-            out.stats.path = ExecPath::DeclaredFallback;
-            return Ok(out);
-        }
-        let started = std::time::Instant::now();
-        let next_chain = AtomicUsize::new(0);
+    }
+
+    /// One pass of the workers: steps 1 and 2 of the analysis in parallel, step 3 on worker 0,
+    /// the choice, then the chains — separated by spin barriers.
+    fn pass<V: Vm>(
+        &mut self,
+        vm: &V,
+        state: &CommittedState,
+        txs: &[V::Tx],
+        choose: &(dyn Fn(&BlockAnalysis) -> bool + Sync),
+        started: std::time::Instant,
+    ) -> Pass<V::Output> {
+        let n = txs.len();
+        let workers = self.pool.current_num_threads();
+        let slice_len = n.div_ceil(workers).max(1);
+        let barrier = super::workers::SpinBarrier::new(workers);
+        let proceed = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
-        let overlays = &self.overlays;
-        let results = self.pool.broadcast(|ctx| {
-            let mut overlay = overlays[ctx.index()].lock();
+        let next_item = AtomicUsize::new(0);
+        let outputs: Vec<std::sync::OnceLock<V::Output>> = (0..n).map(|_| std::sync::OnceLock::new()).collect();
+        let (analyzer, analysis, overlays) = (&self.analyzer, &self.analysis, &self.overlays);
+        let exec_started = parking_lot::Mutex::new(started);
+        let segments = super::workers::on_workers(&self.pool, |w, _| {
+            analyzer.collect_keys(w, workers, vm, txs, slice_len);
+            barrier.wait();
+            analyzer.find_edges(w);
+            barrier.wait();
+            if w == 0 {
+                let mut a = analysis.write();
+                analyzer.builder.lock().build(&analyzer.slices, &analyzer.scratch, n, slice_len, &mut a);
+                a.analysis_ns = started.elapsed().as_nanos() as u64;
+                proceed.store(a.complete && choose(&a), Relaxed);
+                *exec_started.lock() = std::time::Instant::now();
+            }
+            barrier.wait();
+            if !proceed.load(Relaxed) {
+                return Vec::new();
+            }
+            let a = analysis.read();
+            let mut overlay = overlays[w].lock();
             overlay.clear();
-            let mut outputs: Vec<(TxIndex, V::Output)> = Vec::new();
+            // Runs transaction `i` over this worker's overlay; false if it broke its declaration.
+            let mut run = |i: TxIndex| -> bool {
+                let declared = a.keys_of(i);
+                let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
+                let mut view = BufferedView::new(base);
+                let out = vm.execute(&txs[i as usize], &mut view);
+                let BufferedView { base, mut writes } = view;
+                let ops = writes.take();
+                let Ok(out) = out else { return false };
+                if base.undeclared || ops.iter().any(|(k, _)| !declared.contains(k)) {
+                    return false;
+                }
+                for (key, op) in ops {
+                    let below = match overlay.get(&key) {
+                        Some(v) => v.clone(),
+                        None => state.get(&key).cloned(),
+                    };
+                    overlay.insert(key, op.resolve(below.as_ref()));
+                }
+                let _ = outputs[i as usize].set(out);
+                true
+            };
+            // Work items: batches of linked chains (largest first), then ranges of singles.
+            let chain_batches = a.batches.len().saturating_sub(1);
+            let single_ranges = if a.singles > 0 { n.div_ceil(SINGLES_RANGE) } else { 0 };
             loop {
-                let b = next_chain.fetch_add(1, Relaxed);
-                if b + 1 >= a.batches.len() {
+                let item = next_item.fetch_add(1, Relaxed);
+                if failed.load(Relaxed) || item >= chain_batches + single_ranges {
                     break;
                 }
-                for &(start, len) in &a.chains[a.batches[b] as usize..a.batches[b + 1] as usize] {
-                    for &i in &a.order[start as usize..(start + len) as usize] {
-                        if failed.load(Relaxed) {
-                            return (outputs, Vec::new());
-                        }
-                        let declared = a.keys_of(i);
-                        let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
-                        let mut view = BufferedView::new(base);
-                        let out = vm.execute(&txs[i as usize], &mut view);
-                        let BufferedView { base, mut writes } = view;
-                        let ops = writes.take();
-                        if base.undeclared || out.is_err() || ops.iter().any(|(k, _)| !declared.contains(k)) {
-                            failed.store(true, Relaxed);
-                            return (outputs, Vec::new());
-                        }
-                        for (key, op) in ops {
-                            let below = match overlay.get(&key) {
-                                Some(v) => v.clone(),
-                                None => state.get(&key).cloned(),
-                            };
-                            overlay.insert(key, op.resolve(below.as_ref()));
-                        }
-                        outputs.push((i, out.expect("checked above")));
-                    }
+                let ok = if item < chain_batches {
+                    let chains = &a.chains[a.batches[item] as usize..a.batches[item + 1] as usize];
+                    chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i)))
+                } else {
+                    let lo = (item - chain_batches) * SINGLES_RANGE;
+                    let hi = (lo + SINGLES_RANGE).min(n);
+                    (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex))
+                };
+                if !ok {
+                    failed.store(true, Relaxed);
+                    break;
                 }
             }
-            // Each worker hands over its writes as one segment, drained in parallel.
-            let segment: Vec<(Key, Option<Value>)> = overlay.drain().collect();
-            (outputs, segment)
-        });
-        if failed.load(Relaxed) {
-            let mut out = self.execute_block_stm(vm, state, txs)?;
-            out.stats.path = ExecPath::DeclaredFallback;
-            return Ok(out);
-        }
-        let execute_ns = started.elapsed().as_nanos() as u64;
-        let mut slots: Vec<Option<V::Output>> = Vec::with_capacity(txs.len());
-        slots.resize_with(txs.len(), || None);
-        let mut segments = Vec::with_capacity(results.len());
-        for (outputs, segment) in results {
-            segments.push(segment);
-            for (i, o) in outputs {
-                slots[i as usize] = Some(o);
+            // Each worker hands over its writes already split by commit partition group, so
+            // the commit can skip its bucketing round.
+            let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
+            for (k, v) in overlay.drain() {
+                segs[crate::state::group_of(&k, workers)].push((k, v));
             }
+            segs
+        });
+        let a = self.analysis.read();
+        if !a.complete {
+            return Pass::Incomplete;
         }
-        let outputs = slots.into_iter().map(|o| o.expect("every chain ran")).collect();
-        let mut stats = chain_stats(ExecPath::Declared);
-        stats.execute_ns = execute_ns;
-        stats.merge_ns = started.elapsed().as_nanos() as u64 - execute_ns;
-        stats.executions = txs.len() as u64;
-        Ok(BlockOutput { outputs, write_set: WriteSet::from_segments(segments), stats })
+        if !proceed.load(Relaxed) {
+            return Pass::Declined;
+        }
+        if failed.load(Relaxed) {
+            return Pass::Broken;
+        }
+        let merge_started = std::time::Instant::now();
+        let outputs: Vec<V::Output> = outputs.into_iter().map(|o| o.into_inner().expect("every transaction ran")).collect();
+        let mut stats = self.stats(ExecPath::Declared, &a);
+        stats.executions = n as u64;
+        stats.execute_ns = (merge_started - *exec_started.lock()).as_nanos() as u64;
+        stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
+        Pass::Done(BlockOutput { outputs, write_set: WriteSet::from_grouped(segments, workers), stats })
     }
 }
 
@@ -489,8 +626,6 @@ impl<V: Vm> BlockExecutor<V> for DeclaredExecutor {
     }
 
     fn execute(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
-        check_block_len(txs.len())?;
-        self.analyze(vm, txs);
-        self.execute_analyzed(vm, state, txs)
+        self.execute_with(vm, state, txs, &|_| true)
     }
 }

@@ -13,8 +13,9 @@ pub(crate) mod mvmemory;
 mod parallel;
 pub(crate) mod scheduler;
 mod sequential;
+mod workers;
 
-pub use auto::AutoExecutor;
+pub use auto::{prefer_declared, AutoExecutor};
 pub use declared::{BlockAnalysis, DeclaredExecutor};
 pub use parallel::ParallelExecutor;
 pub use sequential::SequentialExecutor;

@@ -442,8 +442,9 @@ fn collect_writes(
 ) -> WriteSet {
     let threads = pool.current_num_threads();
     let shards = mv.shard_count();
+    // Each worker splits what it drains by commit group, so the commit skips its bucketing.
     let parts = pool.broadcast(|ctx| {
-        let mut out = Vec::new();
+        let mut out: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); threads];
         for i in (ctx.index()..shards).step_by(threads) {
             mv.drain_shard(
                 i,
@@ -451,16 +452,20 @@ fn collect_writes(
                 |k| state.get(k).cloned(),
                 |k, v| {
                     if !overlay.contains_key(&k) {
-                        out.push((k, v));
+                        out[crate::state::group_of(&k, threads)].push((k, v));
                     }
                 },
             );
         }
         out
     });
-    let mut segments = parts;
+    let mut parts = parts;
     if !overlay.is_empty() {
-        segments.push(overlay.iter().map(|(k, v)| (*k, v.clone())).collect());
+        let mut tail: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); threads];
+        for (k, v) in overlay {
+            tail[crate::state::group_of(k, threads)].push((*k, v.clone()));
+        }
+        parts.push(tail);
     }
-    WriteSet::from_segments(segments)
+    WriteSet::from_grouped(parts, threads)
 }
