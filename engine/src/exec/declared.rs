@@ -372,7 +372,9 @@ impl ChainBuilder {
 
 /// Reads for a chain: its overlay, then the committed state; notes undeclared keys.
 struct ChainBase<'a> {
-    overlay: &'a KeyMap<Option<Value>>,
+    /// `None` for a single transaction: nobody else in the block touches its keys, so the
+    /// committed state is all it can see.
+    overlay: Option<&'a KeyMap<Option<Value>>>,
     state: &'a CommittedState,
     declared: &'a [Key],
     undeclared: bool,
@@ -384,7 +386,7 @@ impl BaseRead for ChainBase<'_> {
         if !self.declared.contains(key) {
             self.undeclared = true;
         }
-        Ok(match self.overlay.get(key) {
+        Ok(match self.overlay.and_then(|o| o.get(key)) {
             Some(v) => v.clone(),
             None => self.state.get(key).cloned(),
         })
@@ -541,10 +543,13 @@ impl DeclaredExecutor {
             let a = analysis.read();
             let mut overlay = overlays[w].lock();
             overlay.clear();
-            // Runs transaction `i` over this worker's overlay; false if it broke its declaration.
-            let mut run = |i: TxIndex| -> bool {
+            // Writes of single transactions go straight to their commit group's segment.
+            let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
+            // Runs transaction `i`: a linked one over this worker's overlay, a single one over
+            // the committed state alone. False if it broke its declaration.
+            let mut run = |i: TxIndex, single: bool| -> bool {
                 let declared = a.keys_of(i);
-                let base = ChainBase { overlay: &overlay, state, declared, undeclared: false };
+                let base = ChainBase { overlay: (!single).then_some(&*overlay), state, declared, undeclared: false };
                 let mut view = BufferedView::new(base);
                 let out = vm.execute(&txs[i as usize], &mut view);
                 let BufferedView { base, mut writes } = view;
@@ -554,6 +559,11 @@ impl DeclaredExecutor {
                     return false;
                 }
                 for (key, op) in ops {
+                    if single {
+                        let value = op.resolve(state.get(&key));
+                        segs[crate::state::group_of(&key, workers)].push((key, value));
+                        continue;
+                    }
                     let below = match overlay.get(&key) {
                         Some(v) => v.clone(),
                         None => state.get(&key).cloned(),
@@ -573,11 +583,11 @@ impl DeclaredExecutor {
                 }
                 let ok = if item < chain_batches {
                     let chains = &a.chains[a.batches[item] as usize..a.batches[item + 1] as usize];
-                    chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i)))
+                    chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i, false)))
                 } else {
                     let lo = (item - chain_batches) * SINGLES_RANGE;
                     let hi = (lo + SINGLES_RANGE).min(n);
-                    (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex))
+                    (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex, true))
                 };
                 if !ok {
                     failed.store(true, Relaxed);
@@ -586,7 +596,6 @@ impl DeclaredExecutor {
             }
             // Each worker hands over its writes already split by commit partition group, so
             // the commit can skip its bucketing round.
-            let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
             for (k, v) in overlay.drain() {
                 segs[crate::state::group_of(&k, workers)].push((k, v));
             }
