@@ -382,13 +382,29 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         };
         let mut stats = ExecStats { path: ExecPath::Parallel, ..Default::default() };
         let started = std::time::Instant::now();
-        if n > 0 {
-            for w in self.pool.broadcast(|_| block.worker()) {
-                stats.executions += w.executions;
-                stats.validations += w.validations;
-                stats.failed_validations += w.failed_validations;
-                stats.suspensions += w.suspensions;
+        // One pass of the workers: execute the block, then (unless it was halted) drain the
+        // multi-version memory into the write set, each worker its own shards.
+        let barrier = super::workers::SpinBarrier::new(threads);
+        let (mv, empty) = (&self.mv, KeyMap::default());
+        let finished = parking_lot::Mutex::new(started);
+        let results = super::workers::on_workers(&self.pool, |w, _| {
+            let stats = if n > 0 { block.worker() } else { WorkerStats::default() };
+            barrier.wait();
+            if block.scheduler.halted() {
+                return (stats, None);
             }
+            if w == 0 {
+                *finished.lock() = std::time::Instant::now();
+            }
+            (stats, Some(drain_shards(mv, w, threads, &empty, state, n as TxIndex)))
+        });
+        let mut drained = Vec::with_capacity(threads);
+        for (w, part) in results {
+            stats.executions += w.executions;
+            stats.validations += w.validations;
+            stats.failed_validations += w.failed_validations;
+            stats.suspensions += w.suspensions;
+            drained.extend(part);
         }
 
         // After a halt: keep the longest prefix that is executed and still valid.
@@ -423,12 +439,46 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             outputs.extend(tail);
         }
 
-        let merge_started = std::time::Instant::now();
-        let write_set = collect_writes(&self.pool, &self.mv, &self.overlay, state, prefix as TxIndex);
-        stats.execute_ns = (merge_started - started).as_nanos() as u64;
-        stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
+        let write_set = if prefix == n {
+            let merge_started = *finished.lock();
+            stats.execute_ns = (merge_started - started).as_nanos() as u64;
+            stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
+            WriteSet::from_grouped(drained, threads)
+        } else {
+            let merge_started = std::time::Instant::now();
+            let write_set = collect_writes(&self.pool, &self.mv, &self.overlay, state, prefix as TxIndex);
+            stats.execute_ns = (merge_started - started).as_nanos() as u64;
+            stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
+            write_set
+        };
         Ok(BlockOutput { outputs, write_set, stats })
     }
+}
+
+/// Worker `w`'s share of draining the multi-version memory: shards `w, w + workers, …`, values
+/// as of the first `below` transactions, keys in `skip` left out, split by commit group.
+fn drain_shards(
+    mv: &MvMemory,
+    w: usize,
+    workers: usize,
+    skip: &KeyMap<Option<Value>>,
+    state: &CommittedState,
+    below: TxIndex,
+) -> Vec<Vec<(Key, Option<Value>)>> {
+    let mut out: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
+    for i in (w..mv.shard_count()).step_by(workers) {
+        mv.drain_shard(
+            i,
+            below,
+            |k| state.get(k).cloned(),
+            |k, v| {
+                if !skip.contains_key(&k) {
+                    out[crate::state::group_of(&k, workers)].push((k, v));
+                }
+            },
+        );
+    }
+    out
 }
 
 /// Drains the multi-version memory (values as of the first `below` transactions) in parallel,
@@ -441,24 +491,8 @@ fn collect_writes(
     below: TxIndex,
 ) -> WriteSet {
     let threads = pool.current_num_threads();
-    let shards = mv.shard_count();
     // Each worker splits what it drains by commit group, so the commit skips its bucketing.
-    let parts = pool.broadcast(|ctx| {
-        let mut out: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); threads];
-        for i in (ctx.index()..shards).step_by(threads) {
-            mv.drain_shard(
-                i,
-                below,
-                |k| state.get(k).cloned(),
-                |k, v| {
-                    if !overlay.contains_key(&k) {
-                        out[crate::state::group_of(&k, threads)].push((k, v));
-                    }
-                },
-            );
-        }
-        out
-    });
+    let parts = super::workers::on_workers(pool, |w, _| drain_shards(mv, w, threads, overlay, state, below));
     let mut parts = parts;
     if !overlay.is_empty() {
         let mut tail: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); threads];
