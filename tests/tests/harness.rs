@@ -1,0 +1,148 @@
+//! The `occam` harness end to end: runs, cross-checks, JSON reports, recordings and replay,
+//! and the errors a user gets for bad settings and damaged recordings. Real files, the real
+//! binary's code paths; sizes kept small so this runs in seconds.
+
+use occam_bench::record::{replay, RecordingError};
+use occam_bench::runner::{run_bench, BenchConfig, BenchReport, REPORT_SCHEMA};
+use std::path::PathBuf;
+
+fn config(workloads: &[&str]) -> BenchConfig {
+    BenchConfig {
+        workloads: workloads.iter().map(|s| s.to_string()).collect(),
+        accounts: 500,
+        txs: 600,
+        block_size: 200,
+        warmup_blocks: 1,
+        threads: vec![1, 3],
+        executors: ["sequential", "parallel", "declared", "auto"].map(String::from).to_vec(),
+        distribution: "zipf:0.9".into(),
+        seed: 7,
+        tx_cost_us: 0.0,
+    }
+}
+
+/// A fresh, empty directory under the system temp dir.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("occam-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_workload_runs_under_every_executor_with_one_state_root() {
+    let all = ["transfer", "smallbank", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-f", "token", "amm-swap:2", "nft-mint"];
+    let report = run_bench(&config(&all), None, &()).unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    // sequential once, then three executors at two thread counts, per workload.
+    assert_eq!(report.results.len(), all.len() * 7);
+    for w in all {
+        let runs: Vec<_> =
+            report.results.iter().filter(|r| r.workload == w.parse::<occam_bench::workload::Workload>().unwrap().to_string()).collect();
+        assert_eq!(runs.len(), 7, "{w}");
+        assert!(runs.iter().all(|r| r.state_root == runs[0].state_root && r.outputs_digest == runs[0].outputs_digest), "{w}");
+        assert!(runs.iter().all(|r| r.txs == 600 && r.blocks == 3 && r.tps_median > 0.0), "{w}");
+        assert_eq!(runs[0].executor, "sequential");
+        assert!((runs[0].speedup - 1.0).abs() < 1e-9);
+    }
+    let failing = report.results.iter().find(|r| r.workload.starts_with("amm-swap")).unwrap();
+    assert!(failing.failure_rate > 0.0, "slippage failures are generated and counted");
+}
+
+#[test]
+fn json_report_round_trips_with_machine_and_settings() {
+    let report = run_bench(&config(&["transfer"]), None, &()).unwrap();
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let back: BenchReport = serde_json::from_str(&json).unwrap();
+    // Floats may lose their last bit through JSON; everything else must come back exactly.
+    assert_eq!((&back.settings, &back.machine, &back.commit), (&report.settings, &report.machine, &report.commit));
+    assert_eq!(back.results.len(), report.results.len());
+    for (a, b) in back.results.iter().zip(&report.results) {
+        assert_eq!(
+            (&a.workload, &a.executor, a.threads, &a.state_root, &a.paths),
+            (&b.workload, &b.executor, b.threads, &b.state_root, &b.paths)
+        );
+        assert!((a.tps_median - b.tps_median).abs() <= 1e-9 * b.tps_median);
+    }
+    assert_eq!(back.schema, REPORT_SCHEMA);
+    assert!(back.machine.cores >= 1 && !back.machine.cpu_model.is_empty());
+    assert_eq!(back.settings.seed, 7);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for field in
+        ["tps_median", "speedup", "block_latency_us", "reexecutions_per_tx", "failed_validations_per_tx", "state_root", "phases_us"]
+    {
+        assert!(v["results"][0].get(field).is_some(), "missing {field}");
+    }
+}
+
+#[test]
+fn recording_replays_and_damage_is_reported() {
+    let dir = temp_dir("record");
+    let mut cfg = config(&["token", "ycsb-d"]);
+    cfg.executors = vec!["auto".into()];
+    let report = run_bench(&cfg, Some(&dir), &()).unwrap();
+    let summaries = replay(&dir, "parallel", 2).unwrap();
+    assert_eq!(summaries.len(), 2);
+    for s in &summaries {
+        let run = report.results.iter().find(|r| r.workload == s.workload).unwrap();
+        assert_eq!(s.final_root, run.state_root);
+        assert_eq!(s.blocks, 4);
+    }
+    // One changed output is found and located.
+    let blocks = dir.join("token/blocks.jsonl");
+    let text = std::fs::read_to_string(&blocks).unwrap();
+    let damaged = text.replacen("\"Ok\":", "\"Ok\":1", 1);
+    assert_ne!(damaged, text);
+    std::fs::write(&blocks, damaged).unwrap();
+    match replay(&dir.join("token"), "sequential", 1) {
+        Err(RecordingError::Mismatch(m)) => assert!(m.contains("block 0"), "{m}"),
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    // Malformed JSON is a typed error with the line number, not a panic.
+    std::fs::write(&blocks, "{\"height\": 0, \"txs\": [\n").unwrap();
+    match replay(&dir.join("token"), "sequential", 1) {
+        Err(RecordingError::Malformed { line, .. }) => assert_eq!(line, 1),
+        other => panic!("expected a malformed-line error, got {other:?}"),
+    }
+    assert!(matches!(replay(&dir.join("nothing-here"), "sequential", 1), Err(RecordingError::Io { .. })));
+    let empty = temp_dir("empty");
+    assert!(matches!(replay(&empty, "sequential", 1), Err(RecordingError::NotARecording(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn bad_settings_are_rejected_before_anything_runs() {
+    type Breakage = (&'static str, fn(&mut BenchConfig));
+    let cases: [Breakage; 9] = [
+        ("unknown workload", |c| c.workloads = vec!["tpcc".into()]),
+        ("bad distribution", |c| c.distribution = "zipf:abc".into()),
+        ("hotspot probability", |c| c.distribution = "hotspot:1.5:3".into()),
+        ("zero threads", |c| c.threads = vec![0]),
+        ("unknown executor", |c| c.executors = vec!["magic".into()]),
+        ("zero block size", |c| c.block_size = 0),
+        ("zero accounts", |c| c.accounts = 0),
+        ("negative cost", |c| c.tx_cost_us = -1.0),
+        ("NaN cost", |c| c.tx_cost_us = f64::NAN),
+    ];
+    for (what, break_it) in cases {
+        let mut c = config(&["transfer"]);
+        break_it(&mut c);
+        let err = c.validate().expect_err(what).to_string();
+        assert!(!err.is_empty(), "{what}");
+        assert!(run_bench(&c, None, &()).is_err(), "{what}");
+    }
+}
+
+#[test]
+fn emulated_cost_is_calibrated_and_changes_the_state() {
+    let mut cfg = config(&["transfer"]);
+    cfg.executors = vec!["parallel".into()];
+    cfg.txs = 200;
+    let plain = run_bench(&cfg, None, &()).unwrap();
+    cfg.tx_cost_us = 2.0;
+    let costly = run_bench(&cfg, None, &()).unwrap();
+    assert!(costly.calibration.work_rounds > 0 && costly.calibration.ns_per_round > 0.0);
+    assert!(costly.mismatches.is_empty());
+    assert_ne!(plain.results[0].state_root, costly.results[0].state_root, "the work digest is written to state");
+}
