@@ -198,3 +198,63 @@ pub mod loom_api {
     pub use crate::value::{Value, WriteOp};
     pub use crate::vm::TxIndex;
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::native::{NativeTx, NativeVm, TxKind};
+
+    fn transfers(pairs: impl Iterator<Item = (u64, u64)>) -> Vec<NativeTx> {
+        pairs.map(|(from, to)| NativeTx::new(TxKind::Transfer { from, to, amount: 1 })).collect()
+    }
+
+    fn run(name: &str, threads: usize, block: &[NativeTx]) -> BlockOutput<crate::native::NativeOutput> {
+        let state = CommittedState::from_entries(NativeVm::genesis_accounts(10_000, 1_000));
+        let mut reference = executor_by_name::<NativeVm>("sequential", 1).unwrap();
+        let want = reference.execute(&NativeVm, &state, block).unwrap();
+        let got = executor_by_name::<NativeVm>(name, threads).unwrap().execute(&NativeVm, &state, block).unwrap();
+        assert_eq!(got.outputs, want.outputs, "{name} x{threads}");
+        assert_eq!(got.write_set.sorted(), want.write_set.sorted(), "{name} x{threads}");
+        got
+    }
+
+    #[test]
+    fn a_hot_key_block_runs_in_order_on_every_path() {
+        let hot = transfers((0..2_000).map(|_| (7, 7)));
+        for name in ["declared", "auto"] {
+            assert_eq!(run(name, 2, &hot).stats.path, ExecPath::Serial, "{name}: the probe sees one chain");
+        }
+        // One worker runs in block order, so the dependency path equals what it executed.
+        let out = run("parallel", 1, &hot);
+        assert_eq!(out.stats.path, ExecPath::ParallelThenSequential);
+        assert!(out.stats.sequential_tail > 1_000, "{:?}", out.stats);
+    }
+
+    #[test]
+    fn independent_transactions_take_the_chains_with_singles() {
+        let block = transfers((0..1_000).map(|i| (2 * i, 2 * i + 1)));
+        let out = run("declared", 3, &block);
+        assert_eq!(out.stats.path, ExecPath::Declared);
+        assert_eq!((out.stats.chains, out.stats.largest_chain, out.stats.critical_path), (1_000, 1, 1));
+        // Pairs sharing an account form chains of two.
+        let block = transfers((0..1_000).map(|i| (i / 2, 5_000 + i)));
+        let out = run("declared", 2, &block);
+        assert_eq!((out.stats.chains, out.stats.largest_chain, out.stats.critical_path), (500, 2, 2));
+    }
+
+    #[test]
+    fn auto_prefers_chains_unless_block_stm_has_much_more_room() {
+        assert!(prefer_declared(10_000, 1, 1, 16), "no conflicts");
+        assert!(prefer_declared(10_000, 10_000, 10_000, 16), "one chain: nobody can do better");
+        assert!(!prefer_declared(10_000, 9_000, 10, 16), "one glued component with short dependencies");
+        assert!(prefer_declared(0, 0, 0, 4));
+        assert!(prefer_declared(10_000, 9_000, 10, 1), "one thread: no parallel path helps");
+    }
+
+    #[test]
+    fn executors_reject_bad_thread_counts_and_names() {
+        assert!(matches!(executor_by_name::<NativeVm>("parallel", 0), Err(ExecError::BadThreadCount(0))));
+        assert!(matches!(executor_by_name::<NativeVm>("auto", MAX_THREADS + 1), Err(ExecError::BadThreadCount(_))));
+        assert!(matches!(executor_by_name::<NativeVm>("magic", 2), Err(ExecError::UnknownExecutor(_))));
+    }
+}
