@@ -290,16 +290,13 @@ impl CommittedState {
         let group_len = PARTITIONS.div_ceil(threads);
         let groups = PARTITIONS.div_ceil(group_len);
         if writes.groups == Some(threads) && groups == threads {
-            // Already split by group: each thread applies the segments of its group.
-            pool.install(|| {
-                use rayon::prelude::*;
-                self.parts.par_chunks_mut(group_len).enumerate().for_each(|(g, parts)| {
-                    for seg in writes.segments.iter().skip(g).step_by(threads) {
-                        for (k, v) in seg {
-                            parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
-                        }
+            // Already split by group: each worker applies the segments of its group.
+            self.apply_groups(pool, group_len, |g, parts| {
+                for seg in writes.segments.iter().skip(g).step_by(threads) {
+                    for (k, v) in seg {
+                        parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
                     }
-                });
+                }
             });
             return;
         }
@@ -313,23 +310,31 @@ impl CommittedState {
                 at += piece;
             }
         }
-        let buckets: Vec<Vec<Vec<(u32, u32)>>> = pool.broadcast(|ctx| {
+        let buckets: Vec<Vec<Vec<(u32, u32)>>> = crate::exec::workers::on_workers(pool, |w, workers| {
             let mut mine: Vec<Vec<(u32, u32)>> = vec![Vec::new(); groups];
-            for &(s, lo, hi) in units.iter().skip(ctx.index()).step_by(ctx.num_threads()) {
+            for &(s, lo, hi) in units.iter().skip(w).step_by(workers) {
                 for (i, (k, _)) in writes.segments[s as usize][lo as usize..hi as usize].iter().enumerate() {
                     mine[partition_of(k) / group_len].push((s, lo + i as u32));
                 }
             }
             mine
         });
-        pool.install(|| {
-            use rayon::prelude::*;
-            self.parts.par_chunks_mut(group_len).enumerate().for_each(|(g, parts)| {
-                for &(s, i) in buckets.iter().flat_map(|b| &b[g]) {
-                    let (k, v) = &writes.segments[s as usize][i as usize];
-                    parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
-                }
-            });
+        self.apply_groups(pool, group_len, |g, parts| {
+            for &(s, i) in buckets.iter().flat_map(|b| &b[g]) {
+                let (k, v) = &writes.segments[s as usize][i as usize];
+                parts[partition_of(k) - g * group_len].apply(k, v.as_ref());
+            }
+        });
+    }
+
+    /// Runs `f(group, partitions of the group)` for every group of `group_len` partitions, one
+    /// group per worker of `pool`.
+    fn apply_groups(&mut self, pool: &rayon::ThreadPool, group_len: usize, f: impl Fn(usize, &mut [Partition]) + Sync) {
+        let groups: Vec<parking_lot::Mutex<&mut [Partition]>> = self.parts.chunks_mut(group_len).map(parking_lot::Mutex::new).collect();
+        crate::exec::workers::on_workers(pool, |w, workers| {
+            for g in (w..groups.len()).step_by(workers) {
+                f(g, &mut groups[g].lock());
+            }
         });
     }
 }

@@ -13,7 +13,7 @@ pub(crate) mod mvmemory;
 mod parallel;
 pub(crate) mod scheduler;
 mod sequential;
-mod workers;
+pub(crate) mod workers;
 
 pub use auto::{prefer_declared, AutoExecutor};
 pub use declared::{BlockAnalysis, DeclaredExecutor};
