@@ -39,11 +39,16 @@ pub enum Task {
     Validate(Version),
 }
 
+/// Where a transaction stands in the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// Waiting to run its current incarnation.
     ReadyToExecute,
+    /// Being executed by a worker.
     Executing,
+    /// Executed; its writes are in the multi-version memory.
     Executed,
+    /// Parked on a dependency or failed validation; about to get a new incarnation.
     Aborting,
 }
 
