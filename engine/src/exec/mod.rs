@@ -194,7 +194,7 @@ pub(crate) fn check_block_len(n: usize) -> Result<(), ExecError> {
 #[doc(hidden)]
 pub mod loom_api {
     pub use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
-    pub use super::scheduler::{Scheduler, Status, Task, Version};
+    pub use super::scheduler::{Batch, Scheduler, Status, Task, Version};
     pub use crate::value::{Value, WriteOp};
     pub use crate::vm::TxIndex;
 }
