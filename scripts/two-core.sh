@@ -19,7 +19,7 @@ run() {
 }
 common=(--workload transfer --accounts 100000 --block-size 10000)
 # auto at 2 threads >= 1.7x sequential on low-contention transfers.
-run transfer "${common[@]}" --txs 100000
+run transfer "${common[@]}" --txs 200000
 # parallel (Block-STM) at 2 threads >= 1.7x sequential with 10 us of VM work per transaction.
 run transfer-cost10 "${common[@]}" --txs 30000 --tx-cost-us 10
 # Worst cases: every executor >= 0.8x sequential.
