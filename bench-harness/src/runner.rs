@@ -170,7 +170,8 @@ pub struct RunResult {
     pub tps_median: f64,
     /// Transactions measured divided by their total time.
     pub tps_mean: f64,
-    /// `tps_median` over the sequential reference's, same workload, same run.
+    /// Median over measured blocks of (sequential time of the block / this run's time of the
+    /// block): blocks run in turn across executors, so each ratio is measured side by side.
     pub speedup: f64,
     /// Block latency (execute + commit), microseconds.
     pub block_latency_us: Latency,
@@ -274,6 +275,109 @@ pub fn total_blocks(cfg: &BenchConfig, workloads: usize) -> u64 {
     (workloads * runs * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64
 }
 
+/// One (executor, threads) run of a workload in progress.
+struct Run {
+    label: String,
+    executor: String,
+    threads: usize,
+    exec: Box<dyn occam_engine::exec::BlockExecutor<NativeVm>>,
+    state: CommittedState,
+    trace: Trace,
+    acc: Accumulators,
+}
+
+/// What a run has measured so far (measured blocks only).
+#[derive(Default)]
+struct Accumulators {
+    times: Vec<f64>,
+    sizes: Vec<usize>,
+    exec_ns: u128,
+    total_ns: u128,
+    phases: Phases,
+    paths: BTreeMap<String, usize>,
+    executions: u64,
+    failed_validations: u64,
+    suspensions: u64,
+    tail: u64,
+    failures: usize,
+    txs: usize,
+}
+
+impl Accumulators {
+    fn add(&mut self, txs: usize, out: &occam_engine::exec::BlockOutput<NativeOutput>, exec: Duration, commit: Duration) {
+        let total = exec + commit;
+        self.times.push(total.as_secs_f64());
+        self.sizes.push(txs);
+        self.exec_ns += exec.as_nanos();
+        self.total_ns += total.as_nanos();
+        let s = &out.stats;
+        self.phases.analysis += s.analysis_ns as f64 / 1e3;
+        self.phases.execute += s.execute_ns as f64 / 1e3;
+        self.phases.merge += s.merge_ns as f64 / 1e3;
+        self.phases.commit += commit.as_nanos() as f64 / 1e3;
+        self.executions += s.executions;
+        self.failed_validations += s.failed_validations;
+        self.suspensions += s.suspensions;
+        self.tail += s.sequential_tail;
+        self.txs += txs;
+        self.failures += out.outputs.iter().filter(|o| o.is_err()).count();
+        *self.paths.entry(path_name(s.path).to_string()).or_insert(0) += 1;
+    }
+}
+
+impl Run {
+    /// The run's figures; `reference_times` are the sequential run's block times.
+    fn result(&self, workload: &Workload, reference_times: &[f64]) -> RunResult {
+        let a = &self.acc;
+        let tps_per_block: Vec<f64> = a.sizes.iter().zip(&a.times).map(|(n, t)| *n as f64 / t.max(1e-12)).collect();
+        let mut tps = tps_per_block.clone();
+        tps.sort_by(f64::total_cmp);
+        let mut lat: Vec<f64> = a.times.iter().map(|t| t * 1e6).collect();
+        lat.sort_by(f64::total_cmp);
+        // Paired per block: the sequential time of block b over this run's time of block b.
+        let mut ratios: Vec<f64> = reference_times.iter().zip(&a.times).map(|(r, t)| r / t.max(1e-12)).collect();
+        ratios.sort_by(f64::total_cmp);
+        let per_tx = |v: u64| v as f64 / a.txs.max(1) as f64;
+        let mut all_digest = blake3::Hasher::new();
+        for d in &self.trace.output_digests {
+            all_digest.update(d);
+        }
+        let k = a.times.len().max(1) as f64;
+        RunResult {
+            workload: workload.to_string(),
+            executor: self.executor.clone(),
+            threads: self.threads,
+            blocks: a.times.len(),
+            txs: a.txs,
+            tps_median: percentile(&tps, 0.5),
+            tps_mean: a.txs as f64 / (a.total_ns as f64 / 1e9).max(1e-12),
+            speedup: percentile(&ratios, 0.5),
+            block_latency_us: Latency {
+                p50: percentile(&lat, 0.5),
+                p90: percentile(&lat, 0.9),
+                p99: percentile(&lat, 0.99),
+                max: lat.last().copied().unwrap_or(0.0),
+            },
+            exec_share: a.exec_ns as f64 / a.total_ns.max(1) as f64,
+            phases_us: Phases {
+                analysis: a.phases.analysis / k,
+                execute: a.phases.execute / k,
+                merge: a.phases.merge / k,
+                commit: a.phases.commit / k,
+            },
+            reexecutions_per_tx: per_tx(a.executions.saturating_sub(a.txs as u64)),
+            failed_validations_per_tx: per_tx(a.failed_validations),
+            suspensions_per_tx: per_tx(a.suspensions),
+            sequential_tail_share: per_tx(a.tail),
+            paths: a.paths.clone(),
+            failure_rate: a.failures as f64 / a.txs.max(1) as f64,
+            state_root: self.trace.roots.last().cloned().unwrap_or_else(|| self.state.root().to_hex()),
+            outputs_digest: all_digest.finalize().to_hex().to_string(),
+            tps_per_block,
+        }
+    }
+}
+
 /// Runs the whole bench. Mismatches are collected in the report, not returned as errors.
 pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Progress) -> anyhow::Result<BenchReport> {
     let (workloads, dist) = cfg.validate()?;
@@ -288,120 +392,65 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         let mut gen = Generator::new(*workload, cfg.accounts, dist, cfg.seed, calibration.work_rounds);
         let blocks: Vec<Vec<NativeTx>> = (0..cfg.warmup_blocks + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
 
-        let mut runs: Vec<(&str, usize)> = vec![("sequential", 1)];
-        for e in cfg.executors.iter().filter(|e| *e != "sequential") {
-            for &t in &cfg.threads {
-                runs.push((e.as_str(), t));
-            }
-        }
-        let mut reference: Option<(Trace, f64)> = None;
-        for (executor, threads) in runs {
-            let label = format!("{workload} {executor} x{threads}");
-            let mut exec = executor_by_name::<NativeVm>(executor, threads)?;
-            let mut state = base.clone();
-            let mut recorder = match (record, executor) {
-                (Some(dir), "sequential") => Some(Recorder::create(dir, workload, cfg, &calibration, &base)?),
-                _ => None,
-            };
-            let mut trace = Trace { roots: Vec::new(), output_digests: Vec::new() };
-            let (mut times, mut exec_ns, mut total_ns) = (Vec::new(), 0u128, 0u128);
-            let mut paths = BTreeMap::new();
-            let mut phases = Phases::default();
-            let (mut executions, mut failed_val, mut suspensions, mut tail, mut failures, mut measured_txs) =
-                (0u64, 0u64, 0u64, 0u64, 0usize, 0usize);
-            for (height, block) in blocks.iter().enumerate() {
-                let t0 = Instant::now();
-                let out = exec.execute(&vm, &state, block)?;
-                let t1 = Instant::now();
-                state.apply(&out.write_set, exec.pool());
-                let t2 = Instant::now();
-                let root = state.root().to_hex();
-                let digest = outputs_digest(&out.outputs);
-                if let Some(r) = recorder.as_mut() {
-                    r.block(height, block, &out.outputs, &root)?;
-                }
-                if height >= cfg.warmup_blocks {
-                    let dt = (t2 - t0).as_secs_f64();
-                    times.push(dt);
-                    exec_ns += (t1 - t0).as_nanos();
-                    total_ns += (t2 - t0).as_nanos();
-                    let s = &out.stats;
-                    phases.analysis += s.analysis_ns as f64 / 1e3;
-                    phases.execute += s.execute_ns as f64 / 1e3;
-                    phases.merge += s.merge_ns as f64 / 1e3;
-                    phases.commit += (t2 - t1).as_nanos() as f64 / 1e3;
-                    executions += s.executions;
-                    failed_val += s.failed_validations;
-                    suspensions += s.suspensions;
-                    tail += s.sequential_tail;
-                    measured_txs += block.len();
-                    failures += out.outputs.iter().filter(|o| o.is_err()).count();
-                    *paths.entry(path_name(s.path).to_string()).or_insert(0) += 1;
-                }
-                if let Some((r, _)) = &reference {
-                    if r.roots[height] != root {
-                        mismatches.push(format!("{label}: block {height} state root {root} != sequential {}", r.roots[height]));
-                    } else if r.output_digests[height] != digest {
-                        mismatches.push(format!("{label}: block {height} outputs differ from sequential"));
-                    }
-                }
-                trace.roots.push(root);
-                trace.output_digests.push(digest);
-                progress.advance(1, &label);
-            }
-            if let Some(r) = recorder {
-                r.finish(&state)?;
-            }
-            let mut tps: Vec<f64> = blocks[cfg.warmup_blocks..].iter().zip(&times).map(|(b, t)| b.len() as f64 / t.max(1e-12)).collect();
-            let tps_per_block = tps.clone();
-            tps.sort_by(f64::total_cmp);
-            let tps_median = percentile(&tps, 0.5);
-            let mut lat: Vec<f64> = times.iter().map(|t| t * 1e6).collect();
-            lat.sort_by(f64::total_cmp);
-            let per_tx = |v: u64| v as f64 / measured_txs.max(1) as f64;
-            let mut all_digest = blake3::Hasher::new();
-            for d in &trace.output_digests {
-                all_digest.update(d);
-            }
-            let speedup = reference.as_ref().map_or(1.0, |(_, base_tps)| tps_median / base_tps);
-            results.push(RunResult {
-                workload: workload.to_string(),
+        // Every run advances one block at a time, in turn, so that a slow spell on a shared
+        // machine hits all executors alike; speedups are paired per block.
+        let mut runs: Vec<Run> = Vec::new();
+        for (executor, threads) in std::iter::once(("sequential", 1))
+            .chain(cfg.executors.iter().filter(|e| *e != "sequential").flat_map(|e| cfg.threads.iter().map(move |&t| (e.as_str(), t))))
+        {
+            runs.push(Run {
+                label: format!("{workload} {executor} x{threads}"),
                 executor: executor.to_string(),
                 threads,
-                blocks: times.len(),
-                txs: measured_txs,
-                tps_median,
-                tps_mean: measured_txs as f64 / (total_ns as f64 / 1e9).max(1e-12),
-                speedup,
-                block_latency_us: Latency {
-                    p50: percentile(&lat, 0.5),
-                    p90: percentile(&lat, 0.9),
-                    p99: percentile(&lat, 0.99),
-                    max: lat.last().copied().unwrap_or(0.0),
-                },
-                exec_share: exec_ns as f64 / total_ns.max(1) as f64,
-                phases_us: {
-                    let k = times.len().max(1) as f64;
-                    Phases {
-                        analysis: phases.analysis / k,
-                        execute: phases.execute / k,
-                        merge: phases.merge / k,
-                        commit: phases.commit / k,
-                    }
-                },
-                reexecutions_per_tx: per_tx(executions.saturating_sub(measured_txs as u64)),
-                failed_validations_per_tx: per_tx(failed_val),
-                suspensions_per_tx: per_tx(suspensions),
-                sequential_tail_share: per_tx(tail),
-                paths,
-                failure_rate: failures as f64 / measured_txs.max(1) as f64,
-                state_root: trace.roots.last().cloned().unwrap_or_else(|| state.root().to_hex()),
-                outputs_digest: all_digest.finalize().to_hex().to_string(),
-                tps_per_block,
+                exec: executor_by_name::<NativeVm>(executor, threads)?,
+                state: base.clone(),
+                trace: Trace { roots: Vec::new(), output_digests: Vec::new() },
+                acc: Accumulators::default(),
             });
-            if reference.is_none() {
-                reference = Some((trace, tps_median));
+        }
+        let mut recorder = match record {
+            Some(dir) => Some(Recorder::create(dir, workload, cfg, &calibration, &base)?),
+            None => None,
+        };
+        for (height, block) in blocks.iter().enumerate() {
+            for (r, run) in runs.iter_mut().enumerate() {
+                let t0 = Instant::now();
+                let out = run.exec.execute(&vm, &run.state, block)?;
+                let t1 = Instant::now();
+                run.state.apply(&out.write_set, run.exec.pool());
+                let t2 = Instant::now();
+                let root = run.state.root().to_hex();
+                let digest = outputs_digest(&out.outputs);
+                if r == 0 {
+                    if let Some(rec) = recorder.as_mut() {
+                        rec.block(height, block, &out.outputs, &root)?;
+                    }
+                }
+                if height >= cfg.warmup_blocks {
+                    run.acc.add(block.len(), &out, t1 - t0, t2 - t1);
+                }
+                run.trace.roots.push(root);
+                run.trace.output_digests.push(digest);
+                progress.advance(1, &run.label);
             }
+            let (reference, others) = runs.split_first().expect("sequential always runs");
+            for run in others {
+                if run.trace.roots[height] != reference.trace.roots[height] {
+                    mismatches.push(format!(
+                        "{}: block {height} state root {} != sequential {}",
+                        run.label, run.trace.roots[height], reference.trace.roots[height]
+                    ));
+                } else if run.trace.output_digests[height] != reference.trace.output_digests[height] {
+                    mismatches.push(format!("{}: block {height} outputs differ from sequential", run.label));
+                }
+            }
+        }
+        if let Some(rec) = recorder {
+            rec.finish(&runs[0].state)?;
+        }
+        let reference_times = runs[0].acc.times.clone();
+        for run in &runs {
+            results.push(run.result(workload, &reference_times));
         }
     }
     Ok(BenchReport {
