@@ -64,6 +64,9 @@ struct BenchArgs {
     /// Record the generated transactions and the final state (JSON Lines) under this folder.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Run the executors block by block in turn (robust to noisy neighbours; colder caches).
+    #[arg(long)]
+    interleave: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -102,6 +105,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         distribution: a.distribution,
         seed: a.seed,
         tx_cost_us: a.tx_cost_us,
+        interleave: a.interleave,
     };
     let (workloads, _) = cfg.validate()?;
     let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_blocks(&cfg, workloads.len())) };

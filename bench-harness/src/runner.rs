@@ -51,6 +51,9 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Emulated VM cost per transaction in microseconds.
     pub tx_cost_us: f64,
+    /// Run the executors block by block in turn instead of one after the other.
+    #[serde(default)]
+    pub interleave: bool,
 }
 
 /// Bad settings, reported before anything runs.
@@ -171,7 +174,7 @@ pub struct RunResult {
     /// Transactions measured divided by their total time.
     pub tps_mean: f64,
     /// Median over measured blocks of (sequential time of the block / this run's time of the
-    /// block): blocks run in turn across executors, so each ratio is measured side by side.
+    /// same block): paired by block, so blocks of different content are never compared.
     pub speedup: f64,
     /// Block latency (execute + commit), microseconds.
     pub block_latency_us: Latency,
@@ -392,8 +395,6 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         let mut gen = Generator::new(*workload, cfg.accounts, dist, cfg.seed, calibration.work_rounds);
         let blocks: Vec<Vec<NativeTx>> = (0..cfg.warmup_blocks + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
 
-        // Every run advances one block at a time, in turn, so that a slow spell on a shared
-        // machine hits all executors alike; speedups are paired per block.
         let mut runs: Vec<Run> = Vec::new();
         for (executor, threads) in std::iter::once(("sequential", 1))
             .chain(cfg.executors.iter().filter(|e| *e != "sequential").flat_map(|e| cfg.threads.iter().map(move |&t| (e.as_str(), t))))
@@ -412,36 +413,49 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
             Some(dir) => Some(Recorder::create(dir, workload, cfg, &calibration, &base)?),
             None => None,
         };
-        for (height, block) in blocks.iter().enumerate() {
-            for (r, run) in runs.iter_mut().enumerate() {
-                let t0 = Instant::now();
-                let out = run.exec.execute(&vm, &run.state, block)?;
-                let t1 = Instant::now();
-                run.state.apply(&out.write_set, run.exec.pool());
-                let t2 = Instant::now();
-                let root = run.state.root().to_hex();
-                let digest = outputs_digest(&out.outputs);
-                if r == 0 {
-                    if let Some(rec) = recorder.as_mut() {
-                        rec.block(height, block, &out.outputs, &root)?;
-                    }
+        // Either every run goes through all blocks before the next starts (caches stay warm
+        // with the run's own state, as in the Block-STM papers), or, with `interleave`, runs
+        // take turns block by block, so that a slow spell on a shared machine hits all of them
+        // alike (at the price of colder caches).
+        let order: Vec<(usize, usize)> = if cfg.interleave {
+            (0..blocks.len()).flat_map(|h| (0..runs.len()).map(move |r| (r, h))).collect()
+        } else {
+            (0..runs.len()).flat_map(|r| (0..blocks.len()).map(move |h| (r, h))).collect()
+        };
+        for (r, height) in order {
+            let (run, block) = (&mut runs[r], &blocks[height]);
+            let t0 = Instant::now();
+            let out = run.exec.execute(&vm, &run.state, block)?;
+            let t1 = Instant::now();
+            run.state.apply(&out.write_set, run.exec.pool());
+            let t2 = Instant::now();
+            let root = run.state.root().to_hex();
+            let digest = outputs_digest(&out.outputs);
+            if r == 0 {
+                if let Some(rec) = recorder.as_mut() {
+                    rec.block(height, block, &out.outputs, &root)?;
                 }
-                if height >= cfg.warmup_blocks {
-                    run.acc.add(block.len(), &out, t1 - t0, t2 - t1);
-                }
-                run.trace.roots.push(root);
-                run.trace.output_digests.push(digest);
-                progress.advance(1, &run.label);
             }
-            let (reference, others) = runs.split_first().expect("sequential always runs");
-            for run in others {
-                if run.trace.roots[height] != reference.trace.roots[height] {
+            if height >= cfg.warmup_blocks {
+                run.acc.add(block.len(), &out, t1 - t0, t2 - t1);
+            }
+            run.trace.roots.push(root);
+            run.trace.output_digests.push(digest);
+            progress.advance(1, &run.label);
+        }
+        let (reference, others) = runs.split_first().expect("sequential always runs");
+        for run in others {
+            let first_difference = (0..blocks.len()).find(|&h| {
+                run.trace.roots[h] != reference.trace.roots[h] || run.trace.output_digests[h] != reference.trace.output_digests[h]
+            });
+            if let Some(h) = first_difference {
+                if run.trace.roots[h] != reference.trace.roots[h] {
                     mismatches.push(format!(
-                        "{}: block {height} state root {} != sequential {}",
-                        run.label, run.trace.roots[height], reference.trace.roots[height]
+                        "{}: block {h} state root {} != sequential {}",
+                        run.label, run.trace.roots[h], reference.trace.roots[h]
                     ));
-                } else if run.trace.output_digests[height] != reference.trace.output_digests[height] {
-                    mismatches.push(format!("{}: block {height} outputs differ from sequential", run.label));
+                } else {
+                    mismatches.push(format!("{}: block {h} outputs differ from sequential", run.label));
                 }
             }
         }

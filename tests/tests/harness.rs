@@ -18,6 +18,7 @@ fn config(workloads: &[&str]) -> BenchConfig {
         distribution: "zipf:0.9".into(),
         seed: 7,
         tx_cost_us: 0.0,
+        interleave: true,
     }
 }
 
@@ -139,6 +140,7 @@ fn emulated_cost_is_calibrated_and_changes_the_state() {
     let mut cfg = config(&["transfer"]);
     cfg.executors = vec!["parallel".into()];
     cfg.txs = 200;
+    cfg.interleave = false;
     let plain = run_bench(&cfg, None, &()).unwrap();
     cfg.tx_cost_us = 2.0;
     let costly = run_bench(&cfg, None, &()).unwrap();
