@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The engine issue's 2-core targets, measured with `occam bench` (pinned to two cores with
+# The engine issue's 2-core targets, measured with `occam bench` (pinned to two cores, 2 and 3, with
 # taskset when the machine has more). Writes tables and JSON reports to OUT.
 #
 #   scripts/two-core.sh [OCCAM_BINARY] [OUT]        (defaults: target/release/occam, out/two-core)
@@ -9,7 +9,7 @@ out=${2:-out/two-core}
 mkdir -p "$out"
 pin=()
 if [ "$(nproc)" -gt 2 ] && command -v taskset >/dev/null; then
-  pin=(taskset -c 0,1)
+  pin=(taskset -c 2,3)
 fi
 run() {
   local name=$1

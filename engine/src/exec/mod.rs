@@ -224,10 +224,18 @@ mod tests {
         for name in ["declared", "auto"] {
             assert_eq!(run(name, 2, &hot).stats.path, ExecPath::Serial, "{name}: the probe sees one chain");
         }
-        // One worker runs in block order, so the dependency path equals what it executed.
-        let out = run("parallel", 1, &hot);
+        // Block-STM's own probe finds the chain by executing the first transactions.
+        for threads in [1, 4] {
+            assert_eq!(run("parallel", threads, &hot).stats.path, ExecPath::Serial);
+        }
+        // Blocks too short to probe: the chain is found while running. One worker runs in
+        // block order, so the dependency path equals what it executed.
+        let out = run("parallel", 1, &hot[..600]);
         assert_eq!(out.stats.path, ExecPath::ParallelThenSequential);
-        assert!(out.stats.sequential_tail > 1_000, "{:?}", out.stats);
+        assert!(out.stats.sequential_tail > 300, "{:?}", out.stats);
+        // Independent transactions are not mistaken for a chain.
+        let spread = transfers((0..2_000).map(|i| (i, 5_000 + i)));
+        assert_eq!(run("parallel", 2, &spread).stats.path, ExecPath::Parallel);
     }
 
     #[test]

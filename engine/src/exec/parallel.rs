@@ -309,10 +309,84 @@ impl<V: Vm> Block<'_, V> {
     }
 }
 
+/// Blocks at least this long are probed before Block-STM starts.
+const PROBE_MIN_BLOCK: usize = 1024;
+
+/// Transactions the contention probe executes.
+const PROBE_TXS: usize = 64;
+
+/// The contention probe: runs the first [`PROBE_TXS`] transactions in order on the calling
+/// thread, noting for each read which earlier transaction of the probe wrote the key. If the
+/// dependency path through them covers three quarters of them, the block is one chain (every
+/// transaction on a hot key, one NFT counter…): Block-STM would only thrash, so the probe
+/// simply goes on to the end of the block in order, losing nothing. Otherwise its results are
+/// dropped (a few dozen executions) and Block-STM runs the whole block. Keys need not be
+/// declared: the probe sees them as the VM reads them.
+#[derive(Default)]
+struct Probe {
+    overlay: KeyMap<Option<Value>>,
+    last_writer: KeyMap<u32>,
+    depth: Vec<u32>,
+}
+
+/// Reads for the probe: the probe's overlay, then the committed state; remembers the keys.
+struct ProbeBase<'a> {
+    overlay: &'a KeyMap<Option<Value>>,
+    state: &'a CommittedState,
+    read: SmallVec<[Key; 8]>,
+}
+
+impl BaseRead for ProbeBase<'_> {
+    #[inline]
+    fn read_base(&mut self, key: &Key) -> Result<Option<Value>, Interrupt> {
+        self.read.push(*key);
+        Ok(match self.overlay.get(key) {
+            Some(v) => v.clone(),
+            None => self.state.get(key).cloned(),
+        })
+    }
+}
+
+impl Probe {
+    /// `Some(outputs)` if the block was found to be one chain and has been run to the end in
+    /// order (its writes are in `self.overlay`); `None` if Block-STM should run it.
+    fn run<V: Vm>(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<Option<Vec<V::Output>>, ExecError> {
+        self.overlay.clear();
+        self.last_writer.clear();
+        self.depth.clear();
+        let mut outputs = Vec::with_capacity(txs.len());
+        let mut critical = 0;
+        for (i, tx) in txs.iter().take(PROBE_TXS).enumerate() {
+            let mut view = BufferedView::new(ProbeBase { overlay: &self.overlay, state, read: SmallVec::new() });
+            let out = vm.execute(tx, &mut view).map_err(|_| ExecError::SpuriousInterrupt(i as u32))?;
+            let BufferedView { base, mut writes } = view;
+            let depth = 1 + base.read.iter().filter_map(|k| self.last_writer.get(k)).map(|&w| self.depth[w as usize]).max().unwrap_or(0);
+            self.depth.push(depth);
+            critical = critical.max(depth);
+            for (key, op) in writes.take() {
+                let below = match self.overlay.get(&key) {
+                    Some(v) => v.clone(),
+                    None => state.get(&key).cloned(),
+                };
+                self.overlay.insert(key, op.resolve(below.as_ref()));
+                self.last_writer.insert(key, i as u32);
+            }
+            outputs.push(out);
+        }
+        if (critical as usize) * 4 < PROBE_TXS * 3 {
+            return Ok(None);
+        }
+        let rest = (PROBE_TXS as u32..).zip(&txs[PROBE_TXS..]);
+        outputs.extend(run_in_order(vm, rest, &mut self.overlay, |k| Ok(state.get(k).cloned()))?);
+        Ok(Some(outputs))
+    }
+}
+
 /// The Block-STM executor. Its worker pool, multi-version memory and scheduler buffers are
 /// reused from block to block.
 pub struct ParallelExecutor {
     pool: Arc<rayon::ThreadPool>,
+    probe: Probe,
     mv: MvMemory,
     scheduler: Scheduler,
     slots: Vec<Mutex<Slot>>,
@@ -328,6 +402,7 @@ impl ParallelExecutor {
         let shards = (pool.current_num_threads() * 64).max(256);
         ParallelExecutor {
             pool,
+            probe: Probe::default(),
             mv: MvMemory::new(shards),
             scheduler: Scheduler::new(0),
             slots: Vec::new(),
@@ -354,6 +429,23 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
     fn execute(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
         check_block_len(txs.len())?;
         let n = txs.len();
+        if n >= PROBE_MIN_BLOCK {
+            let started = std::time::Instant::now();
+            if let Some(outputs) = self.probe.run(vm, state, txs)? {
+                let execute_ns = started.elapsed().as_nanos() as u64;
+                let write_set = WriteSet::from_entries(self.probe.overlay.drain().collect());
+                let stats = ExecStats {
+                    path: ExecPath::Serial,
+                    executions: n as u64,
+                    sequential_tail: n as u64,
+                    critical_path: PROBE_TXS as u64,
+                    execute_ns,
+                    merge_ns: started.elapsed().as_nanos() as u64 - execute_ns,
+                    ..Default::default()
+                };
+                return Ok(BlockOutput { outputs, write_set, stats });
+            }
+        }
         self.scheduler.reset(n);
         if self.slots.len() < n {
             self.slots.resize_with(n, || Mutex::new(Slot::default()));
