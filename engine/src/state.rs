@@ -12,6 +12,7 @@
 //! not as an adversarial commitment: an additive hash over 2^256 is open to generalised-birthday
 //! attacks, and a production chain should swap in LtHash or a Merkle tree behind the same API.
 
+use crate::exec::WorkerPool;
 use crate::key::{hex_encode, Key, KeyMap};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -278,8 +279,8 @@ impl CommittedState {
     /// rounds: each thread sorts a share of the entries into buckets by partition group, then
     /// each thread applies one group's buckets. No thread looks at every entry. The result is
     /// identical either way.
-    pub fn apply(&mut self, writes: &WriteSet, pool: Option<&rayon::ThreadPool>) {
-        let threads = pool.map_or(1, |p| p.current_num_threads()).clamp(1, PARTITIONS);
+    pub fn apply(&mut self, writes: &WriteSet, pool: Option<&WorkerPool>) {
+        let threads = pool.map_or(1, |p| p.threads()).clamp(1, PARTITIONS);
         let total = writes.len();
         let Some(pool) = pool.filter(|_| threads > 1 && total >= 1024) else {
             for (k, v) in writes.iter() {
@@ -329,7 +330,7 @@ impl CommittedState {
 
     /// Runs `f(group, partitions of the group)` for every group of `group_len` partitions, one
     /// group per worker of `pool`.
-    fn apply_groups(&mut self, pool: &rayon::ThreadPool, group_len: usize, f: impl Fn(usize, &mut [Partition]) + Sync) {
+    fn apply_groups(&mut self, pool: &WorkerPool, group_len: usize, f: impl Fn(usize, &mut [Partition]) + Sync) {
         let groups: Vec<parking_lot::Mutex<&mut [Partition]>> = self.parts.chunks_mut(group_len).map(parking_lot::Mutex::new).collect();
         crate::exec::workers::on_workers(pool, |w, workers| {
             for g in (w..groups.len()).step_by(workers) {
@@ -370,7 +371,7 @@ mod tests {
         // Later entries for the same key must not appear in one write set: dedupe first.
         let mut seen = std::collections::HashSet::new();
         let entries: Vec<_> = entries.into_iter().filter(|e| seen.insert(e.0)).collect();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let pool = WorkerPool::new(4).unwrap();
         let mut serial = CommittedState::from_entries((0..3001).map(|i| (Key::from_parts(1, i, 0), Value::from_u64(1))));
         let mut parallel = serial.clone();
         serial.apply(&ws(&entries), None);

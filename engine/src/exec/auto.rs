@@ -15,6 +15,7 @@
 //! choice here, this changes speed only, never results.
 
 use super::declared::DeclaredExecutor;
+use super::workers::WorkerPool;
 use super::{BlockExecutor, BlockOutput, ExecError, ExecPath};
 use crate::state::CommittedState;
 use crate::vm::Vm;
@@ -39,9 +40,9 @@ pub struct AutoExecutor {
 
 impl AutoExecutor {
     /// An executor running on `pool`.
-    pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
         AutoExecutor {
-            threads: pool.current_num_threads(),
+            threads: pool.threads(),
             declared: DeclaredExecutor::new(pool),
             chains_ns: None,
             block_stm_ns: None,
@@ -71,7 +72,7 @@ impl<V: Vm> BlockExecutor<V> for AutoExecutor {
         self.threads
     }
 
-    fn pool(&self) -> Option<&rayon::ThreadPool> {
+    fn pool(&self) -> Option<&WorkerPool> {
         BlockExecutor::<V>::pool(&self.declared)
     }
 

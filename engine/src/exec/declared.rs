@@ -15,6 +15,7 @@
 //! declarations: the result is still exact, only slower.
 
 use super::parallel::ParallelExecutor;
+use super::workers::WorkerPool;
 use super::{check_block_len, BlockExecutor, BlockOutput, ExecError, ExecPath, ExecStats};
 use crate::key::{Key, KeyMap};
 use crate::state::{CommittedState, WriteSet};
@@ -407,7 +408,7 @@ enum Pass<O> {
 
 /// The declared-keys executor.
 pub struct DeclaredExecutor {
-    pool: Arc<rayon::ThreadPool>,
+    pool: Arc<WorkerPool>,
     /// One overlay per worker, kept across blocks so their tables are not regrown each time.
     overlays: Vec<parking_lot::Mutex<KeyMap<Option<Value>>>>,
     analyzer: Analyzer,
@@ -418,8 +419,8 @@ pub struct DeclaredExecutor {
 
 impl DeclaredExecutor {
     /// An executor running on `pool`.
-    pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
-        let workers = pool.current_num_threads();
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        let workers = pool.threads();
         let analyzer = Analyzer {
             scratch: (0..workers).map(|_| Default::default()).collect(),
             slices: (0..workers).map(|_| Default::default()).collect(),
@@ -515,7 +516,7 @@ impl DeclaredExecutor {
         started: std::time::Instant,
     ) -> Pass<V::Output> {
         let n = txs.len();
-        let workers = self.pool.current_num_threads();
+        let workers = self.pool.threads();
         let slice_len = n.div_ceil(workers).max(1);
         let barrier = super::workers::SpinBarrier::new(workers);
         let proceed = AtomicBool::new(false);
@@ -627,10 +628,10 @@ impl<V: Vm> BlockExecutor<V> for DeclaredExecutor {
     }
 
     fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
-    fn pool(&self) -> Option<&rayon::ThreadPool> {
+    fn pool(&self) -> Option<&WorkerPool> {
         Some(&self.pool)
     }
 

@@ -14,6 +14,7 @@ mod parallel;
 pub(crate) mod scheduler;
 mod sequential;
 pub(crate) mod workers;
+pub use workers::{WorkerPool, KEEP_WARM};
 
 pub use auto::{prefer_declared, AutoExecutor};
 pub use declared::{BlockAnalysis, DeclaredExecutor};
@@ -141,7 +142,7 @@ pub trait BlockExecutor<V: Vm>: Send {
     fn threads(&self) -> usize;
 
     /// The worker pool, reused across blocks (also lends its threads to the state commit).
-    fn pool(&self) -> Option<&rayon::ThreadPool>;
+    fn pool(&self) -> Option<&WorkerPool>;
 
     /// Executes `block` against `state` (which is not modified).
     fn execute(&mut self, vm: &V, state: &CommittedState, block: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError>;
@@ -155,17 +156,12 @@ pub trait BlockExecutor<V: Vm>: Send {
     }
 }
 
-/// Builds a rayon pool of `threads` workers that lives as long as the executor.
-pub fn worker_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, ExecError> {
+/// Builds a pool of `threads` workers that lives as long as the executor.
+pub fn worker_pool(threads: usize) -> Result<Arc<WorkerPool>, ExecError> {
     if threads == 0 || threads > MAX_THREADS {
         return Err(ExecError::BadThreadCount(threads));
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("occam-exec-{i}"))
-        .build()
-        .map(Arc::new)
-        .map_err(|e| ExecError::Pool(e.to_string()))
+    WorkerPool::new(threads).map(Arc::new).map_err(|e| ExecError::Pool(e.to_string()))
 }
 
 /// Builds the executor called `name` with `threads` workers (`sequential` ignores `threads`).

@@ -17,6 +17,7 @@
 use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
 use super::scheduler::{Batch, Scheduler, Status, Task, Version};
 use super::sequential::run_in_order;
+use super::workers::WorkerPool;
 use super::{check_block_len, BlockExecutor, BlockOutput, ExecError, ExecPath, ExecStats};
 use crate::key::{Key, KeyMap};
 use crate::state::{CommittedState, WriteSet};
@@ -385,7 +386,7 @@ impl Probe {
 /// The Block-STM executor. Its worker pool, multi-version memory and scheduler buffers are
 /// reused from block to block.
 pub struct ParallelExecutor {
-    pool: Arc<rayon::ThreadPool>,
+    pool: Arc<WorkerPool>,
     probe: Probe,
     mv: MvMemory,
     scheduler: Scheduler,
@@ -398,8 +399,8 @@ pub struct ParallelExecutor {
 
 impl ParallelExecutor {
     /// An executor running on `pool`.
-    pub fn new(pool: Arc<rayon::ThreadPool>) -> Self {
-        let shards = (pool.current_num_threads() * 64).max(256);
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        let shards = (pool.threads() * 64).max(256);
         ParallelExecutor {
             pool,
             probe: Probe::default(),
@@ -419,10 +420,10 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
     }
 
     fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
-    fn pool(&self) -> Option<&rayon::ThreadPool> {
+    fn pool(&self) -> Option<&WorkerPool> {
         Some(&self.pool)
     }
 
@@ -451,7 +452,7 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             self.slots.resize_with(n, || Mutex::new(Slot::default()));
         }
         let outputs: Vec<Mutex<Option<V::Output>>> = (0..n).map(|_| Mutex::new(None)).collect();
-        let threads = self.pool.current_num_threads();
+        let threads = self.pool.threads();
         self.epoch += 1;
         self.depth.resize_with(n.max(self.depth.len()), Default::default);
         for d in &mut self.depth[..n] {
@@ -575,14 +576,8 @@ fn drain_shards(
 
 /// Drains the multi-version memory (values as of the first `below` transactions) in parallel,
 /// then lays the sequential tail's `overlay` on top.
-fn collect_writes(
-    pool: &rayon::ThreadPool,
-    mv: &MvMemory,
-    overlay: &KeyMap<Option<Value>>,
-    state: &CommittedState,
-    below: TxIndex,
-) -> WriteSet {
-    let threads = pool.current_num_threads();
+fn collect_writes(pool: &WorkerPool, mv: &MvMemory, overlay: &KeyMap<Option<Value>>, state: &CommittedState, below: TxIndex) -> WriteSet {
+    let threads = pool.threads();
     // Each worker splits what it drains by commit group, so the commit skips its bucketing.
     let parts = super::workers::on_workers(pool, |w, _| drain_shards(mv, w, threads, overlay, state, below));
     let mut parts = parts;

@@ -1,5 +1,6 @@
 //! The reference executor: one transaction after another. Short and obviously right.
 
+use super::workers::WorkerPool;
 use super::{check_block_len, BlockExecutor, BlockOutput, ExecError, ExecPath, ExecStats};
 use crate::key::{Key, KeyMap};
 use crate::state::{CommittedState, WriteSet};
@@ -72,7 +73,7 @@ impl<V: Vm> BlockExecutor<V> for SequentialExecutor {
         1
     }
 
-    fn pool(&self) -> Option<&rayon::ThreadPool> {
+    fn pool(&self) -> Option<&WorkerPool> {
         None
     }
 

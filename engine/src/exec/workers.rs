@@ -1,24 +1,90 @@
-//! Running one closure on every worker of a pool, with spin barriers between phases.
+//! The executors' worker pool: one closure on every worker, spin barriers between phases,
+//! and workers kept awake between blocks.
 //!
 //! Waking a sleeping pool thread costs from tens to hundreds of microseconds on a virtual
 //! machine (measured: ~190 µs for one idle rayon thread on a 2-vCPU VM), as much as executing
 //! a thousand cheap transactions. So an executor wakes its workers once per block and moves
 //! them from phase to phase with [`SpinBarrier`], instead of one `broadcast` per phase; with
-//! a single worker, the work runs on the calling thread and no thread is woken at all.
+//! a single worker, the work runs on the calling thread and no thread is woken at all. After
+//! each run the workers spin (politely, yielding) for up to [`KEEP_WARM`] waiting for the next
+//! one, so that back-to-back blocks and their commits do not pay the wake-up again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long idle workers stay awake after a run, waiting for the next.
+pub const KEEP_WARM: Duration = Duration::from_micros(1500);
+
+/// A pool of worker threads that lives as long as its executor.
+pub struct WorkerPool {
+    pool: rayon::ThreadPool,
+    /// Set when a run starts: workers spinning to stay warm return at once.
+    stop_warm: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool").field("threads", &self.threads()).finish()
+    }
+}
+
+impl WorkerPool {
+    /// A pool of `threads` workers (named `occam-exec-N`).
+    pub fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("occam-exec-{i}")).build()?;
+        Ok(WorkerPool { pool, stop_warm: Arc::new(AtomicBool::new(true)) })
+    }
+
+    /// Number of workers.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs `f(worker, workers)` once for each worker (concurrently) and returns the results
+    /// in worker order. A one-thread pool runs `f(0, 1)` on the calling thread.
+    pub fn run<R: Send>(&self, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+        let n = self.threads();
+        if n == 1 {
+            return vec![f(0, 1)];
+        }
+        self.stop_warm.store(true, Ordering::Release);
+        let out = self.pool.broadcast(|ctx| f(ctx.index(), ctx.num_threads()));
+        self.keep_warm();
+        out
+    }
+
+    fn keep_warm(&self) {
+        self.stop_warm.store(false, Ordering::Release);
+        let stop = Arc::clone(&self.stop_warm);
+        self.pool.spawn_broadcast(move |_| {
+            let deadline = Instant::now() + KEEP_WARM;
+            let mut spins = 0u32;
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                spins += 1;
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        // Let any warm spinner return before rayon joins its threads.
+        self.stop_warm.store(true, Ordering::Release);
+    }
+}
 
 /// Spin iterations before a barrier waiter goes to sleep (a few microseconds).
 const SPINS: u32 = 4096;
 
-/// Runs `f(worker, workers)` once for each worker of `pool` (concurrently) and returns the
-/// results in worker order. A one-thread pool runs `f(0, 1)` on the calling thread.
-pub(crate) fn on_workers<R: Send>(pool: &rayon::ThreadPool, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-    let n = pool.current_num_threads();
-    if n == 1 {
-        return vec![f(0, 1)];
-    }
-    pool.broadcast(|ctx| f(ctx.index(), ctx.num_threads()))
+/// [`WorkerPool::run`].
+pub(crate) fn on_workers<R: Send>(pool: &WorkerPool, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+    pool.run(f)
 }
 
 /// A reusable barrier for the `n` workers of one [`on_workers`] call. Spins briefly (the
@@ -79,7 +145,7 @@ mod tests {
     #[test]
     fn barrier_separates_phases_and_is_reusable() {
         for threads in [1, 2, 3, 8] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = WorkerPool::new(threads).unwrap();
             let barrier = SpinBarrier::new(threads);
             let phase_sum = AtomicU64::new(0);
             let seen: Vec<Vec<u64>> = on_workers(&pool, |_, n| {
