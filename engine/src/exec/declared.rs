@@ -91,9 +91,55 @@ struct AnalysisScratch {
     /// Last toucher by key hash. Two keys with the same 64-bit hash would only add a false
     /// edge, which serialises two transactions but never breaks a result; comparing hashes
     /// instead of 32-byte keys makes this table several times faster.
-    last_toucher: std::collections::HashMap<u64, TxIndex, crate::key::KeyBuildHasher>,
+    last_toucher: TouchTable,
     /// `(later, earlier)`: two transactions touching a common key, `earlier` the previous toucher.
     edges: Vec<(TxIndex, TxIndex)>,
+}
+
+/// An open-addressing table from key hash to the last transaction that touched the key.
+/// Entries are tagged with a generation, so starting a new block costs nothing (no clearing);
+/// the table is sized for at most half occupancy and grows only when a block needs it.
+#[derive(Default)]
+struct TouchTable {
+    slots: Vec<TouchSlot>,
+    generation: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TouchSlot {
+    hash: u64,
+    generation: u32,
+    tx: TxIndex,
+}
+
+impl TouchTable {
+    /// Empties the table for a block that will insert at most `keys` distinct keys.
+    fn begin(&mut self, keys: usize) {
+        let want = (keys * 2).next_power_of_two().max(64);
+        self.generation = self.generation.wrapping_add(1);
+        if self.slots.len() < want || self.generation == 0 {
+            self.slots = vec![TouchSlot::default(); want.max(self.slots.len())];
+            self.generation = 1;
+        }
+    }
+
+    /// Records `tx` as the last toucher of `hash`; returns the previous one in this block.
+    #[inline]
+    fn insert(&mut self, hash: u64, tx: TxIndex) -> Option<TxIndex> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.generation != self.generation {
+                *slot = TouchSlot { hash, generation: self.generation, tx };
+                return None;
+            }
+            if slot.hash == hash {
+                return Some(std::mem::replace(&mut slot.tx, tx));
+            }
+            i = (i + 1) & mask;
+        }
+    }
 }
 
 /// One slice of the block after step 1 of the analysis.
@@ -199,7 +245,8 @@ impl Analyzer {
     fn find_edges(&self, w: usize) {
         let mut s = self.scratch[w].lock();
         let AnalysisScratch { last_toucher, edges } = &mut *s;
-        last_toucher.clear();
+        let owned: usize = self.slices.iter().map(|sl| sl.lock().owned[w].len()).sum();
+        last_toucher.begin(owned);
         edges.clear();
         for slice in &self.slices {
             let slice = slice.lock();
