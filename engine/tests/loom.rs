@@ -19,14 +19,22 @@
 //!   only lower indices, each entry in one of the states its writer passed through, in order.
 //! - `validation_abort_race`: two validators of the same version fail it at once; exactly one
 //!   claims the abort, and the block still terminates with the transaction re-executed.
+//! - `production_worker_*`, `reader_tracking_*`: two workers run a miniature of the executor's
+//!   own loop (`Block::worker` in `exec/parallel.rs`): batched claims (`next_batch`,
+//!   `claim_*`), completions deferred to a per-worker count and flushed before each claim,
+//!   execution reads through `read_for_execution`, and re-validation requested only when a
+//!   write of a key new to the transaction finds a read above it. The block must end as
+//!   sequential execution would, no worker may see it done with unflushed completions, and a
+//!   committed-state read made stale by a later incarnation's first write of a key (after a
+//!   validation abort or a park) must always be caught.
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
-use occam_engine::exec::loom_api::{MvMemory, MvRead, Scheduler, Status, Task, Version};
+use occam_engine::exec::loom_api::{Batch, MvMemory, MvRead, ReadOrigin, Scheduler, Status, Task, Version};
 use occam_engine::key::Key;
-use occam_engine::value::{Value, WriteOp};
+use occam_engine::value::{apply_add, Value, WriteOp};
 
 /// Runs `f` under loom with `preemptions` as the bound unless `LOOM_MAX_PREEMPTIONS` is set.
 fn model<F: Fn() + Sync + Send + 'static>(preemptions: usize, f: F) {
@@ -534,4 +542,410 @@ fn validation_abort_of_a_stale_version_fails() {
         assert!(!s.try_validation_abort((1, 0)));
         assert_eq!(s.status(1).0, 1);
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) The production worker: batches, deferred completions, reader tracking
+// ---------------------------------------------------------------------------------------------
+
+/// What the miniature of `Block::record` keeps per transaction (`Slot` in `parallel.rs`, plus
+/// the output).
+#[derive(Default)]
+struct MiniSlot {
+    reads: Vec<(Key, ReadOrigin)>,
+    write_keys: Vec<Key>,
+    output: Option<u64>,
+}
+
+/// What happened, in the order it happened (pushed under a std mutex that is never held across
+/// a loom operation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// This incarnation read the committed state (logged after the read).
+    ReadStorage(Version),
+    /// This incarnation met an estimate (or what the model treats as one) and was parked.
+    Parked(Version),
+    /// This incarnation ran to completion and is about to publish its writes.
+    Record(Version),
+    /// It wrote `key(version.0)`: a key its previous incarnation did not write (`new`), and
+    /// what `MvMemory::write` said about readers above.
+    Write { version: Version, new: bool, read_above: bool },
+    /// A validation of this version started.
+    ValidateStart(Version),
+    /// That validation finished; whether the reads were still valid.
+    Validated(Version, bool),
+}
+
+/// Counts interleavings, across one loom model, in which the scenario of interest happened: a
+/// model that never reaches its scenario proves nothing.
+struct Coverage {
+    runs: std::sync::atomic::AtomicUsize,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl Coverage {
+    const fn new() -> Self {
+        use std::sync::atomic::AtomicUsize;
+        Coverage { runs: AtomicUsize::new(0), hits: AtomicUsize::new(0) }
+    }
+
+    fn count(&self, hit: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.runs.fetch_add(1, Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Asserts that the scenario was reached at least once.
+    fn assert_reached(&self, what: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (runs, hits) = (self.runs.load(Relaxed), self.hits.load(Relaxed));
+        eprintln!("{what}: {hits} of {runs} interleavings");
+        assert!(hits > 0, "no interleaving reached the scenario: {what} ({runs} explored)");
+    }
+}
+
+/// A chain block on a faithful miniature of the production worker (`Block::worker`, `execute`,
+/// `record`, `validate` and `reads_valid` of `exec/parallel.rs`, minus statistics and the
+/// contention fallback): batched claims, completions deferred to `pending` and flushed before
+/// each claim, execution reads through `read_for_execution`, and `revalidate` from the
+/// return value of `MvMemory::write` exactly as `record` computes it.
+///
+/// Tx 0 puts 1 at `key(0)`; tx `i > 0` reads `key(i - 1)` and, if it found `v`, puts `v + 1` at
+/// `key(i)`. A tx that found nothing writes nothing, so that its next incarnation writes a key
+/// for the first time (or, with `always_write`, puts 1). Sequentially `key(i)` ends at `i + 1`.
+/// `park[i]`: tx `i` treats finding nothing at `key(i - 1)` as if it had met an estimate of
+/// tx `i - 1` and parks on it (the committed state is empty).
+struct Mini {
+    n: u32,
+    /// Indices a worker claims at once (production uses 4).
+    batch: usize,
+    always_write: bool,
+    park: Vec<bool>,
+    s: Scheduler,
+    mv: MvMemory,
+    slots: Vec<loom::sync::Mutex<MiniSlot>>,
+    log: std::sync::Mutex<Vec<Event>>,
+}
+
+/// A transaction's execution: its reads with their origins, its writes and its output, or the
+/// transaction it is blocked on.
+type Run = Result<(Vec<(Key, ReadOrigin)>, Vec<(Key, WriteOp)>, u64), u32>;
+
+impl Mini {
+    fn new(n: u32, batch: usize, always_write: bool, park: &[bool]) -> Self {
+        Mini {
+            n,
+            batch,
+            always_write,
+            park: (0..n as usize).map(|i| park.get(i).copied().unwrap_or(false)).collect(),
+            s: Scheduler::new(n as usize),
+            mv: MvMemory::new(1),
+            slots: (0..n).map(|_| loom::sync::Mutex::new(MiniSlot::default())).collect(),
+            log: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn push(&self, e: Event) {
+        self.log.lock().unwrap().push(e);
+    }
+
+    /// The VM, its reads going through `MvBase::read_base`.
+    fn vm(&self, version: Version) -> Run {
+        let txn = version.0;
+        if txn == 0 {
+            return Ok((Vec::new(), vec![(key(0), WriteOp::Put(Value::from_u64(1)))], 1));
+        }
+        let k = key(txn - 1);
+        let (value, origin) = match self.mv.read_for_execution(&k, txn) {
+            MvRead::Storage if self.park[txn as usize] => return Err(txn - 1),
+            MvRead::Storage => {
+                self.push(Event::ReadStorage(version));
+                (None, ReadOrigin::Storage)
+            }
+            MvRead::Version(t, i, v) => (v, ReadOrigin::Version(t, i)),
+            MvRead::Resolved(v) => (v.clone(), ReadOrigin::Resolved(v)),
+            MvRead::DeltaOverStorage(d) => {
+                let v = Some(apply_add(None, d));
+                (v.clone(), ReadOrigin::Resolved(v))
+            }
+            MvRead::Blocked(b) => return Err(b),
+        };
+        let reads = vec![(k, origin)];
+        match value.and_then(|v| v.as_u64()) {
+            Some(v) => Ok((reads, vec![(key(txn), WriteOp::Put(Value::from_u64(v + 1)))], v + 1)),
+            None if self.always_write => Ok((reads, vec![(key(txn), WriteOp::Put(Value::from_u64(1)))], 1)),
+            None => Ok((reads, Vec::new(), 0)),
+        }
+    }
+
+    /// `Block::execute`.
+    fn execute(&self, version: Version, pending: &mut usize) -> Option<Task> {
+        loop {
+            match self.vm(version) {
+                Err(blocking) => {
+                    if self.s.add_dependency_deferred(version.0, blocking, pending) {
+                        self.push(Event::Parked(version));
+                        return None;
+                    }
+                    // The blocking transaction finished meanwhile: run again at once.
+                }
+                Ok((reads, ops, output)) => {
+                    let revalidate = self.record(version, reads, ops, output);
+                    return self.s.finish_execution_deferred(version, revalidate, pending);
+                }
+            }
+        }
+    }
+
+    /// `Block::record`: the slot stays locked while the writes are published.
+    fn record(&self, version: Version, reads: Vec<(Key, ReadOrigin)>, ops: Vec<(Key, WriteOp)>, output: u64) -> bool {
+        let (txn, incarnation) = version;
+        self.push(Event::Record(version));
+        let mut slot = self.slots[txn as usize].lock().unwrap();
+        for old in &slot.write_keys {
+            if !ops.iter().any(|(k, _)| k == old) {
+                self.mv.remove(old, txn);
+            }
+        }
+        let mut revalidate = false;
+        let mut keys = Vec::new();
+        for (k, op) in ops {
+            let new = !slot.write_keys.contains(&k);
+            keys.push(k);
+            let read_above = self.mv.write(k, txn, incarnation, op);
+            self.push(Event::Write { version, new, read_above });
+            revalidate |= new && read_above;
+        }
+        slot.write_keys = keys;
+        slot.reads = reads;
+        slot.output = Some(output);
+        revalidate
+    }
+
+    /// `Block::reads_valid` (the committed state is empty).
+    fn reads_valid(&self, txn: u32) -> bool {
+        let slot = self.slots[txn as usize].lock().unwrap();
+        slot.reads.iter().all(|(k, origin)| {
+            let now = self.mv.read(k, txn);
+            match (origin, now) {
+                (ReadOrigin::Storage, MvRead::Storage) => true,
+                (ReadOrigin::Version(t, i), MvRead::Version(t2, i2, _)) => *t == t2 && *i == i2,
+                (ReadOrigin::Resolved(v), now) => {
+                    let now = match now {
+                        MvRead::Storage => Some(None),
+                        MvRead::Version(_, _, x) | MvRead::Resolved(x) => Some(x),
+                        MvRead::DeltaOverStorage(d) => Some(Some(apply_add(None, d))),
+                        MvRead::Blocked(_) => None,
+                    };
+                    now.as_ref() == Some(v)
+                }
+                _ => false,
+            }
+        })
+    }
+
+    /// `Block::validate`.
+    fn validate(&self, version: Version, pending: &mut usize) -> Option<Task> {
+        let txn = version.0;
+        self.push(Event::ValidateStart(version));
+        let valid = self.reads_valid(txn);
+        let aborted = !valid && self.s.try_validation_abort(version);
+        self.push(Event::Validated(version, valid));
+        if aborted {
+            let slot = self.slots[txn as usize].lock().unwrap();
+            for k in &slot.write_keys {
+                self.mv.mark_estimate(k, txn);
+            }
+        }
+        self.s.finish_validation_deferred(version, aborted, pending)
+    }
+
+    /// `Block::worker` (the idle back-off is one yield).
+    fn worker(&self) {
+        let mut pending = 0usize;
+        while !self.s.done() {
+            self.s.flush(&mut pending);
+            let (execute, lo, hi) = match self.s.next_batch(self.batch) {
+                Some(Batch::Execute(lo, hi)) => (true, lo, hi),
+                Some(Batch::Validate(lo, hi)) => (false, lo, hi),
+                None => {
+                    thread::yield_now();
+                    continue;
+                }
+            };
+            assert!(lo <= hi && hi <= self.n as usize, "batch [{lo}, {hi}) outside the block");
+            for idx in lo..hi {
+                let mut task = if execute { self.s.claim_execution(idx, &mut pending) } else { self.s.claim_validation(idx, &mut pending) };
+                // A task may lead to another for the same transaction.
+                while let Some(t) = task {
+                    task = match t {
+                        Task::Execute(v) => self.execute(v, &mut pending),
+                        Task::Validate(v) => self.validate(v, &mut pending),
+                    };
+                }
+            }
+        }
+        // Completions not yet applied still count as active tasks: the block cannot have been
+        // declared done while this worker held any.
+        assert_eq!(pending, 0, "the block was declared done with unflushed completions");
+    }
+
+    /// The end state must be sequential execution's, with each final incarnation validated
+    /// after it and every lower transaction's final incarnation ran; and every write of a key
+    /// new to its transaction must have seen a read above that was logged before it.
+    fn check(&self) -> Vec<Event> {
+        assert!(self.s.done());
+        let log = self.log.lock().unwrap().clone();
+        let at = |e: Event| log.iter().position(|f| *f == e);
+        let finals: Vec<u32> = (0..self.n).map(|t| self.s.status(t).0).collect();
+        for txn in 0..self.n {
+            let (inc, status) = self.s.status(txn);
+            assert_eq!(status, Status::Executed, "tx {txn} ends executed: {log:?}");
+            let runs = log.iter().filter(|e| **e == Event::Record((txn, inc))).count();
+            assert_eq!(runs, 1, "tx {txn}'s final incarnation {inc} ran once: {log:?}");
+            match self.mv.read(&key(txn), self.n) {
+                MvRead::Version(t, i, Some(v)) => {
+                    assert_eq!((t, i, v.as_u64()), (txn, inc, Some(txn as u64 + 1)), "key {txn}: {log:?}")
+                }
+                other => panic!("key {txn} ends as {other:?}: {log:?}"),
+            }
+            let slot = self.slots[txn as usize].lock().unwrap();
+            assert_eq!(slot.output, Some(txn as u64 + 1), "tx {txn}'s output: {log:?}");
+            if txn > 0 {
+                let want = vec![(key(txn - 1), ReadOrigin::Version(txn - 1, finals[txn as usize - 1]))];
+                assert_eq!(slot.reads, want, "tx {txn} read its predecessor's final write: {log:?}");
+            }
+            drop(slot);
+            let last_run = (0..=txn).map(|i| at(Event::Record((i, finals[i as usize]))).unwrap()).max().unwrap();
+            let validated = log.iter().enumerate().any(|(start, e)| {
+                *e == Event::ValidateStart((txn, inc)) && start > last_run && log[start..].contains(&Event::Validated((txn, inc), true))
+            });
+            assert!(validated, "tx {txn}'s final incarnation {inc} was not validated after the last runs: {log:?}");
+        }
+        for (i, e) in log.iter().enumerate() {
+            if let Event::Write { version, new: true, read_above } = *e {
+                let start = at(Event::Record(version)).unwrap();
+                let read_before = log[..start].iter().any(|f| matches!(f, Event::ReadStorage((t, _)) if *t == version.0 + 1));
+                assert!(read_above || !read_before, "write {i} missed a read of the committed state above: {log:?}");
+            }
+        }
+        log
+    }
+}
+
+/// Two production workers on an `n`-transaction chain; `look` sees each end state.
+fn run_production_workers(
+    n: u32,
+    batch: usize,
+    always_write: bool,
+    park: &'static [bool],
+    preemptions: usize,
+    look: impl Fn(&[Event], &Mini) + Sync + Send + 'static,
+) {
+    model(preemptions, move || {
+        let mini = Arc::new(Mini::new(n, batch, always_write, park));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let mini = mini.clone();
+                thread::spawn(move || mini.worker())
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let log = mini.check();
+        look(&log, &mini);
+    });
+}
+
+/// The interleaving had transaction `reader` read the committed state at its predecessor's key
+/// before that predecessor, on a later incarnation, wrote the key for the first time: the stale
+/// read must have been caught (`reader` re-executed, its final incarnation reading the final
+/// write, which `check` verifies), and the writer must have asked for re-validation.
+fn stale_read_caught(log: &[Event], mini: &Mini, reader: u32) -> bool {
+    let writer = reader - 1;
+    let Some(stale) = log.iter().position(|e| matches!(e, Event::ReadStorage((t, _)) if *t == reader)) else {
+        return false;
+    };
+    let Some(late) = log[stale..].iter().position(|e| matches!(e, Event::Record((t, i)) if *t == writer && *i > 0)) else {
+        return false;
+    };
+    let Event::ReadStorage(read) = log[stale] else { unreachable!() };
+    assert!(mini.s.status(reader).0 > read.1, "the stale read of {read:?} survived: {log:?}");
+    let Event::Record(wrote) = log[stale + late] else { unreachable!() };
+    assert!(
+        log.contains(&Event::Write { version: wrote, new: true, read_above: true }),
+        "{wrote:?} wrote a new key over a read above without asking for re-validation: {log:?}"
+    );
+    true
+}
+
+/// Two transactions, tx 1 reading what tx 0 writes (optimistically: a read of the committed
+/// state is caught by validation), on the deferred worker loop. Batches of one: with two, one
+/// worker would claim both transactions and run them in order.
+#[test]
+fn production_worker_two_transactions() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(2, 1, false, &[], 3, |_, mini| COV.count(mini.s.status(1).0 > 0));
+    COV.assert_reached("tx 1 re-executed");
+}
+
+/// Three transactions in batches of two: one worker claims tx 0 and tx 1 and runs them in
+/// order, the other tx 2, which reads tx 1's key, possibly before tx 1 wrote it. The last
+/// batches are clipped at the end of the block, and validation batches run ahead of execution.
+#[test]
+fn production_worker_three_transactions_batched() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(3, 2, false, &[], 3, |log, mini| {
+        COV.count(mini.s.status(2).0 > 0 && log.iter().any(|e| matches!(e, Event::Write { read_above: true, .. })))
+    });
+    COV.assert_reached("tx 2 re-executed after a write over its read");
+}
+
+/// Reader tracking after a validation abort, in batches of one: tx 1's first incarnation reads
+/// the committed state (tx 0 has not written yet), writes nothing and fails validation; tx 2
+/// has meanwhile read `key(1)` from the committed state. Tx 1's next incarnation writes `key(1)`
+/// for the first time: `write` must report the read above, and tx 2 must end re-executed on
+/// tx 1's value.
+#[test]
+fn reader_tracking_new_key_after_abort() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(3, 1, false, &[], 3, |log, mini| COV.count(stale_read_caught(log, mini, 2)));
+    COV.assert_reached("tx 2's stale read of tx 1's new key caught");
+}
+
+/// The same after a park: tx 1's first incarnation finds nothing at `key(0)` and parks on tx 0
+/// (as on an estimate), so it records nothing; its released incarnation writes `key(1)` for the
+/// first time, over tx 2's read of the committed state.
+#[test]
+fn reader_tracking_new_key_after_park() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(3, 1, false, &[false, true], 3, |log, mini| {
+        let parked = log.contains(&Event::Parked((1, 0)));
+        COV.count(stale_read_caught(log, mini, 2) && parked)
+    });
+    COV.assert_reached("tx 1 parked, tx 2's stale read of its new key caught");
+}
+
+/// Four transactions in batches of two (one worker claims tx 0 and 1, the other tx 2 and 3):
+/// tx 2 reads `key(1)` before tx 1 wrote it, writes nothing, and tx 3 (run right after it on
+/// the same worker) reads `key(2)` from the committed state; tx 2's re-execution writes `key(2)`
+/// for the first time over that read.
+#[test]
+fn reader_tracking_new_key_after_abort_batched() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(4, 2, false, &[], 2, |log, mini| COV.count(stale_read_caught(log, mini, 3)));
+    COV.assert_reached("tx 3's stale read of tx 2's new key caught");
+}
+
+/// Three transactions that always write, in batches of one: a re-execution rewrites the same
+/// key, so `revalidate` stays false and only the abort (its estimates and the validation
+/// pull-back) can send tx 2 back.
+#[test]
+fn production_worker_same_keys_on_reexecution() {
+    static COV: Coverage = Coverage::new();
+    run_production_workers(3, 1, true, &[], 3, |_, mini| COV.count(mini.s.status(1).0 > 0 && mini.s.status(2).0 > 0));
+    COV.assert_reached("tx 1 and tx 2 both re-executed");
 }
