@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 /// How long idle workers stay awake after a run, waiting for the next.
 pub const KEEP_WARM: Duration = Duration::from_micros(1500);
 
-/// A pool of worker threads that lives as long as its executor.
+/// A pool of worker threads that lives as long as its executor. A pool of `n` workers is the
+/// calling thread (worker 0, which starts at once) plus `n - 1` pool threads.
 pub struct WorkerPool {
     pool: rayon::ThreadPool,
+    threads: usize,
     /// Set when a run starts: workers spinning to stay warm return at once.
     stop_warm: Arc<AtomicBool>,
 }
@@ -32,26 +34,37 @@ impl std::fmt::Debug for WorkerPool {
 impl WorkerPool {
     /// A pool of `threads` workers (named `occam-exec-N`).
     pub fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("occam-exec-{i}")).build()?;
-        Ok(WorkerPool { pool, stop_warm: Arc::new(AtomicBool::new(true)) })
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads((threads - 1).max(1))
+            .thread_name(|i| format!("occam-exec-{}", i + 1))
+            .build()?;
+        Ok(WorkerPool { pool, threads, stop_warm: Arc::new(AtomicBool::new(true)) })
     }
 
-    /// Number of workers.
+    /// Number of workers, the calling thread included.
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.threads
     }
 
     /// Runs `f(worker, workers)` once for each worker (concurrently) and returns the results
-    /// in worker order. A one-thread pool runs `f(0, 1)` on the calling thread.
+    /// in worker order. Worker 0 is the calling thread, so one worker never leaves it.
     pub fn run<R: Send>(&self, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-        let n = self.threads();
+        let n = self.threads;
         if n == 1 {
             return vec![f(0, 1)];
         }
         self.stop_warm.store(true, Ordering::Release);
-        let out = self.pool.broadcast(|ctx| f(ctx.index(), ctx.num_threads()));
+        let results: Vec<parking_lot::Mutex<Option<R>>> = (0..n).map(|_| parking_lot::Mutex::new(None)).collect();
+        self.pool.in_place_scope(|scope| {
+            scope.spawn_broadcast(|_, ctx| {
+                let w = ctx.index() + 1;
+                *results[w].lock() = Some(f(w, n));
+            });
+            *results[0].lock() = Some(f(0, n));
+        });
         self.keep_warm();
-        out
+        results.into_iter().map(|r| r.into_inner().expect("every worker ran")).collect()
     }
 
     fn keep_warm(&self) {
