@@ -35,10 +35,8 @@ impl WorkerPool {
     /// A pool of `threads` workers (named `occam-exec-N`).
     pub fn new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
         let threads = threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads((threads - 1).max(1))
-            .thread_name(|i| format!("occam-exec-{}", i + 1))
-            .build()?;
+        let pool =
+            rayon::ThreadPoolBuilder::new().num_threads((threads - 1).max(1)).thread_name(|i| format!("occam-exec-{}", i + 1)).build()?;
         Ok(WorkerPool { pool, threads, stop_warm: Arc::new(AtomicBool::new(true)) })
     }
 
