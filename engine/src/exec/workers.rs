@@ -13,14 +13,25 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long idle workers stay awake after a run, waiting for the next.
+/// How long idle workers stay awake after a run, waiting for the next, unless the environment
+/// variable `OCCAM_KEEP_WARM_US` says otherwise (0 turns it off, for nodes that must not spin).
 pub const KEEP_WARM: Duration = Duration::from_micros(1500);
+
+/// [`KEEP_WARM`], or `OCCAM_KEEP_WARM_US` microseconds when that is set to a number ≤ 1 s.
+fn keep_warm_setting() -> Duration {
+    std::env::var("OCCAM_KEEP_WARM_US")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&us| us <= 1_000_000)
+        .map_or(KEEP_WARM, Duration::from_micros)
+}
 
 /// A pool of worker threads that lives as long as its executor. A pool of `n` workers is the
 /// calling thread (worker 0, which starts at once) plus `n - 1` pool threads.
 pub struct WorkerPool {
     pool: rayon::ThreadPool,
     threads: usize,
+    keep_warm: Duration,
     /// Set when a run starts: workers spinning to stay warm return at once.
     stop_warm: Arc<AtomicBool>,
 }
@@ -37,7 +48,7 @@ impl WorkerPool {
         let threads = threads.max(1);
         let pool =
             rayon::ThreadPoolBuilder::new().num_threads((threads - 1).max(1)).thread_name(|i| format!("occam-exec-{}", i + 1)).build()?;
-        Ok(WorkerPool { pool, threads, stop_warm: Arc::new(AtomicBool::new(true)) })
+        Ok(WorkerPool { pool, threads, keep_warm: keep_warm_setting(), stop_warm: Arc::new(AtomicBool::new(true)) })
     }
 
     /// Number of workers, the calling thread included.
@@ -66,10 +77,14 @@ impl WorkerPool {
     }
 
     fn keep_warm(&self) {
+        if self.keep_warm.is_zero() {
+            return;
+        }
+        let keep_warm = self.keep_warm;
         self.stop_warm.store(false, Ordering::Release);
         let stop = Arc::clone(&self.stop_warm);
         self.pool.spawn_broadcast(move |_| {
-            let deadline = Instant::now() + KEEP_WARM;
+            let deadline = Instant::now() + keep_warm;
             let mut spins = 0u32;
             while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
                 spins += 1;
