@@ -219,6 +219,9 @@ pub struct BenchReport {
     pub settings: BenchConfig,
     /// The emulated-cost calibration.
     pub calibration: Calibration,
+    /// How long idle workers spin between blocks, µs (`OCCAM_KEEP_WARM_US`).
+    #[serde(default)]
+    pub keep_warm_us: u64,
     /// One entry per run.
     pub results: Vec<RunResult>,
     /// Every disagreement with the reference (empty when all agree).
@@ -475,6 +478,7 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         machine: Machine::detect(),
         settings: cfg.clone(),
         calibration,
+        keep_warm_us: occam_engine::exec::keep_warm_setting().as_micros() as u64,
         results,
         mismatches,
     })

@@ -14,7 +14,7 @@ mod parallel;
 pub(crate) mod scheduler;
 mod sequential;
 pub(crate) mod workers;
-pub use workers::{WorkerPool, KEEP_WARM};
+pub use workers::{keep_warm_setting, WorkerPool, KEEP_WARM};
 
 pub use auto::{prefer_declared, AutoExecutor};
 pub use declared::{BlockAnalysis, DeclaredExecutor};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub const KEEP_WARM: Duration = Duration::from_micros(1500);
 
 /// [`KEEP_WARM`], or `OCCAM_KEEP_WARM_US` microseconds when that is set to a number ≤ 1 s.
-fn keep_warm_setting() -> Duration {
+pub fn keep_warm_setting() -> Duration {
     std::env::var("OCCAM_KEEP_WARM_US")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
