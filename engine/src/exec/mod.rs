@@ -234,6 +234,62 @@ mod tests {
         assert_eq!(run("parallel", 2, &spread).stats.path, ExecPath::Parallel);
     }
 
+    /// A block short enough to skip the probe, on one hot key plus a key of each transaction's
+    /// own: Block-STM may halt after the last transaction already executed, and must still
+    /// return the whole write set and leave nothing behind for the next block.
+    #[test]
+    fn a_late_halt_keeps_the_write_set_and_cleans_up() {
+        struct Hot;
+        impl Vm for Hot {
+            type Tx = u64;
+            type Output = u64;
+            fn execute<V: crate::vm::View>(&self, tx: &u64, view: &mut V) -> Result<u64, crate::vm::Interrupt> {
+                let hot = crate::key::Key::from_parts(1, 0, 0);
+                let v = view.read(&hot)?.and_then(|v| v.as_u64()).unwrap_or(0);
+                view.write(hot, crate::value::Value::from_u64(v + 1));
+                view.write(crate::key::Key::from_parts(2, *tx, 0), crate::value::Value::from_u64(v));
+                Ok(v)
+            }
+        }
+        let mut seq = executor_by_name::<Hot>("sequential", 1).unwrap();
+        let mut par = executor_by_name::<Hot>("parallel", 2).unwrap();
+        let (mut seq_state, mut par_state) = (CommittedState::new(), CommittedState::new());
+        for round in 0..600u64 {
+            let block: Vec<u64> = (round * 100..round * 100 + 64 + round % 8).collect();
+            let want = seq.execute_and_commit(&Hot, &mut seq_state, &block).unwrap();
+            let got = par.execute_and_commit(&Hot, &mut par_state, &block).unwrap();
+            assert_eq!(got.outputs, want.outputs, "round {round}");
+            assert_eq!(got.write_set.sorted(), want.write_set.sorted(), "round {round}: {:?}", got.stats);
+            assert_eq!(par_state.root(), seq_state.root(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_vm_is_reported_not_hung() {
+        struct Bomb;
+        impl Vm for Bomb {
+            type Tx = u32;
+            type Output = u32;
+            fn execute<V: crate::vm::View>(&self, tx: &u32, view: &mut V) -> Result<u32, crate::vm::Interrupt> {
+                let k = crate::key::Key::from_parts(1, u64::from(*tx % 3), 0);
+                let v = view.read(&k)?.and_then(|v| v.as_u64()).unwrap_or(0);
+                assert!(*tx != 77, "the VM failed");
+                view.write(k, crate::value::Value::from_u64(v + 1));
+                Ok(*tx)
+            }
+        }
+        let block: Vec<u32> = (0..200).collect();
+        let mut par = executor_by_name::<Bomb>("parallel", 3).unwrap();
+        let state = CommittedState::new();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| par.execute(&Bomb, &state, &block)));
+        assert!(caught.is_err(), "the panic reaches the caller");
+        // The executor is still usable, and exact, afterwards.
+        let fine: Vec<u32> = (0..50).filter(|t| *t != 77).collect();
+        let want = executor_by_name::<Bomb>("sequential", 1).unwrap().execute(&Bomb, &state, &fine).unwrap();
+        let got = par.execute(&Bomb, &state, &fine).unwrap();
+        assert_eq!(got.write_set.sorted(), want.write_set.sorted());
+    }
+
     #[test]
     fn independent_transactions_take_the_chains_with_singles() {
         let block = transfers((0..1_000).map(|i| (2 * i, 2 * i + 1)));

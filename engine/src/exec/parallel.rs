@@ -480,8 +480,17 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         let barrier = super::workers::SpinBarrier::new(threads);
         let (mv, empty) = (&self.mv, KeyMap::default());
         let finished = parking_lot::Mutex::new(started);
+        // A panicking VM must not leave the other workers waiting for a task that never
+        // finishes: halt, let everyone reach the barrier, and re-raise afterwards.
+        let panicked = parking_lot::Mutex::new(None);
         let results = super::workers::on_workers(&self.pool, |w, _| {
-            let stats = if n > 0 { block.worker() } else { WorkerStats::default() };
+            let run =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| if n > 0 { block.worker() } else { WorkerStats::default() }));
+            let stats = run.unwrap_or_else(|payload| {
+                block.scheduler.halt();
+                *panicked.lock() = Some(payload);
+                WorkerStats::default()
+            });
             barrier.wait();
             if block.scheduler.halted() {
                 return (stats, None);
@@ -491,6 +500,12 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             }
             (stats, Some(drain_shards(mv, w, threads, &empty, state, n as TxIndex)))
         });
+        if let Some(payload) = panicked.into_inner() {
+            // Leave the multi-version memory empty for the next block, then re-raise.
+            let _ = collect_writes(&self.pool, &self.mv, &self.overlay, state, 0);
+            std::panic::resume_unwind(payload);
+        }
+        let halted = self.scheduler.halted();
         let mut drained = Vec::with_capacity(threads);
         for (w, part) in results {
             stats.executions += w.executions;
@@ -502,7 +517,7 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
 
         // After a halt: keep the longest prefix that is executed and still valid.
         let mut prefix = n;
-        if self.scheduler.halted() {
+        if halted {
             prefix = 0;
             while prefix < n && self.scheduler.status(prefix as TxIndex).1 == Status::Executed && block.reads_valid(prefix as TxIndex) {
                 prefix += 1;
@@ -532,7 +547,10 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
             outputs.extend(tail);
         }
 
-        let write_set = if prefix == n {
+        // Workers drained the memory only if the block was not halted. After a halt it is
+        // drained here, below the valid prefix, even when that prefix is the whole block
+        // (a halt can come after the last transaction has already executed).
+        let write_set = if !halted {
             let merge_started = *finished.lock();
             stats.execute_ns = (merge_started - started).as_nanos() as u64;
             stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
