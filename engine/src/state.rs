@@ -311,7 +311,7 @@ impl CommittedState {
                 at += piece;
             }
         }
-        let buckets: Vec<Vec<Vec<(u32, u32)>>> = crate::exec::workers::on_workers(pool, |w, workers| {
+        let buckets: Vec<Vec<Vec<(u32, u32)>>> = pool.run(|w, workers| {
             let mut mine: Vec<Vec<(u32, u32)>> = vec![Vec::new(); groups];
             for &(s, lo, hi) in units.iter().skip(w).step_by(workers) {
                 for (i, (k, _)) in writes.segments[s as usize][lo as usize..hi as usize].iter().enumerate() {
@@ -332,7 +332,7 @@ impl CommittedState {
     /// group per worker of `pool`.
     fn apply_groups(&mut self, pool: &WorkerPool, group_len: usize, f: impl Fn(usize, &mut [Partition]) + Sync) {
         let groups: Vec<parking_lot::Mutex<&mut [Partition]>> = self.parts.chunks_mut(group_len).map(parking_lot::Mutex::new).collect();
-        crate::exec::workers::on_workers(pool, |w, workers| {
+        pool.run(|w, workers| {
             for g in (w..groups.len()).step_by(workers) {
                 f(g, &mut groups[g].lock());
             }

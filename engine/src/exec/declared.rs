@@ -210,7 +210,7 @@ impl Analyzer {
             }
             critical = critical.max(depth);
         }
-        critical as usize * 4 >= m * 3
+        super::looks_like_one_chain(critical as usize, m)
     }
 
     /// Step 1, for worker `w`: the declared keys of its slice of the block, each key hashed
@@ -483,11 +483,6 @@ impl DeclaredExecutor {
         }
     }
 
-    /// The analysis of the last block (empty before the first).
-    pub fn last_analysis(&self) -> BlockAnalysis {
-        self.analysis.read().clone()
-    }
-
     /// Executes `txs` on the Block-STM path (no declarations needed).
     pub fn execute_block_stm<V: Vm>(&mut self, vm: &V, state: &CommittedState, txs: &[V::Tx]) -> Result<BlockOutput<V::Output>, ExecError> {
         BlockExecutor::<V>::execute(&mut self.fallback, vm, state, txs)
@@ -572,7 +567,7 @@ impl DeclaredExecutor {
         let outputs: Vec<std::sync::OnceLock<V::Output>> = (0..n).map(|_| std::sync::OnceLock::new()).collect();
         let (analyzer, analysis, overlays) = (&self.analyzer, &self.analysis, &self.overlays);
         let exec_started = parking_lot::Mutex::new(started);
-        let segments = super::workers::on_workers(&self.pool, |w, _| {
+        let segments = self.pool.run(|w, _| {
             analyzer.collect_keys(w, workers, vm, txs, slice_len);
             barrier.wait();
             analyzer.find_edges(w);

@@ -105,22 +105,6 @@ pub struct ExecStats {
     pub merge_ns: u64,
 }
 
-impl ExecStats {
-    /// Executions beyond one per transaction.
-    pub fn reexecutions(&self, txs: usize) -> u64 {
-        self.executions.saturating_sub(txs as u64)
-    }
-
-    /// Adds `o`'s counters to `self` (the path of `o` wins if it is not sequential).
-    pub fn merge(&mut self, o: &ExecStats) {
-        self.executions += o.executions;
-        self.validations += o.validations;
-        self.failed_validations += o.failed_validations;
-        self.suspensions += o.suspensions;
-        self.sequential_tail += o.sequential_tail;
-    }
-}
-
 /// What executing a block produced.
 #[derive(Clone, Debug)]
 pub struct BlockOutput<O> {
@@ -176,6 +160,12 @@ pub fn executor_by_name<V: Vm + 'static>(name: &str, threads: usize) -> Result<B
         "auto" => Box::new(AutoExecutor::new(worker_pool(threads)?)),
         other => return Err(ExecError::UnknownExecutor(other.to_string())),
     })
+}
+
+/// The contention probes' verdict: `critical_path` transactions of the `probed` form a chain
+/// long enough (three quarters) that the block is treated as one dependency chain.
+pub(crate) fn looks_like_one_chain(critical_path: usize, probed: usize) -> bool {
+    critical_path * 4 >= probed * 3
 }
 
 pub(crate) fn check_block_len(n: usize) -> Result<(), ExecError> {

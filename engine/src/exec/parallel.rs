@@ -374,7 +374,7 @@ impl Probe {
             }
             outputs.push(out);
         }
-        if (critical as usize) * 4 < PROBE_TXS * 3 {
+        if !super::looks_like_one_chain(critical as usize, PROBE_TXS) {
             return Ok(None);
         }
         let rest = (PROBE_TXS as u32..).zip(&txs[PROBE_TXS..]);
@@ -483,7 +483,7 @@ impl<V: Vm> BlockExecutor<V> for ParallelExecutor {
         // A panicking VM must not leave the other workers waiting for a task that never
         // finishes: halt, let everyone reach the barrier, and re-raise afterwards.
         let panicked = parking_lot::Mutex::new(None);
-        let results = super::workers::on_workers(&self.pool, |w, _| {
+        let results = self.pool.run(|w, _| {
             let run =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| if n > 0 { block.worker() } else { WorkerStats::default() }));
             let stats = run.unwrap_or_else(|payload| {
@@ -597,7 +597,7 @@ fn drain_shards(
 fn collect_writes(pool: &WorkerPool, mv: &MvMemory, overlay: &KeyMap<Option<Value>>, state: &CommittedState, below: TxIndex) -> WriteSet {
     let threads = pool.threads();
     // Each worker splits what it drains by commit group, so the commit skips its bucketing.
-    let parts = super::workers::on_workers(pool, |w, _| drain_shards(mv, w, threads, overlay, state, below));
+    let parts = pool.run(|w, _| drain_shards(mv, w, threads, overlay, state, below));
     let mut parts = parts;
     if !overlay.is_empty() {
         let mut tail: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); threads];

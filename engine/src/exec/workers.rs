@@ -108,12 +108,7 @@ impl Drop for WorkerPool {
 /// Spin iterations before a barrier waiter goes to sleep (a few microseconds).
 const SPINS: u32 = 4096;
 
-/// [`WorkerPool::run`].
-pub(crate) fn on_workers<R: Send>(pool: &WorkerPool, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-    pool.run(f)
-}
-
-/// A reusable barrier for the `n` workers of one [`on_workers`] call. Spins briefly (the
+/// A reusable barrier for the `n` workers of one [`WorkerPool::run`] call. Spins briefly (the
 /// common case: workers arrive within microseconds of each other), then sleeps on a condition
 /// variable, so that more workers than cores do not starve the ones still working.
 pub(crate) struct SpinBarrier {
@@ -174,7 +169,7 @@ mod tests {
             let pool = WorkerPool::new(threads).unwrap();
             let barrier = SpinBarrier::new(threads);
             let phase_sum = AtomicU64::new(0);
-            let seen: Vec<Vec<u64>> = on_workers(&pool, |_, n| {
+            let seen: Vec<Vec<u64>> = pool.run(|_, n| {
                 let mut seen = Vec::new();
                 for phase in 0..50u64 {
                     phase_sum.fetch_add(phase, Ordering::Relaxed);
