@@ -127,8 +127,26 @@ pub type Segment = Vec<(Key, Option<Value>)>;
 /// (one per committing thread).
 #[inline]
 pub fn group_of(key: &Key, groups: usize) -> usize {
-    partition_of(key) / PARTITIONS.div_ceil(groups.clamp(1, PARTITIONS))
+    GROUP_OF[groups.clamp(1, PARTITIONS)][partition_of(key)] as usize
 }
+
+/// `GROUP_OF[groups][partition]`: `partition / ceil(PARTITIONS / groups)`, tabulated at compile
+/// time because [`group_of`] runs once per written key and an integer division by a run-time
+/// value costs more than the rest of it.
+const GROUP_OF: [[u8; PARTITIONS]; PARTITIONS + 1] = {
+    let mut t = [[0u8; PARTITIONS]; PARTITIONS + 1];
+    let mut groups = 1;
+    while groups <= PARTITIONS {
+        let len = PARTITIONS.div_ceil(groups);
+        let mut p = 0;
+        while p < PARTITIONS {
+            t[groups][p] = (p / len) as u8;
+            p += 1;
+        }
+        groups += 1;
+    }
+    t
+};
 
 impl WriteSet {
     /// A write set of one segment.

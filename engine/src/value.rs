@@ -110,10 +110,16 @@ impl WriteOp {
     /// Resolves the op against the value below it.
     #[inline]
     pub fn resolve(&self, base: Option<&Value>) -> Option<Value> {
+        self.resolve_with(|| base)
+    }
+
+    /// Like [`WriteOp::resolve`], looking the value below up only for an `Add`.
+    #[inline]
+    pub fn resolve_with<'a>(&self, base: impl FnOnce() -> Option<&'a Value>) -> Option<Value> {
         match self {
             WriteOp::Put(v) => Some(v.clone()),
             WriteOp::Delete => None,
-            WriteOp::Add(d) => Some(apply_add(base, *d)),
+            WriteOp::Add(d) => Some(apply_add(base(), *d)),
         }
     }
 

@@ -631,6 +631,28 @@ fn clamp(s: Step, keys: u64) -> Step {
 
 /// One transaction reads a key it declared under a wrong name; everything else is exact.
 /// The wrong declaration hides a real conflict: the chains it produces would read stale data.
+/// Far more distinct keys per block than the declared analysis's first guess (two per
+/// transaction): its touch table must grow and the scan start over, on one worker (where the
+/// key count is only known at the end) and on several. Every 7th transaction also reads a
+/// key of the one before, so the chains are not all singles.
+#[test]
+fn many_distinct_keys_per_transaction() {
+    let block: Vec<ScriptTx> = (0..3_000u64)
+        .map(|t| {
+            let mut steps: Vec<Step> = (0..24).map(|j| Step::Add(t * 24 + j, t + j)).collect();
+            if t % 7 == 0 && t > 0 {
+                steps.push(Step::Copy((t - 1) * 24, t * 24 + 23));
+            }
+            ScriptTx { steps, decl: Decl::Exact }
+        })
+        .collect();
+    let genesis = script_genesis(64);
+    for threads in [1, 2, 4] {
+        let (_, stats) = check_executors(&ScriptVm, &genesis, std::slice::from_ref(&block), &["declared"], threads);
+        assert_eq!(paths(&stats, "declared"), [ExecPath::Declared], "x{threads}");
+    }
+}
+
 #[test]
 fn wrong_declaration_hiding_a_conflict() {
     let genesis = script_genesis(4);

@@ -13,6 +13,7 @@ use crate::key::{Key, KeyMap};
 use crate::sync::Mutex;
 use crate::value::{apply_add, Value, WriteOp};
 use crate::vm::TxIndex;
+use crossbeam_utils::CachePadded;
 
 /// Incarnation number of a transaction execution.
 pub type Incarnation = u32;
@@ -67,7 +68,9 @@ type Shard = KeyMap<KeyState>;
 
 /// The multi-version memory of one block.
 pub struct MvMemory {
-    shards: Vec<Mutex<Shard>>,
+    /// Each shard on its own cache lines, so that workers locking neighbouring shards do not
+    /// contend for one line.
+    shards: Vec<CachePadded<Mutex<Shard>>>,
     mask: usize,
 }
 
@@ -75,7 +78,7 @@ impl MvMemory {
     /// A memory with `shards` shards (rounded up to a power of two).
     pub fn new(shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        MvMemory { shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(), mask: n - 1 }
+        MvMemory { shards: (0..n).map(|_| CachePadded::new(Mutex::new(Shard::default()))).collect(), mask: n - 1 }
     }
 
     #[inline]
