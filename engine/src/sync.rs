@@ -61,6 +61,38 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A condition variable paired with [`Mutex`].
+#[derive(Debug, Default)]
+pub(crate) struct Condvar {
+    #[cfg(loom)]
+    inner: loom::sync::Condvar,
+    #[cfg(not(loom))]
+    inner: parking_lot::Condvar,
+}
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Releases `guard`, waits for a notification (or a spurious wake-up) and locks again.
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        #[cfg(loom)]
+        return self.inner.wait(guard).expect("loom mutex poisoned");
+        #[cfg(not(loom))]
+        {
+            let mut guard = guard;
+            self.inner.wait(&mut guard);
+            guard
+        }
+    }
+
+    /// Wakes every waiter.
+    pub(crate) fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+}
+
 /// Spin hint for busy-wait loops; loom needs an explicit yield to make progress.
 #[inline]
 pub(crate) fn spin_hint() {

@@ -27,12 +27,16 @@
 //!   sequential execution would, no worker may see it done with unflushed completions, and a
 //!   committed-state read made stale by a later incarnation's first write of a key (after a
 //!   validation abort or a park) must always be caught.
+//! - `worker_pool_*`: the pool's hand-off of a borrowed closure to its threads (epoch, job
+//!   slot, done count) and their parking: every worker runs each run's closure exactly once,
+//!   the caller returns only after all of them, and a parked thread is never left asleep
+//!   through a run.
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
-use occam_engine::exec::loom_api::{Batch, MvMemory, MvRead, ReadOrigin, Scheduler, Status, Task, Version};
+use occam_engine::exec::loom_api::{Batch, MvMemory, MvRead, ReadOrigin, Scheduler, Status, Task, Version, WorkerPool};
 use occam_engine::key::Key;
 use occam_engine::value::{apply_add, Value, WriteOp};
 
@@ -948,4 +952,33 @@ fn production_worker_same_keys_on_reexecution() {
     static COV: Coverage = Coverage::new();
     run_production_workers(3, 1, true, &[], 3, |_, mini| COV.count(mini.s.status(1).0 > 0 && mini.s.status(2).0 > 0));
     COV.assert_reached("tx 1 and tx 2 both re-executed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) The worker pool
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `rounds` runs on a pool of `threads` workers that park at once (no keep-warm spin).
+fn pool_model(threads: usize, rounds: usize) {
+    let pool = WorkerPool::with_keep_warm(threads, std::time::Duration::ZERO).expect("pool");
+    for round in 0..rounds {
+        // A borrowed counter: every worker must have run before `run` returns.
+        let hits = loom::sync::atomic::AtomicUsize::new(0);
+        let out = pool.run(|w, n| {
+            hits.fetch_add(1, SeqCst);
+            w * 10 + n * 100 + round
+        });
+        assert_eq!(hits.load(SeqCst), threads);
+        assert_eq!(out, (0..threads).map(|w| w * 10 + threads * 100 + round).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn worker_pool_two_runs_one_thread() {
+    model(3, || pool_model(2, 2));
+}
+
+#[test]
+fn worker_pool_one_run_two_threads() {
+    model(2, || pool_model(3, 1));
 }

@@ -22,6 +22,8 @@ use crate::state::{CommittedState, WriteSet};
 use crate::value::Value;
 use crate::vm::{BaseRead, BufferedView, Interrupt, TxIndex, Vm};
 use crossbeam_utils::CachePadded;
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -653,7 +655,9 @@ impl DeclaredExecutor {
     }
 
     /// One pass of the workers: steps 1 and 2 of the analysis in parallel, step 3 on worker 0,
-    /// the choice, then the chains — separated by spin barriers.
+    /// the choice, then the chains, then the outputs moved into place — separated by spin
+    /// barriers. A panic in the VM (or anywhere in the pass) stops the chains, lets every
+    /// worker through the remaining barriers and is re-raised once all have finished.
     fn pass<V: Vm>(
         &mut self,
         vm: &V,
@@ -667,96 +671,79 @@ impl DeclaredExecutor {
         let barrier = super::workers::SpinBarrier::new(workers);
         let proceed = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
+        let panicked = parking_lot::Mutex::new(None);
+        // Runs one phase of a worker; a panic fails the block and is kept for the caller.
+        let guarded = |phase: &mut dyn FnMut()| {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(phase)) {
+                failed.store(true, Relaxed);
+                panicked.lock().get_or_insert(payload);
+            }
+        };
         let next_item = AtomicUsize::new(0);
         let outputs: Vec<std::sync::OnceLock<V::Output>> = (0..n).map(|_| std::sync::OnceLock::new()).collect();
+        // The block's outputs, moved into place by the workers, a contiguous chunk each.
+        let mut merged: Vec<V::Output> = Vec::with_capacity(n);
+        let chunk = n.div_ceil(workers).max(1);
+        let chunks: Vec<parking_lot::Mutex<&mut [MaybeUninit<V::Output>]>> =
+            merged.spare_capacity_mut()[..n].chunks_mut(chunk).map(parking_lot::Mutex::new).collect();
+        let filled = AtomicUsize::new(0);
         let (analyzer, analysis, overlays) = (&self.analyzer, &self.analysis, &self.overlays);
         let exec_started = parking_lot::Mutex::new(started);
+        let exec_finished = parking_lot::Mutex::new(started);
         let segments = self.pool.run(|w, _| {
             if workers > SHARED_SCAN_MAX_WORKERS {
-                analyzer.collect_keys(w, workers, vm, txs);
+                guarded(&mut || analyzer.collect_keys(w, workers, vm, txs));
                 barrier.wait();
             }
-            analyzer.find_edges(w, workers, vm, txs);
+            guarded(&mut || analyzer.find_edges(w, workers, vm, txs));
             barrier.wait();
             if w == 0 {
-                let mut a = analysis.write();
-                analyzer.builder.lock().build(analyzer.complete(workers), &analyzer.scratch, n, &mut a);
-                a.analysis_ns = started.elapsed().as_nanos() as u64;
-                proceed.store(a.complete && choose(&a), Relaxed);
+                guarded(&mut || {
+                    let mut a = analysis.write();
+                    analyzer.builder.lock().build(analyzer.complete(workers), &analyzer.scratch, n, &mut a);
+                    a.analysis_ns = started.elapsed().as_nanos() as u64;
+                    proceed.store(!failed.load(Relaxed) && a.complete && choose(&a), Relaxed);
+                });
                 *exec_started.lock() = std::time::Instant::now();
             }
             barrier.wait();
             if !proceed.load(Relaxed) {
                 return Vec::new();
             }
-            let a = analysis.read();
-            let mut overlay = overlays[w].lock();
-            overlay.clear();
             // Writes of single transactions go straight to their commit group's segment.
             let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
-            // Runs transaction `i`: a linked one over this worker's overlay, a single one over
-            // the committed state alone. False if it broke its declaration.
-            let mut declared = Vec::new();
-            let mut run = |i: TxIndex, single: bool| -> bool {
-                // The declarations again (cheaper than keeping them from the analysis), to
-                // catch a transaction touching a key it did not declare.
-                declared.clear();
-                if !vm.declared_keys(&txs[i as usize], &mut declared) {
-                    return false;
+            guarded(&mut || {
+                let a = analysis.read();
+                let mut overlay = overlays[w].lock();
+                overlay.clear();
+                execute_chains(vm, state, txs, &a, &mut overlay, &mut segs, &outputs, &next_item, &failed);
+                // Each worker hands over its writes already split by commit partition group, so
+                // the commit can skip its bucketing round.
+                for (k, v) in overlay.drain() {
+                    segs[crate::state::group_of(&k, workers)].push((k, v));
                 }
-                let declared = &declared[..];
-                let base = ChainBase { overlay: (!single).then_some(&*overlay), state, declared, undeclared: false };
-                let mut view = BufferedView::new(base);
-                let out = vm.execute(&txs[i as usize], &mut view);
-                let BufferedView { base, mut writes } = view;
-                let ops = writes.take();
-                let Ok(out) = out else { return false };
-                if base.undeclared || ops.iter().any(|(k, _)| !declared.contains(k)) {
-                    return false;
-                }
-                for (key, op) in ops {
-                    if single {
-                        let value = op.resolve_with(|| state.get(&key));
-                        segs[crate::state::group_of(&key, workers)].push((key, value));
-                        continue;
-                    }
-                    let value = op.resolve_with(|| match overlay.get(&key) {
-                        Some(v) => v.as_ref(),
-                        None => state.get(&key),
-                    });
-                    overlay.insert(key, value);
-                }
-                let _ = outputs[i as usize].set(out);
-                true
-            };
-            // Work items: batches of linked chains (largest first), then ranges of singles.
-            let chain_batches = a.batches.len().saturating_sub(1);
-            let single_ranges = if a.singles > 0 { n.div_ceil(SINGLES_RANGE) } else { 0 };
-            loop {
-                let item = next_item.fetch_add(1, Relaxed);
-                if failed.load(Relaxed) || item >= chain_batches + single_ranges {
-                    break;
-                }
-                let ok = if item < chain_batches {
-                    let chains = &a.chains[a.batches[item] as usize..a.batches[item + 1] as usize];
-                    chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i, false)))
-                } else {
-                    let lo = (item - chain_batches) * SINGLES_RANGE;
-                    let hi = (lo + SINGLES_RANGE).min(n);
-                    (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex, true))
-                };
-                if !ok {
-                    failed.store(true, Relaxed);
-                    break;
-                }
+            });
+            barrier.wait();
+            if w == 0 {
+                *exec_finished.lock() = std::time::Instant::now();
             }
-            // Each worker hands over its writes already split by commit partition group, so
-            // the commit can skip its bucketing round.
-            for (k, v) in overlay.drain() {
-                segs[crate::state::group_of(&k, workers)].push((k, v));
+            if !failed.load(Relaxed) {
+                guarded(&mut || {
+                    if let Some(mine) = chunks.get(w) {
+                        let mut mine = mine.lock();
+                        for (slot, out) in mine.iter_mut().zip(&outputs[w * chunk..]) {
+                            slot.write(out.get().expect("every transaction ran").clone());
+                        }
+                        filled.fetch_add(mine.len(), Relaxed);
+                    }
+                });
             }
             segs
         });
+        drop(chunks);
+        if let Some(payload) = panicked.into_inner() {
+            resume_unwind(payload);
+        }
         let a = self.analysis.read();
         if !a.complete {
             return Pass::Incomplete;
@@ -767,13 +754,91 @@ impl DeclaredExecutor {
         if failed.load(Relaxed) {
             return Pass::Broken;
         }
-        let merge_started = std::time::Instant::now();
-        let outputs: Vec<V::Output> = outputs.into_iter().map(|o| o.into_inner().expect("every transaction ran")).collect();
+        assert_eq!(filled.into_inner(), n, "every output moved into place");
+        // SAFETY: the first `n` slots of the spare capacity were split into `chunks`, and the
+        // workers wrote every slot of every chunk (`filled` counts them: `n`, checked above)
+        // before `pool.run` returned.
+        unsafe { merged.set_len(n) };
+        let finished = *exec_finished.lock();
         let mut stats = self.stats(ExecPath::Declared, &a);
         stats.executions = n as u64;
-        stats.execute_ns = (merge_started - *exec_started.lock()).as_nanos() as u64;
-        stats.merge_ns = merge_started.elapsed().as_nanos() as u64;
-        Pass::Done(BlockOutput { outputs, write_set: WriteSet::from_grouped(segments, workers), stats })
+        stats.execute_ns = (finished - *exec_started.lock()).as_nanos() as u64;
+        stats.merge_ns = finished.elapsed().as_nanos() as u64;
+        Pass::Done(BlockOutput { outputs: merged, write_set: WriteSet::from_grouped(segments, workers), stats })
+    }
+}
+
+/// The chains part of a worker's pass: takes work items (batches of linked chains, largest
+/// first, then ranges of singles) until none is left or the block has failed. A linked
+/// transaction runs over the worker's `overlay`, a single one over the committed state alone,
+/// its writes going straight to `segs`. Sets `failed` when a transaction touches a key it did
+/// not declare (or declares nothing now).
+#[allow(clippy::too_many_arguments)]
+fn execute_chains<V: Vm>(
+    vm: &V,
+    state: &CommittedState,
+    txs: &[V::Tx],
+    a: &BlockAnalysis,
+    overlay: &mut KeyMap<Option<Value>>,
+    segs: &mut [Vec<(Key, Option<Value>)>],
+    outputs: &[std::sync::OnceLock<V::Output>],
+    next_item: &AtomicUsize,
+    failed: &AtomicBool,
+) {
+    let n = txs.len();
+    let groups = segs.len();
+    let mut declared = Vec::new();
+    let mut run = |i: TxIndex, single: bool| -> bool {
+        // The declarations again (cheaper than keeping them from the analysis), to catch a
+        // transaction touching a key it did not declare.
+        declared.clear();
+        if !vm.declared_keys(&txs[i as usize], &mut declared) {
+            return false;
+        }
+        let declared = &declared[..];
+        let base = ChainBase { overlay: (!single).then_some(&*overlay), state, declared, undeclared: false };
+        let mut view = BufferedView::new(base);
+        let out = vm.execute(&txs[i as usize], &mut view);
+        let BufferedView { base, mut writes } = view;
+        let ops = writes.take();
+        let Ok(out) = out else { return false };
+        if base.undeclared || ops.iter().any(|(k, _)| !declared.contains(k)) {
+            return false;
+        }
+        for (key, op) in ops {
+            if single {
+                let value = op.resolve_with(|| state.get(&key));
+                segs[crate::state::group_of(&key, groups)].push((key, value));
+                continue;
+            }
+            let value = op.resolve_with(|| match overlay.get(&key) {
+                Some(v) => v.as_ref(),
+                None => state.get(&key),
+            });
+            overlay.insert(key, value);
+        }
+        let _ = outputs[i as usize].set(out);
+        true
+    };
+    let chain_batches = a.batches.len().saturating_sub(1);
+    let single_ranges = if a.singles > 0 { n.div_ceil(SINGLES_RANGE) } else { 0 };
+    loop {
+        let item = next_item.fetch_add(1, Relaxed);
+        if failed.load(Relaxed) || item >= chain_batches + single_ranges {
+            return;
+        }
+        let ok = if item < chain_batches {
+            let chains = &a.chains[a.batches[item] as usize..a.batches[item + 1] as usize];
+            chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i, false)))
+        } else {
+            let lo = (item - chain_batches) * SINGLES_RANGE;
+            let hi = (lo + SINGLES_RANGE).min(n);
+            (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex, true))
+        };
+        if !ok {
+            failed.store(true, Relaxed);
+            return;
+        }
     }
 }
 

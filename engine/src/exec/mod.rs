@@ -175,12 +175,13 @@ pub(crate) fn check_block_len(n: usize) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// The scheduler and multi-version memory, exposed for the loom models in `tests/loom.rs`.
+/// The scheduler, multi-version memory and worker pool, exposed for the loom models in `tests/loom.rs`.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
     pub use super::mvmemory::{Incarnation, MvMemory, MvRead, ReadOrigin};
     pub use super::scheduler::{Batch, Scheduler, Status, Task, Version};
+    pub use super::workers::WorkerPool;
     pub use crate::value::{Value, WriteOp};
     pub use crate::vm::TxIndex;
 }
@@ -278,6 +279,47 @@ mod tests {
         let want = executor_by_name::<Bomb>("sequential", 1).unwrap().execute(&Bomb, &state, &fine).unwrap();
         let got = par.execute(&Bomb, &state, &fine).unwrap();
         assert_eq!(got.write_set.sorted(), want.write_set.sorted());
+    }
+
+    /// The same for the declared-keys pass, whose workers meet at barriers: a VM panicking in
+    /// `declared_keys` (during the analysis) or in `execute` (during the chains) must reach
+    /// the caller, not leave the other workers at a barrier.
+    #[test]
+    fn a_panicking_declaring_vm_is_reported_not_hung() {
+        struct Bomb {
+            in_declaration: bool,
+        }
+        impl Vm for Bomb {
+            type Tx = u32;
+            type Output = u32;
+            fn execute<V: crate::vm::View>(&self, tx: &u32, view: &mut V) -> Result<u32, crate::vm::Interrupt> {
+                let k = crate::key::Key::from_parts(1, u64::from(*tx % 50), 0);
+                let v = view.read(&k)?.and_then(|v| v.as_u64()).unwrap_or(0);
+                assert!(self.in_declaration || *tx != 777, "the VM failed");
+                view.write(k, crate::value::Value::from_u64(v + 1));
+                Ok(*tx)
+            }
+            fn declared_keys(&self, tx: &u32, keys: &mut Vec<crate::key::Key>) -> bool {
+                assert!(!self.in_declaration || *tx != 777, "the declaration failed");
+                keys.push(crate::key::Key::from_parts(1, u64::from(*tx % 50), 0));
+                true
+            }
+        }
+        let block: Vec<u32> = (0..2_000).collect();
+        let fine: Vec<u32> = (0..500).collect();
+        let state = CommittedState::new();
+        for in_declaration in [false, true] {
+            let vm = Bomb { in_declaration };
+            let want = executor_by_name::<Bomb>("sequential", 1).unwrap().execute(&vm, &state, &fine).unwrap();
+            for name in ["declared", "auto"] {
+                let mut exec = executor_by_name::<Bomb>(name, 3).unwrap();
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec.execute(&vm, &state, &block)));
+                assert!(caught.is_err(), "{name}: the panic reaches the caller");
+                let got = exec.execute(&vm, &state, &fine).unwrap();
+                assert_eq!(got.outputs, want.outputs, "{name}");
+                assert_eq!(got.write_set.sorted(), want.write_set.sorted(), "{name}");
+            }
+        }
     }
 
     #[test]
