@@ -24,7 +24,10 @@ use crate::vm::{BaseRead, BufferedView, Interrupt, TxIndex, Vm};
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 
 /// The chain structure of a block, from its declared keys.
@@ -36,9 +39,6 @@ pub struct BlockAnalysis {
     chains: Vec<(u32, u32)>,
     /// Batches of consecutive chains handed to a worker at once: `chains[batches[b]..batches[b + 1]]`.
     batches: Vec<u32>,
-    /// Bit `i` set if transaction `i` shares a key with another one. Only those are in
-    /// `order` and `chains`; the others ("singles") are chains of one, run from index ranges.
-    linked: Vec<u64>,
     /// Number of single transactions.
     singles: u32,
     /// Longest dependency path through the block.
@@ -62,10 +62,6 @@ impl BlockAnalysis {
     pub fn largest_chain(&self) -> usize {
         self.chains.first().map_or(usize::from(self.singles > 0), |c| c.1 as usize)
     }
-
-    fn is_linked(&self, i: usize) -> bool {
-        self.linked[i / 64] & (1 << (i % 64)) != 0
-    }
 }
 
 /// Transactions the contention probe looks at before the full analysis.
@@ -86,8 +82,6 @@ struct AnalysisScratch {
     last_toucher: TouchTable,
     /// `(later, earlier)`: two transactions touching a common key, `earlier` the previous toucher.
     edges: Vec<(TxIndex, TxIndex)>,
-    /// False if a transaction this worker read declared nothing.
-    complete: bool,
     /// One transaction's declared keys.
     keys: Vec<Key>,
 }
@@ -192,8 +186,6 @@ const PREFETCH_AHEAD: usize = 16;
 struct SliceKeys {
     /// Keys of one transaction at a time.
     keys: Vec<Key>,
-    /// False if a transaction declared nothing.
-    complete: bool,
     /// Per worker of step 2, the `(transaction, key hash)` pairs whose key it owns.
     owned: Vec<Vec<(TxIndex, u64)>>,
 }
@@ -229,6 +221,12 @@ struct Analyzer {
     scratch: Vec<CachePadded<parking_lot::Mutex<AnalysisScratch>>>,
     slices: Vec<CachePadded<parking_lot::Mutex<SliceKeys>>>,
     builder: parking_lot::Mutex<ChainBuilder>,
+    /// Bit `i` set if transaction `i` shares a key with another one, filled in step 2. Only
+    /// those are in the chains; the others ("singles") are chains of one, run from index
+    /// ranges — which the workers start on while worker 0 builds the chains.
+    linked: Vec<AtomicU64>,
+    /// Set when some transaction declared nothing.
+    incomplete: AtomicBool,
 }
 
 impl Analyzer {
@@ -265,16 +263,15 @@ impl Analyzer {
     fn collect_keys<V: Vm>(&self, w: usize, workers: usize, vm: &V, txs: &[V::Tx]) {
         let slice_len = txs.len().div_ceil(workers).max(1);
         let mut slice = self.slices[w].lock();
-        let SliceKeys { keys, complete, owned } = &mut *slice;
+        let SliceKeys { keys, owned } = &mut *slice;
         owned.resize_with(workers, Vec::new);
         owned.iter_mut().for_each(Vec::clear);
-        *complete = true;
         let lo = (w * slice_len).min(txs.len());
         let hi = (lo + slice_len).min(txs.len());
         for (i, tx) in (lo..hi).zip(&txs[lo..hi]) {
             keys.clear();
             if !vm.declared_keys(tx, keys) {
-                *complete = false;
+                self.incomplete.store(true, Relaxed);
                 return;
             }
             for k in keys.iter() {
@@ -289,13 +286,13 @@ impl Analyzer {
     /// from the block when the workers are few enough to each read all of it.
     fn find_edges<V: Vm>(&self, w: usize, workers: usize, vm: &V, txs: &[V::Tx]) {
         let mut s = self.scratch[w].lock();
-        let AnalysisScratch { last_toucher, edges, complete, keys } = &mut *s;
+        let AnalysisScratch { last_toucher, edges, keys } = &mut *s;
         edges.clear();
-        *complete = true;
+        let linked = &self.linked[..];
         if workers > SHARED_SCAN_MAX_WORKERS {
             let owned: usize = self.slices.iter().map(|sl| sl.lock().owned[w].len()).sum();
             last_toucher.begin(owned);
-            let mut inserter = Inserter::new(last_toucher, edges);
+            let mut inserter = Inserter::new(last_toucher, edges, linked);
             for slice in &self.slices {
                 for &(i, h) in &slice.lock().owned[w] {
                     inserter.push(i, h);
@@ -310,11 +307,11 @@ impl Analyzer {
         'scan: loop {
             last_toucher.begin(guess);
             edges.clear();
-            let mut inserter = Inserter::new(last_toucher, edges);
+            let mut inserter = Inserter::new(last_toucher, edges, linked);
             for (i, tx) in txs.iter().enumerate() {
                 keys.clear();
                 if !vm.declared_keys(tx, keys) {
-                    *complete = false;
+                    self.incomplete.store(true, Relaxed);
                     return;
                 }
                 for k in keys.iter() {
@@ -323,6 +320,7 @@ impl Analyzer {
                         inserter.push(i as TxIndex, h);
                         if inserter.table.overfull() {
                             guess *= 2;
+                            clear_bits(linked);
                             continue 'scan;
                         }
                     }
@@ -333,11 +331,21 @@ impl Analyzer {
         }
     }
 
-    /// True if every transaction declared its keys.
-    fn complete(&self, workers: usize) -> bool {
-        self.scratch.iter().all(|s| s.lock().complete)
-            && (workers <= SHARED_SCAN_MAX_WORKERS || self.slices.iter().all(|s| s.lock().complete))
+    /// True if transaction `i` shares a declared key with another one (valid after step 2).
+    #[inline]
+    fn is_linked(&self, i: usize) -> bool {
+        self.linked[i / 64].load(Relaxed) & (1 << (i % 64)) != 0
     }
+}
+
+/// Sets bit `i` of a shared bitmap.
+#[inline]
+fn set_bit(bits: &[AtomicU64], i: TxIndex) {
+    bits[i as usize / 64].fetch_or(1 << (i % 64), Relaxed);
+}
+
+fn clear_bits(bits: &[AtomicU64]) {
+    bits.iter().for_each(|b| b.store(0, Relaxed));
 }
 
 /// Inserts touches into a [`TouchTable`] in order, [`PREFETCH_AHEAD`] behind their prefetch:
@@ -345,13 +353,15 @@ impl Analyzer {
 struct Inserter<'a> {
     table: &'a mut TouchTable,
     edges: &'a mut Vec<(TxIndex, TxIndex)>,
+    /// Both ends of every edge are marked here.
+    linked: &'a [AtomicU64],
     ring: [(TxIndex, u64); PREFETCH_AHEAD],
     queued: usize,
 }
 
 impl<'a> Inserter<'a> {
-    fn new(table: &'a mut TouchTable, edges: &'a mut Vec<(TxIndex, TxIndex)>) -> Self {
-        Inserter { table, edges, ring: [(0, 0); PREFETCH_AHEAD], queued: 0 }
+    fn new(table: &'a mut TouchTable, edges: &'a mut Vec<(TxIndex, TxIndex)>, linked: &'a [AtomicU64]) -> Self {
+        Inserter { table, edges, linked, ring: [(0, 0); PREFETCH_AHEAD], queued: 0 }
     }
 
     #[inline]
@@ -369,7 +379,11 @@ impl<'a> Inserter<'a> {
     #[inline]
     fn insert(&mut self, tx: TxIndex, hash: u64) {
         match self.table.insert(hash, tx) {
-            Some(prev) if prev != tx => self.edges.push((tx, prev)),
+            Some(prev) if prev != tx => {
+                self.edges.push((tx, prev));
+                set_bit(self.linked, tx);
+                set_bit(self.linked, prev);
+            }
             _ => {}
         }
     }
@@ -385,7 +399,14 @@ impl<'a> Inserter<'a> {
 
 impl ChainBuilder {
     /// Step 3: chains, critical path and work batches from the edges of step 2.
-    fn build(&mut self, complete: bool, scratch: &[CachePadded<parking_lot::Mutex<AnalysisScratch>>], n: usize, out: &mut BlockAnalysis) {
+    fn build(
+        &mut self,
+        complete: bool,
+        scratch: &[CachePadded<parking_lot::Mutex<AnalysisScratch>>],
+        linked: &[AtomicU64],
+        n: usize,
+        out: &mut BlockAnalysis,
+    ) {
         out.complete = complete;
         out.serial = false;
         out.order.clear();
@@ -399,19 +420,10 @@ impl ChainBuilder {
         // Step 3: only transactions that share a key with another ("linked") need union-find;
         // every other one is a chain of its own and is executed straight from index ranges.
         // So this serial step costs O(edges + n/64), not O(n).
-        out.linked.clear();
-        out.linked.resize(n.div_ceil(64), 0);
-        let mut edges = 0usize;
-        for sc in scratch {
-            for &(i, p) in &sc.lock().edges {
-                out.linked[i as usize / 64] |= 1 << (i % 64);
-                out.linked[p as usize / 64] |= 1 << (p % 64);
-                edges += 1;
-            }
-        }
+        let edges: usize = scratch.iter().map(|sc| sc.lock().edges.len()).sum();
         self.linked_txs.clear();
-        for (w, &word) in out.linked.iter().enumerate() {
-            let mut bits = word;
+        for (w, word) in linked.iter().enumerate() {
+            let mut bits = word.load(Relaxed);
             while bits != 0 {
                 self.linked_txs.push((w * 64) as TxIndex + bits.trailing_zeros());
                 bits &= bits - 1;
@@ -654,10 +666,12 @@ impl DeclaredExecutor {
         }
     }
 
-    /// One pass of the workers: steps 1 and 2 of the analysis in parallel, step 3 on worker 0,
-    /// the choice, then the chains, then the outputs moved into place — separated by spin
-    /// barriers. A panic in the VM (or anywhere in the pass) stops the chains, lets every
-    /// worker through the remaining barriers and is re-raised once all have finished.
+    /// One pass of the workers: steps 1 and 2 of the analysis in parallel, then step 3 (the
+    /// chains) and the choice on worker 0 while the others already run single transactions
+    /// (they are known after step 2 and need no chain), then the chains, then the outputs
+    /// moved into place — separated by spin barriers. A panic in the VM (or anywhere in the
+    /// pass) stops the block, lets every worker through the remaining barriers and is
+    /// re-raised once all have finished.
     fn pass<V: Vm>(
         &mut self,
         vm: &V,
@@ -668,8 +682,12 @@ impl DeclaredExecutor {
     ) -> Pass<V::Output> {
         let n = txs.len();
         let workers = self.pool.threads();
+        self.analyzer.linked.resize_with(n.div_ceil(64), AtomicU64::default);
+        self.analyzer.linked.iter_mut().for_each(|b| *b.get_mut() = 0);
+        *self.analyzer.incomplete.get_mut() = false;
         let barrier = super::workers::SpinBarrier::new(workers);
         let proceed = AtomicBool::new(false);
+        let chains_ready = AtomicBool::new(false);
         let failed = AtomicBool::new(false);
         let panicked = parking_lot::Mutex::new(None);
         // Runs one phase of a worker; a panic fails the block and is kept for the caller.
@@ -679,7 +697,7 @@ impl DeclaredExecutor {
                 panicked.lock().get_or_insert(payload);
             }
         };
-        let next_item = AtomicUsize::new(0);
+        let work = WorkItems::default();
         let outputs: Vec<std::sync::OnceLock<V::Output>> = (0..n).map(|_| std::sync::OnceLock::new()).collect();
         // The block's outputs, moved into place by the workers, a contiguous chunk each.
         let mut merged: Vec<V::Output> = Vec::with_capacity(n);
@@ -697,26 +715,28 @@ impl DeclaredExecutor {
             }
             guarded(&mut || analyzer.find_edges(w, workers, vm, txs));
             barrier.wait();
+            let complete = !analyzer.incomplete.load(Relaxed);
             if w == 0 {
                 guarded(&mut || {
                     let mut a = analysis.write();
-                    analyzer.builder.lock().build(analyzer.complete(workers), &analyzer.scratch, n, &mut a);
+                    analyzer.builder.lock().build(complete, &analyzer.scratch, &analyzer.linked, n, &mut a);
                     a.analysis_ns = started.elapsed().as_nanos() as u64;
-                    proceed.store(!failed.load(Relaxed) && a.complete && choose(&a), Relaxed);
+                    proceed.store(complete && choose(&a), Relaxed);
                 });
                 *exec_started.lock() = std::time::Instant::now();
+                chains_ready.store(true, Release);
             }
-            barrier.wait();
-            if !proceed.load(Relaxed) {
+            if !complete {
                 return Vec::new();
             }
             // Writes of single transactions go straight to their commit group's segment.
             let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
             guarded(&mut || {
-                let a = analysis.read();
                 let mut overlay = overlays[w].lock();
                 overlay.clear();
-                execute_chains(vm, state, txs, &a, &mut overlay, &mut segs, &outputs, &next_item, &failed);
+                let shared =
+                    PassShared { analyzer, analysis, chains_ready: &chains_ready, proceed: &proceed, failed: &failed, work: &work };
+                execute_chains(vm, state, txs, &shared, &mut overlay, &mut segs, &outputs);
                 // Each worker hands over its writes already split by commit partition group, so
                 // the commit can skip its bucketing round.
                 for (k, v) in overlay.drain() {
@@ -727,7 +747,7 @@ impl DeclaredExecutor {
             if w == 0 {
                 *exec_finished.lock() = std::time::Instant::now();
             }
-            if !failed.load(Relaxed) {
+            if proceed.load(Relaxed) && !failed.load(Relaxed) {
                 guarded(&mut || {
                     if let Some(mine) = chunks.get(w) {
                         let mut mine = mine.lock();
@@ -768,22 +788,40 @@ impl DeclaredExecutor {
     }
 }
 
-/// The chains part of a worker's pass: takes work items (batches of linked chains, largest
-/// first, then ranges of singles) until none is left or the block has failed. A linked
-/// transaction runs over the worker's `overlay`, a single one over the committed state alone,
-/// its writes going straight to `segs`. Sets `failed` when a transaction touches a key it did
-/// not declare (or declares nothing now).
-#[allow(clippy::too_many_arguments)]
+/// Work counters of the chains part of a pass, each on its own cache line.
+#[derive(Default)]
+struct WorkItems {
+    /// Next batch of linked chains.
+    batch: CachePadded<AtomicUsize>,
+    /// Next range of single transactions.
+    range: CachePadded<AtomicUsize>,
+}
+
+/// What the workers of a pass share in its chains part.
+struct PassShared<'a> {
+    analyzer: &'a Analyzer,
+    analysis: &'a parking_lot::RwLock<BlockAnalysis>,
+    /// Set by worker 0 once the chains are built and `proceed` is decided.
+    chains_ready: &'a AtomicBool,
+    proceed: &'a AtomicBool,
+    failed: &'a AtomicBool,
+    work: &'a WorkItems,
+}
+
+/// The chains part of a worker's pass. Until the chains are built it runs ranges of single
+/// transactions; then batches of linked chains (largest first) before the remaining singles,
+/// until none is left, the block has failed, or the choice went to another path. A linked
+/// transaction runs over the worker's `overlay`, a single one over the committed state
+/// alone, its writes going straight to `segs`. Sets `failed` when a transaction touches a key
+/// it did not declare (or declares nothing now).
 fn execute_chains<V: Vm>(
     vm: &V,
     state: &CommittedState,
     txs: &[V::Tx],
-    a: &BlockAnalysis,
+    shared: &PassShared<'_>,
     overlay: &mut KeyMap<Option<Value>>,
     segs: &mut [Vec<(Key, Option<Value>)>],
     outputs: &[std::sync::OnceLock<V::Output>],
-    next_item: &AtomicUsize,
-    failed: &AtomicBool,
 ) {
     let n = txs.len();
     let groups = segs.len();
@@ -820,23 +858,47 @@ fn execute_chains<V: Vm>(
         let _ = outputs[i as usize].set(out);
         true
     };
-    let chain_batches = a.batches.len().saturating_sub(1);
-    let single_ranges = if a.singles > 0 { n.div_ceil(SINGLES_RANGE) } else { 0 };
+    let single_ranges = n.div_ceil(SINGLES_RANGE);
+    let mut analysis = None;
+    let mut spins = 0u32;
     loop {
-        let item = next_item.fetch_add(1, Relaxed);
-        if failed.load(Relaxed) || item >= chain_batches + single_ranges {
+        if shared.failed.load(Relaxed) {
             return;
         }
-        let ok = if item < chain_batches {
+        if analysis.is_none() && shared.chains_ready.load(Acquire) {
+            if !shared.proceed.load(Relaxed) {
+                return;
+            }
+            analysis = Some(shared.analysis.read());
+        }
+        let ok = if let Some(a) = analysis.as_deref().filter(|a| shared.work.batch.load(Relaxed) + 1 < a.batches.len()) {
+            let item = shared.work.batch.fetch_add(1, Relaxed);
+            if item + 1 >= a.batches.len() {
+                continue;
+            }
             let chains = &a.chains[a.batches[item] as usize..a.batches[item + 1] as usize];
             chains.iter().all(|&(start, len)| a.order[start as usize..(start + len) as usize].iter().all(|&i| run(i, false)))
         } else {
-            let lo = (item - chain_batches) * SINGLES_RANGE;
+            let range = shared.work.range.fetch_add(1, Relaxed);
+            if range >= single_ranges {
+                if analysis.is_some() {
+                    return;
+                }
+                // Singles all taken and the chains not built yet: wait for them.
+                spins = spins.wrapping_add(1);
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            let lo = range * SINGLES_RANGE;
             let hi = (lo + SINGLES_RANGE).min(n);
-            (lo..hi).filter(|&i| !a.is_linked(i)).all(|i| run(i as TxIndex, true))
+            (lo..hi).filter(|&i| !shared.analyzer.is_linked(i)).all(|i| run(i as TxIndex, true))
         };
         if !ok {
-            failed.store(true, Relaxed);
+            shared.failed.store(true, Relaxed);
             return;
         }
     }
