@@ -106,7 +106,7 @@ struct TouchTable {
 impl TouchTable {
     /// Empties the table for a block that will insert at most `keys` distinct keys.
     fn begin(&mut self, keys: usize) {
-        let want = (keys * 2).next_power_of_two().max(1 << 15);
+        let want = (keys * 2).next_power_of_two().max(1 << 10);
         self.len = 0;
         self.generation = self.generation.wrapping_add(1);
         if self.slots.len() < want || self.generation == 0 {
@@ -214,7 +214,9 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 /// Reusable buffers for the analysis, shared by the workers of one pass.
 #[derive(Default)]
 struct Analyzer {
-    probe_depth: KeyMap<u32>,
+    /// The probe's last toucher of each key hash, and each probed transaction's depth.
+    probe_table: TouchTable,
+    probe_depth: Vec<u32>,
     probe_keys: Vec<Key>,
     /// Per worker, each on its own cache lines: the workers write these in their hot loops,
     /// and two of them sharing a line cost more than the whole analysis (measured).
@@ -241,6 +243,7 @@ impl Analyzer {
         if m < PROBE_TXS / 2 {
             return false;
         }
+        self.probe_table.begin(m * 4);
         self.probe_depth.clear();
         let mut critical = 0;
         for tx in &txs[..m] {
@@ -248,10 +251,20 @@ impl Analyzer {
             if !vm.declared_keys(tx, &mut self.probe_keys) {
                 return false;
             }
-            let depth = 1 + self.probe_keys.iter().filter_map(|k| self.probe_depth.get(k)).max().copied().unwrap_or(0);
+            // Hashes stand for keys here: a collision could only make the probe see a
+            // dependency that is not there, which changes the path, never the result.
+            let tx = self.probe_depth.len() as TxIndex;
+            let mut depth = 1;
             for k in &self.probe_keys {
-                self.probe_depth.insert(*k, depth);
+                if let Some(prev) = self.probe_table.insert(k.hash64(), tx).filter(|&p| p != tx) {
+                    depth = depth.max(self.probe_depth[prev as usize] + 1);
+                }
+                if self.probe_table.overfull() {
+                    // Transactions with this many keys: leave it to the full analysis.
+                    return false;
+                }
             }
+            self.probe_depth.push(depth);
             critical = critical.max(depth);
         }
         super::looks_like_one_chain(critical as usize, m)
@@ -730,7 +743,9 @@ impl DeclaredExecutor {
                 return Vec::new();
             }
             // Writes of single transactions go straight to their commit group's segment.
-            let mut segs: Vec<Vec<(Key, Option<Value>)>> = vec![Vec::new(); workers];
+            // Sized for two writes per transaction spread evenly, so they rarely regrow.
+            let expect = 2 * n / (workers * workers) + 8;
+            let mut segs: Vec<Vec<(Key, Option<Value>)>> = (0..workers).map(|_| Vec::with_capacity(expect)).collect();
             guarded(&mut || {
                 let mut overlay = overlays[w].lock();
                 overlay.clear();
