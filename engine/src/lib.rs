@@ -6,6 +6,8 @@
 //! - [`vm`]: the [`vm::Vm`] trait a chain project implements, and the [`vm::View`] it executes
 //!   against.
 //! - [`native`]: the native VM (transfers, SmallBank, YCSB, tokens, AMM swaps, NFT mints).
+//! - [`crypto`]: BLS signatures — keys with proofs of possession, aggregation, batch
+//!   verification.
 //! - [`exec`]: the executors — `sequential` (the reference), `parallel` (Block-STM),
 //!   `declared` (conflict-free chains) and `auto` — all producing identical results.
 //!
@@ -22,6 +24,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod crypto;
 pub mod exec;
 pub mod key;
 pub mod native;
