@@ -17,6 +17,7 @@
 //! be optimised away and a heavier VM (Move, EVM: 3–100 µs a transaction) can be emulated.
 
 mod logic;
+pub mod signed;
 
 pub use logic::burn;
 
@@ -51,6 +52,8 @@ pub mod tag {
     pub const NFT_TREASURY: u8 = 11;
     /// Digest of the emulated VM work of a sender: `(sender)`.
     pub const WORK: u8 = 12;
+    /// A signer's next nonce (see [`super::signed`]): `(signer)`.
+    pub const NONCE: u8 = 13;
 }
 
 /// The size of a YCSB record value in bytes.

@@ -1,0 +1,439 @@
+//! Signed native transactions, replay protection, and the two block forms with their codecs.
+//!
+//! A [`SignedTx`] carries its signer (a number in the chain's [`KeyRegistry`], admitted with a
+//! proof of possession), a nonce and a BLS signature over [`SignedTx::signing_bytes`]: a
+//! domain-separated, canonical encoding that includes the chain id, so a transaction signed for
+//! one chain is worthless on another. [`SignedVm`] executes verified transactions: a wrong or
+//! reused nonce is a typed failure ([`SignedFailure::BadNonce`]) that changes nothing, and a
+//! transaction whose signature failed verification fails with [`SignedFailure::BadSignature`]
+//! — it stays in the block, as every failure does.
+//!
+//! Blocks travel in one of two forms: [`SignedBlock`] (one 96-byte signature per transaction)
+//! or [`AggregatedBlock`] (one aggregate signature for the whole block, checked with
+//! `aggregate_verify`). Both decoders are bounded and return a typed [`CodecError`].
+
+use super::{tag, NativeOutput, NativeTx, NativeVm, TxKind};
+use crate::crypto::{CryptoError, KeyRegistry, SecretKey, Signature, SIGNATURE_LEN};
+use crate::exec::MAX_BLOCK_TXS;
+use crate::key::Key;
+use crate::value::Value;
+use crate::vm::{Interrupt, View, Vm};
+
+/// Domain prefix of a transaction's signing bytes.
+pub const TX_DOMAIN: &[u8] = b"occam/tx/v1\0";
+/// Largest encoded transaction body accepted by the decoders.
+pub const MAX_BODY_LEN: usize = 64;
+/// Version byte of [`SignedBlock`] encodings.
+pub const SIGNED_BLOCK_VERSION: u8 = 1;
+/// Version byte of [`AggregatedBlock`] encodings.
+pub const AGGREGATED_BLOCK_VERSION: u8 = 2;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The input ended early.
+    #[error("truncated input while reading {0}")]
+    Truncated(&'static str),
+    /// Bytes left over after a complete value.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    /// A version byte this build does not know.
+    #[error("unknown {what} version {got}")]
+    Version {
+        /// What was being decoded.
+        what: &'static str,
+        /// The version found.
+        got: u8,
+    },
+    /// A transaction kind tag this build does not know.
+    #[error("unknown transaction kind {0}")]
+    UnknownKind(u8),
+    /// A field out of its range (a boolean that is neither 0 nor 1, for instance).
+    #[error("bad field: {0}")]
+    BadField(&'static str),
+    /// A length above the decoder's limit.
+    #[error("{what}: {got} is over the limit of {max}")]
+    TooLarge {
+        /// What was being decoded.
+        what: &'static str,
+        /// Length found.
+        got: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A signature that is not a valid point.
+    #[error("signature: {0}")]
+    Signature(#[from] CryptoError),
+}
+
+/// Field layout of each kind: its tag and its fields as `u64`s (signed ones as two's complement,
+/// booleans as 0 or 1), in declaration order.
+fn kind_fields(kind: &TxKind) -> (u8, Vec<u64>) {
+    use TxKind::*;
+    match *kind {
+        Transfer { from, to, amount } => (1, vec![from, to, amount]),
+        SbAmalgamate { a, b } => (2, vec![a, b]),
+        SbBalance { a } => (3, vec![a]),
+        SbDepositChecking { a, amount } => (4, vec![a, amount]),
+        SbSendPayment { from, to, amount } => (5, vec![from, to, amount]),
+        SbTransactSavings { a, amount } => (6, vec![a, amount as u64]),
+        SbWriteCheck { a, amount } => (7, vec![a, amount]),
+        KvRead { record } => (8, vec![record]),
+        KvUpdate { record, seed } => (9, vec![record, seed]),
+        KvRmw { record, seed } => (10, vec![record, seed]),
+        KvInsert { record, seed } => (11, vec![record, seed]),
+        TokenTransfer { token, from, to, amount } => (12, vec![token, from, to, amount]),
+        TokenApprove { token, owner, spender, amount } => (13, vec![token, owner, spender, amount]),
+        TokenTransferFrom { token, spender, from, to, amount } => (14, vec![token, spender, from, to, amount]),
+        AmmSwap { pool, trader, zero_for_one, amount_in, min_out } => (15, vec![pool, trader, u64::from(zero_for_one), amount_in, min_out]),
+        NftMint { collection, minter } => (16, vec![collection, minter]),
+    }
+}
+
+/// Number of `u64` fields of kind `tag`, or `None` for an unknown tag.
+fn field_count(tag: u8) -> Option<usize> {
+    Some(match tag {
+        3 | 8 => 1,
+        2 | 4 | 6 | 7 | 9 | 10 | 11 | 16 => 2,
+        1 | 5 => 3,
+        12 | 13 => 4,
+        14 | 15 => 5,
+        _ => return None,
+    })
+}
+
+fn kind_from_fields(tag: u8, f: &[u64]) -> Result<TxKind, CodecError> {
+    use TxKind::*;
+    Ok(match tag {
+        1 => Transfer { from: f[0], to: f[1], amount: f[2] },
+        2 => SbAmalgamate { a: f[0], b: f[1] },
+        3 => SbBalance { a: f[0] },
+        4 => SbDepositChecking { a: f[0], amount: f[1] },
+        5 => SbSendPayment { from: f[0], to: f[1], amount: f[2] },
+        6 => SbTransactSavings { a: f[0], amount: f[1] as i64 },
+        7 => SbWriteCheck { a: f[0], amount: f[1] },
+        8 => KvRead { record: f[0] },
+        9 => KvUpdate { record: f[0], seed: f[1] },
+        10 => KvRmw { record: f[0], seed: f[1] },
+        11 => KvInsert { record: f[0], seed: f[1] },
+        12 => TokenTransfer { token: f[0], from: f[1], to: f[2], amount: f[3] },
+        13 => TokenApprove { token: f[0], owner: f[1], spender: f[2], amount: f[3] },
+        14 => TokenTransferFrom { token: f[0], spender: f[1], from: f[2], to: f[3], amount: f[4] },
+        15 => {
+            let zero_for_one = match f[2] {
+                0 => false,
+                1 => true,
+                _ => return Err(CodecError::BadField("zero_for_one must be 0 or 1")),
+            };
+            AmmSwap { pool: f[0], trader: f[1], zero_for_one, amount_in: f[3], min_out: f[4] }
+        }
+        16 => NftMint { collection: f[0], minter: f[1] },
+        other => return Err(CodecError::UnknownKind(other)),
+    })
+}
+
+/// Appends the canonical body encoding: kind tag, work rounds (u32 LE), fields (u64 LE).
+pub fn encode_body(tx: &NativeTx, out: &mut Vec<u8>) {
+    let (tag, fields) = kind_fields(&tx.kind);
+    out.push(tag);
+    out.extend_from_slice(&tx.work_rounds.to_le_bytes());
+    for f in fields {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
+}
+
+/// A reader over a byte slice whose every read names what it reads, for error messages.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+        if self.bytes.len() < n {
+            return Err(CodecError::Truncated(what));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("four bytes")))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("eight bytes")))
+    }
+
+    fn finish(self) -> Result<(), CodecError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(CodecError::Trailing(n)),
+        }
+    }
+}
+
+fn read_body(r: &mut Reader<'_>) -> Result<NativeTx, CodecError> {
+    let tag = r.u8("transaction kind")?;
+    let count = field_count(tag).ok_or(CodecError::UnknownKind(tag))?;
+    let work_rounds = r.u32("work rounds")?;
+    let mut fields = [0u64; 5];
+    for f in &mut fields[..count] {
+        *f = r.u64("transaction field")?;
+    }
+    Ok(NativeTx { kind: kind_from_fields(tag, &fields[..count])?, work_rounds })
+}
+
+/// Decodes exactly one body encoded by [`encode_body`].
+pub fn decode_body(bytes: &[u8]) -> Result<NativeTx, CodecError> {
+    let mut r = Reader { bytes };
+    let tx = read_body(&mut r)?;
+    r.finish()?;
+    Ok(tx)
+}
+
+/// The unsigned part of a signed transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxHeader {
+    /// The signer's number in the chain's key registry.
+    pub signer: u32,
+    /// The signer's next nonce (0 for its first transaction).
+    pub nonce: u64,
+    /// What the transaction does.
+    pub body: NativeTx,
+}
+
+impl TxHeader {
+    /// The bytes a signer signs: [`TX_DOMAIN`], chain id, signer, nonce, body.
+    pub fn signing_bytes(&self, chain_id: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TX_DOMAIN.len() + 20 + MAX_BODY_LEN);
+        out.extend_from_slice(TX_DOMAIN);
+        out.extend_from_slice(&chain_id.to_le_bytes());
+        self.encode(&mut out);
+        out
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.signer.to_le_bytes());
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+        encode_body(&self.body, out);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let signer = r.u32("signer")?;
+        let nonce = r.u64("nonce")?;
+        let body = read_body(r)?;
+        Ok(TxHeader { signer, nonce, body })
+    }
+
+    /// Signs the header for `chain_id`.
+    pub fn sign(self, chain_id: u64, key: &SecretKey) -> SignedTx {
+        let signature = key.sign(&self.signing_bytes(chain_id));
+        SignedTx { header: self, signature }
+    }
+}
+
+/// A transaction with its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedTx {
+    /// Signer, nonce and body.
+    pub header: TxHeader,
+    /// The signer's signature of `header.signing_bytes(chain_id)`.
+    pub signature: Signature,
+}
+
+fn read_signature(r: &mut Reader<'_>) -> Result<Signature, CodecError> {
+    Ok(Signature::from_bytes(r.take(SIGNATURE_LEN, "signature")?)?)
+}
+
+fn read_count(r: &mut Reader<'_>) -> Result<usize, CodecError> {
+    let n = r.u32("transaction count")? as usize;
+    if n > MAX_BLOCK_TXS {
+        return Err(CodecError::TooLarge { what: "transactions in a block", got: n, max: MAX_BLOCK_TXS });
+    }
+    Ok(n)
+}
+
+/// A block in which every transaction carries its own signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedBlock {
+    /// The chain the transactions were signed for.
+    pub chain_id: u64,
+    /// The transactions, in order.
+    pub txs: Vec<SignedTx>,
+}
+
+impl SignedBlock {
+    /// `version 1 ‖ chain id ‖ count (u32) ‖ (signer ‖ nonce ‖ body ‖ signature)*`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + self.txs.len() * (12 + 40 + SIGNATURE_LEN));
+        out.push(SIGNED_BLOCK_VERSION);
+        out.extend_from_slice(&self.chain_id.to_le_bytes());
+        out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
+        for tx in &self.txs {
+            tx.header.encode(&mut out);
+            out.extend_from_slice(&tx.signature.to_bytes());
+        }
+        out
+    }
+
+    /// Decodes [`SignedBlock::encode`]; signatures are validated as points, not verified.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader { bytes };
+        let version = r.u8("version")?;
+        if version != SIGNED_BLOCK_VERSION {
+            return Err(CodecError::Version { what: "signed block", got: version });
+        }
+        let chain_id = r.u64("chain id")?;
+        let n = read_count(&mut r)?;
+        // Bounded by the input: every transaction takes at least 109 bytes.
+        let mut txs = Vec::with_capacity(n.min(r.bytes.len() / 109));
+        for _ in 0..n {
+            let header = TxHeader::read(&mut r)?;
+            let signature = read_signature(&mut r)?;
+            txs.push(SignedTx { header, signature });
+        }
+        r.finish()?;
+        Ok(SignedBlock { chain_id, txs })
+    }
+
+    /// The same transactions under one aggregate signature.
+    pub fn aggregate(&self) -> Result<AggregatedBlock, CryptoError> {
+        let sigs: Vec<Signature> = self.txs.iter().map(|t| t.signature).collect();
+        Ok(AggregatedBlock {
+            chain_id: self.chain_id,
+            headers: self.txs.iter().map(|t| t.header.clone()).collect(),
+            signature: Signature::aggregate(&sigs)?,
+        })
+    }
+}
+
+/// A block whose transactions share one aggregate signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregatedBlock {
+    /// The chain the transactions were signed for.
+    pub chain_id: u64,
+    /// The transactions, in order, without signatures.
+    pub headers: Vec<TxHeader>,
+    /// The aggregate of every transaction's signature.
+    pub signature: Signature,
+}
+
+impl AggregatedBlock {
+    /// `version 2 ‖ chain id ‖ count (u32) ‖ (signer ‖ nonce ‖ body)* ‖ aggregate signature`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + self.headers.len() * 52 + SIGNATURE_LEN);
+        out.push(AGGREGATED_BLOCK_VERSION);
+        out.extend_from_slice(&self.chain_id.to_le_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        for h in &self.headers {
+            h.encode(&mut out);
+        }
+        out.extend_from_slice(&self.signature.to_bytes());
+        out
+    }
+
+    /// Decodes [`AggregatedBlock::encode`]; the signature is validated, not verified.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader { bytes };
+        let version = r.u8("version")?;
+        if version != AGGREGATED_BLOCK_VERSION {
+            return Err(CodecError::Version { what: "aggregated block", got: version });
+        }
+        let chain_id = r.u64("chain id")?;
+        let n = read_count(&mut r)?;
+        let mut headers = Vec::with_capacity(n.min(r.bytes.len() / 13));
+        for _ in 0..n {
+            headers.push(TxHeader::read(&mut r)?);
+        }
+        let signature = read_signature(&mut r)?;
+        r.finish()?;
+        Ok(AggregatedBlock { chain_id, headers, signature })
+    }
+
+    /// Checks the aggregate signature against every signer's registered key.
+    pub fn verify(&self, registry: &KeyRegistry) -> Result<(), SignedFailure> {
+        let mut keys = Vec::with_capacity(self.headers.len());
+        for h in &self.headers {
+            keys.push(registry.get(h.signer).ok_or(SignedFailure::UnknownSigner)?);
+        }
+        let messages: Vec<Vec<u8>> = self.headers.iter().map(|h| h.signing_bytes(self.chain_id)).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        self.signature.aggregate_verify(&keys, &refs).map_err(|_| SignedFailure::BadSignature)
+    }
+}
+
+/// Why a signed transaction failed before its body ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignedFailure {
+    /// The signature did not verify (or was never checked).
+    #[error("bad signature")]
+    BadSignature,
+    /// The signer is not in the registry.
+    #[error("unknown signer")]
+    UnknownSigner,
+    /// The nonce is not the signer's next one (reused, or ahead of it).
+    #[error("bad nonce: expected {expected}, got {got}")]
+    BadNonce {
+        /// The signer's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+}
+
+/// The output of a signed transaction: the body's output, or why it did not run.
+pub type SignedOutput = Result<NativeOutput, SignedFailure>;
+
+/// A signed transaction with the verdict of signature verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTx {
+    /// Signer, nonce and body.
+    pub header: TxHeader,
+    /// True if the signature verified against the signer's registered key.
+    pub signature_ok: bool,
+}
+
+/// The key of a signer's next nonce.
+pub fn nonce_key(signer: u32) -> Key {
+    Key::from_parts(tag::NONCE, u64::from(signer), 0)
+}
+
+/// The native VM behind signatures and nonces. Signature verification happens before
+/// execution (in batches, see [`crate::crypto::BatchVerifier`]); this VM takes its verdicts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignedVm;
+
+impl Vm for SignedVm {
+    type Tx = VerifiedTx;
+    type Output = SignedOutput;
+
+    fn execute<V: View>(&self, tx: &VerifiedTx, view: &mut V) -> Result<SignedOutput, Interrupt> {
+        if !tx.signature_ok {
+            return Ok(Err(SignedFailure::BadSignature));
+        }
+        let key = nonce_key(tx.header.signer);
+        let expected = view.read(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
+        if tx.header.nonce != expected {
+            return Ok(Err(SignedFailure::BadNonce { expected, got: tx.header.nonce }));
+        }
+        // The nonce is spent even if the body fails, as on any account-based chain.
+        view.write(key, Value::from_u64(expected + 1));
+        Ok(Ok(NativeVm.execute(&tx.header.body, view)?))
+    }
+
+    fn declared_keys(&self, tx: &VerifiedTx, keys: &mut Vec<Key>) -> bool {
+        if tx.signature_ok {
+            keys.push(nonce_key(tx.header.signer));
+            NativeVm.declared_keys(&tx.header.body, keys);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
