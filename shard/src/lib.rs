@@ -1,0 +1,29 @@
+//! # occam-shard
+//!
+//! The shard layer. For now: block certificates — replicas' BLS votes on (shard, height, block
+//! hash, state root) aggregated into one signature and a signer bitmap ([`certificate`]).
+//!
+//! ```
+//! use occam_engine::crypto::SecretKey;
+//! use occam_shard::{QuorumCollector, SignedVote, ValidatorSet, Vote};
+//!
+//! let keys: Vec<SecretKey> = (0..4u8).map(|i| SecretKey::from_seed(&[i + 1; 32]).unwrap()).collect();
+//! let members: Vec<_> = keys.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
+//! let set = ValidatorSet::new(&members).unwrap();
+//! let vote = Vote { shard: 0, height: 7, block_hash: [1; 32], state_root: [2; 32] };
+//!
+//! let mut collector = QuorumCollector::new(set.clone(), vote);
+//! assert_eq!(collector.add(SignedVote::sign(vote, 0, &keys[0])).unwrap(), None);
+//! assert_eq!(collector.add(SignedVote::sign(vote, 1, &keys[1])).unwrap(), None);
+//! let certificate = collector.add(SignedVote::sign(vote, 2, &keys[2])).unwrap().expect("3 of 4 is a quorum");
+//! certificate.verify(&set).unwrap();
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod certificate;
+
+pub use certificate::{
+    Certificate, CertificateError, DecodeError, QuorumCollector, SignedVote, SignerBitmap, ValidatorSet, Vote, MAX_BITMAP_LEN,
+    MAX_VALIDATORS,
+};
