@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod machine;
+pub mod pipeline;
 pub mod record;
 pub mod report;
 pub mod runner;

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
 use occam_bench::report::table;
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
@@ -70,6 +71,19 @@ struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Sign every transaction (BLS) and run blocks through a pipeline: batch signature
+    /// verification of block N+1 overlapping execution of block N. Reports each stage.
+    #[arg(long)]
+    verify_signatures: bool,
+    /// With --verify-signatures: distinct signing keys (the sender's key is `sender % signers`).
+    #[arg(long, default_value_t = 1024)]
+    signers: u32,
+    /// With --verify-signatures: threads of the batch verifier (default: every core).
+    #[arg(long)]
+    verify_threads: Option<usize>,
+    /// With --verify-signatures: the chain id transactions are signed for.
+    #[arg(long, default_value_t = 1)]
+    chain_id: u64,
 }
 
 #[derive(Args)]
@@ -108,12 +122,15 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         interleave: a.interleave,
     };
     let (workloads, _) = cfg.validate()?;
-    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total_blocks(&cfg, workloads.len())) };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} blocks  ETA {eta}  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    if a.verify_signatures {
+        let pc = PipelineConfig {
+            signers: a.signers,
+            verify_threads: a.verify_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            chain_id: a.chain_id,
+        };
+        return signature_pipeline(&cfg, &pc, workloads.len(), a.quiet, a.json.as_ref());
+    }
+    let bar = progress_bar(a.quiet, total_blocks(&cfg, workloads.len()));
     let report = run_bench(&cfg, a.record.as_ref(), &bar)?;
     bar.finish_and_clear();
     print!("{}", table(&report));
@@ -136,6 +153,42 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         bail!("{} executor result(s) disagree with the sequential reference", report.mismatches.len());
     }
     Ok(())
+}
+
+fn signature_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, workloads: usize, quiet: bool, json: Option<&PathBuf>) -> anyhow::Result<()> {
+    let runs = cfg.executors.len() * cfg.threads.len();
+    let blocks = (workloads * runs * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64;
+    let bar = progress_bar(quiet, blocks);
+    if !quiet {
+        eprintln!(
+            "signing {} transactions per workload with {} keys…",
+            cfg.block_size * (cfg.measured_blocks() + cfg.warmup_blocks),
+            pc.signers
+        );
+    }
+    let report = run_pipeline(cfg, pc, &bar)?;
+    bar.finish_and_clear();
+    print!("{}", pipeline_table(&report));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.mismatches.is_empty() {
+        for m in &report.mismatches {
+            eprintln!("MISMATCH {m}");
+        }
+        bail!("{} pipeline run(s) disagree with the sequential reference", report.mismatches.len());
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool, blocks: u64) -> indicatif::ProgressBar {
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(blocks) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} blocks  ETA {eta}  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 fn main() -> std::process::ExitCode {
