@@ -148,3 +148,39 @@ fn emulated_cost_is_calibrated_and_changes_the_state() {
     assert!(costly.mismatches.is_empty());
     assert_ne!(plain.results[0].state_root, costly.results[0].state_root, "the work digest is written to state");
 }
+
+/// `--verify-signatures`: signed blocks through the pipeline, every executor, results equal to
+/// the sequential run, nothing rejected, both block forms measured, stages and bottleneck named.
+#[test]
+fn signature_pipeline_runs_and_agrees_with_sequential() {
+    use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig, PipelineReport, PIPELINE_SCHEMA};
+    let mut cfg = config(&["transfer", "token"]);
+    cfg.txs = 120;
+    cfg.block_size = 40;
+    cfg.threads = vec![2];
+    let pc = PipelineConfig { signers: 8, verify_threads: 2, chain_id: 5 };
+    let report = run_pipeline(&cfg, &pc, &()).unwrap();
+    assert_eq!(report.schema, PIPELINE_SCHEMA);
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    assert_eq!(report.results.len(), 2 * 4);
+    for r in &report.results {
+        assert_eq!((r.txs, r.blocks, r.rejected), (120, 3, 0), "{} {}", r.workload, r.executor);
+        assert_eq!(r.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["verify", "execute"]);
+        assert!(r.tps > 0.0 && r.overlap > 0.0);
+        assert!(r.stages.iter().any(|s| s.name == r.bottleneck));
+    }
+    let roots: Vec<_> = report.results.iter().filter(|r| r.workload == "transfer").map(|r| &r.state_root).collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+    for f in &report.block_forms {
+        assert_eq!(f.signed_bytes - f.aggregated_bytes, 39 * 96, "one signature instead of forty");
+    }
+    let table = pipeline_table(&report);
+    assert!(table.contains("bottleneck") && table.contains("aggregated"));
+    let back: PipelineReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+    assert_eq!(back.results.len(), report.results.len());
+    // Bad settings are refused before any work.
+    let bad = PipelineConfig { signers: 0, ..pc.clone() };
+    assert!(run_pipeline(&cfg, &bad, &()).unwrap_err().to_string().contains("--signers"));
+    cfg.tx_cost_us = 5.0;
+    assert!(run_pipeline(&cfg, &pc, &()).unwrap_err().to_string().contains("--tx-cost-us"));
+}
