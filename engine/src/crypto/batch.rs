@@ -12,7 +12,7 @@
 //! signature.
 
 use super::{CryptoError, PublicKey, Signature, SIGN_DST};
-use blst::{blst_scalar, min_pk, BLST_ERROR};
+use blst::{blst_fp12, blst_p1_affine, blst_p2_affine, blst_scalar, min_pk, Pairing, BLST_ERROR};
 use rand::RngCore;
 use rayon::prelude::*;
 
@@ -77,6 +77,49 @@ impl BatchVerifier {
             });
         });
         verdicts
+    }
+
+    /// Checks one aggregate `signature` of `messages[i]` by `keys[i]` for every `i` (an
+    /// aggregated block), on all the verifier's threads: each thread accumulates the Miller
+    /// loops of its share of the pairs, the accumulators are merged, and one final
+    /// exponentiation compares the product with the signature's pairing. The same check as
+    /// [`Signature::aggregate_verify`], which runs on one thread.
+    pub fn aggregate_verify(&self, signature: &Signature, keys: &[&PublicKey], messages: &[&[u8]]) -> Result<(), CryptoError> {
+        if keys.is_empty() || keys.len() != messages.len() {
+            return Err(CryptoError::BadInput("aggregate verification needs as many messages as keys, at least one"));
+        }
+        let chunk = keys.len().div_ceil(self.threads).max(MIN_CHUNK);
+        let merged = self.pool.install(|| {
+            keys.par_chunks(chunk)
+                .zip(messages.par_chunks(chunk))
+                .map(|(keys, messages)| {
+                    let mut acc = Pairing::new(true, SIGN_DST);
+                    for (key, message) in keys.iter().zip(messages) {
+                        let point: &blst_p1_affine = key.raw().into();
+                        // No signature with the pairs (the signature is paired once, below);
+                        // keys were validated when decoded.
+                        let no_signature: Option<&blst_p2_affine> = None;
+                        if acc.aggregate(point, false, &no_signature, false, message, &[]) != BLST_ERROR::BLST_SUCCESS {
+                            return None;
+                        }
+                    }
+                    acc.commit();
+                    Some(acc)
+                })
+                .reduce_with(|a, b| {
+                    let (mut a, b) = (a?, b?);
+                    (a.merge(&b) == BLST_ERROR::BLST_SUCCESS).then_some(a)
+                })
+        });
+        let Some(Some(acc)) = merged else { return Err(CryptoError::BadSignature) };
+        let mut signature_pairing = blst_fp12::default();
+        let point: &blst_p2_affine = signature.raw().into();
+        Pairing::aggregated(&mut signature_pairing, point);
+        if acc.finalverify(Some(&signature_pairing)) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadSignature)
+        }
     }
 
     /// True if every signature verifies (no bisection: the caller only wants a yes or no).

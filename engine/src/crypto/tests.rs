@@ -157,6 +157,16 @@ fn aggregates_of_a_block_and_of_one_message() {
     swapped.swap(3, 4);
     assert_eq!(agg.aggregate_verify(&keys, &swapped), Err(CryptoError::BadSignature));
     assert!(matches!(agg.aggregate_verify(&keys[..3], &messages), Err(CryptoError::BadInput(_))));
+    // The same check on several threads, including chunks that end mid-block.
+    for threads in [1, 2, 5] {
+        let verifier = BatchVerifier::new(threads).unwrap();
+        assert_eq!(verifier.aggregate_verify(&agg, &keys, &messages), Ok(()), "x{threads}");
+        assert_eq!(verifier.aggregate_verify(&agg, &keys, &swapped), Err(CryptoError::BadSignature), "x{threads}");
+        assert_eq!(verifier.aggregate_verify(&agg, &keys[1..], &messages[1..]), Err(CryptoError::BadSignature), "x{threads}");
+        let other = Signature::aggregate(&batch.signatures[1..]).unwrap();
+        assert_eq!(verifier.aggregate_verify(&other, &keys, &messages), Err(CryptoError::BadSignature), "x{threads}");
+        assert!(matches!(verifier.aggregate_verify(&agg, &keys[..3], &messages), Err(CryptoError::BadInput(_))));
+    }
     assert!(matches!(Signature::aggregate(&[]), Err(CryptoError::BadInput(_))));
     // Many signers, one message.
     let sks: Vec<SecretKey> = (10..26).map(key).collect();

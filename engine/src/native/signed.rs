@@ -13,7 +13,7 @@
 //! `aggregate_verify`). Both decoders are bounded and return a typed [`CodecError`].
 
 use super::{tag, NativeOutput, NativeTx, NativeVm, TxKind};
-use crate::crypto::{CryptoError, KeyRegistry, SecretKey, Signature, SIGNATURE_LEN};
+use crate::crypto::{BatchVerifier, CryptoError, KeyRegistry, PublicKey, SecretKey, Signature, SIGNATURE_LEN};
 use crate::exec::MAX_BLOCK_TXS;
 use crate::key::Key;
 use crate::value::Value;
@@ -355,15 +355,24 @@ impl AggregatedBlock {
         Ok(AggregatedBlock { chain_id, headers, signature })
     }
 
-    /// Checks the aggregate signature against every signer's registered key.
+    /// Checks the aggregate signature against every signer's registered key, on one thread.
     pub fn verify(&self, registry: &KeyRegistry) -> Result<(), SignedFailure> {
-        let mut keys = Vec::with_capacity(self.headers.len());
-        for h in &self.headers {
-            keys.push(registry.get(h.signer).ok_or(SignedFailure::UnknownSigner)?);
-        }
-        let messages: Vec<Vec<u8>> = self.headers.iter().map(|h| h.signing_bytes(self.chain_id)).collect();
+        let (keys, messages) = self.pairs(registry)?;
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         self.signature.aggregate_verify(&keys, &refs).map_err(|_| SignedFailure::BadSignature)
+    }
+
+    /// [`AggregatedBlock::verify`] on all of `verifier`'s threads.
+    pub fn verify_on(&self, registry: &KeyRegistry, verifier: &BatchVerifier) -> Result<(), SignedFailure> {
+        let (keys, messages) = self.pairs(registry)?;
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        verifier.aggregate_verify(&self.signature, &keys, &refs).map_err(|_| SignedFailure::BadSignature)
+    }
+
+    /// Each transaction's signer key and signing bytes.
+    fn pairs<'r>(&self, registry: &'r KeyRegistry) -> Result<(Vec<&'r PublicKey>, Vec<Vec<u8>>), SignedFailure> {
+        let keys = self.headers.iter().map(|h| registry.get(h.signer).ok_or(SignedFailure::UnknownSigner)).collect::<Result<_, _>>()?;
+        Ok((keys, self.headers.iter().map(|h| h.signing_bytes(self.chain_id)).collect()))
     }
 }
 

@@ -74,6 +74,7 @@ fn bodies_and_blocks_round_trip() {
     let agg_bytes = agg.encode();
     assert_eq!(AggregatedBlock::decode(&agg_bytes), Ok(agg.clone()));
     assert_eq!(agg.verify(&reg), Ok(()));
+    assert_eq!(agg.verify_on(&reg, &BatchVerifier::new(3).unwrap()), Ok(()));
     // One 96-byte signature instead of one per transaction.
     assert_eq!(bytes.len() - agg_bytes.len(), (block.txs.len() - 1) * SIGNATURE_LEN);
 }
@@ -126,6 +127,7 @@ fn forged_or_foreign_signatures_fail_verification() {
     let bad: Vec<usize> = (0..verdicts.len()).filter(|&i| !verdicts[i]).collect();
     assert_eq!(bad, vec![3, 9]);
     assert_eq!(block.aggregate().unwrap().verify(&reg), Err(SignedFailure::BadSignature));
+    assert_eq!(block.aggregate().unwrap().verify_on(&reg, &BatchVerifier::new(2).unwrap()), Err(SignedFailure::BadSignature));
     let mut unknown = block.aggregate().unwrap();
     unknown.headers[0].signer = 99;
     assert_eq!(unknown.verify(&reg), Err(SignedFailure::UnknownSigner));
