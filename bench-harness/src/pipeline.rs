@@ -171,9 +171,11 @@ fn sign_blocks(blocks: Vec<Vec<NativeTx>>, keys: &[SecretKey], chain_id: u64) ->
         .collect()
 }
 
-/// Stage 1: one verdict per transaction.
-fn verify_block(verifier: &BatchVerifier, registry: &KeyRegistry, block: &SignedBlock) -> Vec<VerifiedTx> {
-    let messages: Vec<Vec<u8>> = block.txs.par_iter().map(|t| t.header.signing_bytes(block.chain_id)).collect();
+/// Stage 1: one verdict per transaction. Signatures are checked over the signing bytes for
+/// `chain_id`, this chain's, whatever the block claims: a block signed for another chain fails.
+fn verify_block(verifier: &BatchVerifier, registry: &KeyRegistry, block: &SignedBlock, chain_id: u64) -> Vec<VerifiedTx> {
+    // Built on this thread: the verifier's threads are the stage's whole thread budget.
+    let messages: Vec<Vec<u8>> = block.txs.iter().map(|t| t.header.signing_bytes(chain_id)).collect();
     let mut known = Vec::with_capacity(block.txs.len());
     let mut items = Vec::with_capacity(block.txs.len());
     for (tx, msg) in block.txs.iter().zip(&messages) {
@@ -239,7 +241,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
             let (mut verify_busy, mut exec_busy, mut wall) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             let mut rejected = 0usize;
             let t0 = Instant::now();
-            let mut next = verify_block(&verifier, &registry, &blocks[0]);
+            let mut next = verify_block(&verifier, &registry, &blocks[0], pc.chain_id);
             let mut verify_time = t0.elapsed();
             // The measured window is the steps that verify measured blocks: in it, each stage
             // handles as many blocks as are measured (the first step's verification runs alone
@@ -261,7 +263,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
                     let verifying = (h + 1 < blocks.len()).then(|| {
                         s.spawn(|| {
                             let t = Instant::now();
-                            let v = verify_block(&verifier, &registry, &blocks[h + 1]);
+                            let v = verify_block(&verifier, &registry, &blocks[h + 1], pc.chain_id);
                             (v, t.elapsed())
                         })
                     });
@@ -327,10 +329,10 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
 fn block_forms(workload: &str, block: &SignedBlock, verifier: &BatchVerifier, registry: &KeyRegistry) -> anyhow::Result<BlockForms> {
     let aggregated = block.aggregate()?;
     let t = Instant::now();
-    aggregated.verify_on(registry, verifier).map_err(|e| anyhow::anyhow!("aggregated block does not verify: {e}"))?;
+    aggregated.verify_on(registry, block.chain_id, verifier).map_err(|e| anyhow::anyhow!("aggregated block does not verify: {e}"))?;
     let aggregate_verify_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let verdicts = verify_block(verifier, registry, block);
+    let verdicts = verify_block(verifier, registry, block, block.chain_id);
     let batch_verify_ms = t.elapsed().as_secs_f64() * 1e3;
     anyhow::ensure!(verdicts.iter().all(|v| v.signature_ok), "a freshly signed block failed verification");
     Ok(BlockForms {

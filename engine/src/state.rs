@@ -283,9 +283,18 @@ impl CommittedState {
 
     /// The current state root.
     pub fn root(&self) -> StateRoot {
+        Self::combined_root([self])
+    }
+
+    /// The root of the union of `states`, which must hold disjoint keys (the shards of one
+    /// state): the same value as the root of one state holding all their entries, because the
+    /// accumulator is a sum over entries.
+    pub fn combined_root<'a>(states: impl IntoIterator<Item = &'a CommittedState>) -> StateRoot {
         let mut acc = Acc::default();
-        for p in &self.parts {
-            acc.add(&p.acc);
+        for s in states {
+            for p in &s.parts {
+                acc.add(&p.acc);
+            }
         }
         let mut h = blake3::Hasher::new();
         h.update(b"occam/state-root/v1");
@@ -381,6 +390,16 @@ mod tests {
         assert_eq!(a.root(), b.root());
         assert_eq!(a.sorted_entries(), b.sorted_entries());
         assert_ne!(a.root(), CommittedState::new().root());
+    }
+
+    #[test]
+    fn combined_root_of_disjoint_parts_is_the_root_of_their_union() {
+        let entries: Vec<(Key, Value)> = (0..1000).map(|i| (Key::from_parts(1, i, 0), Value::from_u64(i * 3))).collect();
+        let whole = CommittedState::from_entries(entries.clone());
+        let (even, odd): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.0[16] % 2 == 0);
+        let parts = [CommittedState::from_entries(even), CommittedState::from_entries(odd)];
+        assert_eq!(CommittedState::combined_root(&parts), whole.root());
+        assert_ne!(parts[0].root(), whole.root());
     }
 
     #[test]

@@ -143,6 +143,13 @@ fn batch_verification_names_exactly_the_forged_signatures() {
         let verdicts = verifier.verify(&batch.items());
         let bad: Vec<usize> = (0..200).filter(|&i| !verdicts[i]).collect();
         assert_eq!(bad, vec![0, 5, 6, 77, 150, 199], "x{threads}");
+        // Every other signature forged (dense: both halves fail, checked one by one).
+        let mut dense = Batch::new(64);
+        for i in (1..64).step_by(2) {
+            dense.signatures[i] = dense.signatures[i - 1];
+        }
+        let verdicts = verifier.verify(&dense.items());
+        assert!((0..64).all(|i| verdicts[i] == (i % 2 == 0)), "x{threads}");
     }
 }
 

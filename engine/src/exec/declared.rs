@@ -91,9 +91,9 @@ struct AnalysisScratch {
 /// A slot is one `u64`: a 16-bit generation, 16 bits of the hash above the index bits and the
 /// transaction index. Tagging with the generation makes starting a new block free (no
 /// clearing, except once every 65,535 blocks); eight-byte slots keep a table for a 10,000-
-/// transaction block within the core's L2 cache. Two keys agreeing on the index and tag bits
-/// (at least 31 bits of their hashes) would only add a false edge, which serialises two
-/// transactions but never breaks a result. The table is sized for at most half occupancy and
+/// transaction block within the core's L2 cache. Two keys whose 16-bit tags agree and whose
+/// probe paths meet would only add a false edge, which serialises two transactions but never
+/// breaks a result. The table is sized for at most half occupancy and
 /// grows only when a block needs it.
 #[derive(Default)]
 struct TouchTable {
@@ -221,7 +221,9 @@ struct Analyzer {
     /// Per worker, each on its own cache lines: the workers write these in their hot loops,
     /// and two of them sharing a line cost more than the whole analysis (measured).
     scratch: Vec<CachePadded<parking_lot::Mutex<AnalysisScratch>>>,
-    slices: Vec<CachePadded<parking_lot::Mutex<SliceKeys>>>,
+    /// Written in step 1 by their worker, read by every worker in step 2 (hence a read-write
+    /// lock: a mutex made the workers queue up behind each other slice by slice).
+    slices: Vec<CachePadded<parking_lot::RwLock<SliceKeys>>>,
     builder: parking_lot::Mutex<ChainBuilder>,
     /// Bit `i` set if transaction `i` shares a key with another one, filled in step 2. Only
     /// those are in the chains; the others ("singles") are chains of one, run from index
@@ -275,7 +277,7 @@ impl Analyzer {
     /// owns it in step 2.
     fn collect_keys<V: Vm>(&self, w: usize, workers: usize, vm: &V, txs: &[V::Tx]) {
         let slice_len = txs.len().div_ceil(workers).max(1);
-        let mut slice = self.slices[w].lock();
+        let mut slice = self.slices[w].write();
         let SliceKeys { keys, owned } = &mut *slice;
         owned.resize_with(workers, Vec::new);
         owned.iter_mut().for_each(Vec::clear);
@@ -303,11 +305,11 @@ impl Analyzer {
         edges.clear();
         let linked = &self.linked[..];
         if workers > SHARED_SCAN_MAX_WORKERS {
-            let owned: usize = self.slices.iter().map(|sl| sl.lock().owned[w].len()).sum();
+            let owned: usize = self.slices.iter().map(|sl| sl.read().owned[w].len()).sum();
             last_toucher.begin(owned);
             let mut inserter = Inserter::new(last_toucher, edges, linked);
             for slice in &self.slices {
-                for &(i, h) in &slice.lock().owned[w] {
+                for &(i, h) in &slice.read().owned[w] {
                     inserter.push(i, h);
                 }
             }

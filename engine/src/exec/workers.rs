@@ -163,10 +163,12 @@ impl WorkerPool {
             }
         }
         *shared.job.lock() = None;
+        // Take a pool thread's panic in any case, so that it cannot surface in a later run.
+        let theirs = shared.panic.lock().take();
         if let Err(payload) = mine {
             resume_unwind(payload);
         }
-        if let Some(payload) = shared.panic.lock().take() {
+        if let Some(payload) = theirs {
             resume_unwind(payload);
         }
     }
@@ -395,6 +397,14 @@ mod tests {
             assert_eq!(payload.downcast_ref::<String>().map(String::as_str), Some(format!("worker {culprit} fails").as_str()));
             assert_eq!(pool.run(|w, _| w * 10), vec![0, 10, 20]);
         }
+    }
+
+    #[test]
+    fn panics_on_several_workers_do_not_leak_into_the_next_run() {
+        let pool = WorkerPool::new(3).unwrap();
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| pool.run(|w, _| -> usize { panic!("worker {w} fails") })));
+        assert!(caught.is_err());
+        assert_eq!(pool.run(|w, _| w), vec![0, 1, 2], "the other workers' panics were dropped with the run");
     }
 
     #[test]

@@ -21,8 +21,11 @@ use crate::vm::{Interrupt, View, Vm};
 
 /// Domain prefix of a transaction's signing bytes.
 pub const TX_DOMAIN: &[u8] = b"occam/tx/v1\0";
-/// Largest encoded transaction body accepted by the decoders.
-pub const MAX_BODY_LEN: usize = 64;
+/// Largest encoded transaction body (a kind tag, the work rounds and at most five fields).
+pub const MAX_BODY_LEN: usize = 1 + 4 + 5 * 8;
+/// Most emulated work rounds a decoded transaction may ask for (~4 ms of blake3): the field
+/// comes from the sender, and without a bound one transaction could pin a core for minutes.
+pub const MAX_WORK_ROUNDS: u32 = 1 << 16;
 /// Version byte of [`SignedBlock`] encodings.
 pub const SIGNED_BLOCK_VERSION: u8 = 1;
 /// Version byte of [`AggregatedBlock`] encodings.
@@ -181,6 +184,9 @@ fn read_body(r: &mut Reader<'_>) -> Result<NativeTx, CodecError> {
     let tag = r.u8("transaction kind")?;
     let count = field_count(tag).ok_or(CodecError::UnknownKind(tag))?;
     let work_rounds = r.u32("work rounds")?;
+    if work_rounds > MAX_WORK_ROUNDS {
+        return Err(CodecError::TooLarge { what: "work rounds", got: work_rounds as usize, max: MAX_WORK_ROUNDS as usize });
+    }
     let mut fields = [0u64; 5];
     for f in &mut fields[..count] {
         *f = r.u64("transaction field")?;
@@ -355,18 +361,28 @@ impl AggregatedBlock {
         Ok(AggregatedBlock { chain_id, headers, signature })
     }
 
-    /// Checks the aggregate signature against every signer's registered key, on one thread.
-    pub fn verify(&self, registry: &KeyRegistry) -> Result<(), SignedFailure> {
+    /// Checks that the block was signed for `chain_id` and its aggregate signature against
+    /// every signer's registered key, on one thread.
+    pub fn verify(&self, registry: &KeyRegistry, chain_id: u64) -> Result<(), SignedFailure> {
+        self.check_chain(chain_id)?;
         let (keys, messages) = self.pairs(registry)?;
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         self.signature.aggregate_verify(&keys, &refs).map_err(|_| SignedFailure::BadSignature)
     }
 
     /// [`AggregatedBlock::verify`] on all of `verifier`'s threads.
-    pub fn verify_on(&self, registry: &KeyRegistry, verifier: &BatchVerifier) -> Result<(), SignedFailure> {
+    pub fn verify_on(&self, registry: &KeyRegistry, chain_id: u64, verifier: &BatchVerifier) -> Result<(), SignedFailure> {
+        self.check_chain(chain_id)?;
         let (keys, messages) = self.pairs(registry)?;
         let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         verifier.aggregate_verify(&self.signature, &keys, &refs).map_err(|_| SignedFailure::BadSignature)
+    }
+
+    fn check_chain(&self, chain_id: u64) -> Result<(), SignedFailure> {
+        match self.chain_id == chain_id {
+            true => Ok(()),
+            false => Err(SignedFailure::WrongChain { expected: chain_id, got: self.chain_id }),
+        }
     }
 
     /// Each transaction's signer key and signing bytes.
@@ -385,6 +401,14 @@ pub enum SignedFailure {
     /// The signer is not in the registry.
     #[error("unknown signer")]
     UnknownSigner,
+    /// The block was signed for another chain.
+    #[error("signed for chain {got}, this is chain {expected}")]
+    WrongChain {
+        /// This chain.
+        expected: u64,
+        /// The block's chain.
+        got: u64,
+    },
     /// The nonce is not the signer's next one (reused, or ahead of it).
     #[error("bad nonce: expected {expected}, got {got}")]
     BadNonce {
@@ -414,6 +438,12 @@ pub fn nonce_key(signer: u32) -> Key {
 
 /// The native VM behind signatures and nonces. Signature verification happens before
 /// execution (in batches, see [`crate::crypto::BatchVerifier`]); this VM takes its verdicts.
+///
+/// It authenticates the *signer* and orders its transactions by nonce; it does not decide
+/// which accounts a signer may act for. The native kinds name their accounts by number, and a
+/// chain that binds accounts to keys checks `body.kind.sender()` against the signer in its own
+/// VM (the benchmark signs for account `a` with key `a % signers`). The caller must also check
+/// that a block was signed for its chain (`SignedBlock::chain_id`, `AggregatedBlock::verify`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SignedVm;
 
@@ -438,7 +468,7 @@ impl Vm for SignedVm {
     fn declared_keys(&self, tx: &VerifiedTx, keys: &mut Vec<Key>) -> bool {
         if tx.signature_ok {
             keys.push(nonce_key(tx.header.signer));
-            NativeVm.declared_keys(&tx.header.body, keys);
+            return NativeVm.declared_keys(&tx.header.body, keys);
         }
         true
     }

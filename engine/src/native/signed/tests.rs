@@ -73,8 +73,9 @@ fn bodies_and_blocks_round_trip() {
     let agg = block.aggregate().unwrap();
     let agg_bytes = agg.encode();
     assert_eq!(AggregatedBlock::decode(&agg_bytes), Ok(agg.clone()));
-    assert_eq!(agg.verify(&reg), Ok(()));
-    assert_eq!(agg.verify_on(&reg, &BatchVerifier::new(3).unwrap()), Ok(()));
+    assert_eq!(agg.verify(&reg, CHAIN), Ok(()));
+    assert_eq!(agg.verify(&reg, CHAIN + 1), Err(SignedFailure::WrongChain { expected: CHAIN + 1, got: CHAIN }));
+    assert_eq!(agg.verify_on(&reg, CHAIN, &BatchVerifier::new(3).unwrap()), Ok(()));
     // One 96-byte signature instead of one per transaction.
     assert_eq!(bytes.len() - agg_bytes.len(), (block.txs.len() - 1) * SIGNATURE_LEN);
 }
@@ -102,6 +103,10 @@ fn malformed_blocks_are_typed_errors() {
     encode_body(&NativeTx::new(TxKind::AmmSwap { pool: 0, trader: 1, zero_for_one: true, amount_in: 1, min_out: 0 }), &mut swap);
     swap[5 + 16] = 2;
     assert!(matches!(decode_body(&swap), Err(CodecError::BadField(_))));
+    // A sender asking for more emulated work than the limit.
+    let mut heavy = Vec::new();
+    encode_body(&NativeTx { kind: TxKind::SbBalance { a: 1 }, work_rounds: MAX_WORK_ROUNDS + 1 }, &mut heavy);
+    assert!(matches!(decode_body(&heavy), Err(CodecError::TooLarge { what: "work rounds", .. })));
     // A signature that is not a point: the last transaction's signature zeroed.
     let mut bad_sig = bytes.clone();
     let n = bad_sig.len();
@@ -126,11 +131,11 @@ fn forged_or_foreign_signatures_fail_verification() {
     let verdicts = BatchVerifier::new(2).unwrap().verify(&items);
     let bad: Vec<usize> = (0..verdicts.len()).filter(|&i| !verdicts[i]).collect();
     assert_eq!(bad, vec![3, 9]);
-    assert_eq!(block.aggregate().unwrap().verify(&reg), Err(SignedFailure::BadSignature));
-    assert_eq!(block.aggregate().unwrap().verify_on(&reg, &BatchVerifier::new(2).unwrap()), Err(SignedFailure::BadSignature));
+    assert_eq!(block.aggregate().unwrap().verify(&reg, CHAIN), Err(SignedFailure::BadSignature));
+    assert_eq!(block.aggregate().unwrap().verify_on(&reg, CHAIN, &BatchVerifier::new(2).unwrap()), Err(SignedFailure::BadSignature));
     let mut unknown = block.aggregate().unwrap();
     unknown.headers[0].signer = 99;
-    assert_eq!(unknown.verify(&reg), Err(SignedFailure::UnknownSigner));
+    assert_eq!(unknown.verify(&reg, CHAIN), Err(SignedFailure::UnknownSigner));
 }
 
 #[test]
