@@ -1,7 +1,8 @@
 //! # occam-bench
 //!
 //! The benchmark harness behind the `occam` command: workloads and key distributions, the
-//! bench runner with its cross-checks, reports, and recordings with replay.
+//! bench runner with its cross-checks, reports, recordings with replay, the signature pipeline
+//! and the sharded runs.
 
 pub mod distribution;
 pub mod machine;
@@ -9,4 +10,5 @@ pub mod pipeline;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod sharded;
 pub mod workload;

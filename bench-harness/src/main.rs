@@ -6,6 +6,7 @@ use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
 use occam_bench::report::table;
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
+use occam_bench::sharded::{run_sharded, sharded_table, ShardedConfig};
 use std::path::PathBuf;
 
 #[global_allocator]
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run workloads on the embedded engine under several executors and thread counts.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Re-execute a recording (from `bench --record`) and check every state root.
     Replay(ReplayArgs),
 }
@@ -84,6 +85,16 @@ struct BenchArgs {
     /// With --verify-signatures: the chain id transactions are signed for.
     #[arg(long, default_value_t = 1)]
     chain_id: u64,
+    /// Run the sharded engine with these shard counts (comma-separated), against 1 shard x 1
+    /// thread on the same blocks; --threads is then threads per shard.
+    #[arg(long, value_delimiter = ',')]
+    shards: Vec<usize>,
+    /// With --shards: share of `transfer`s whose two accounts are on different shards (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    cross_shard: f64,
+    /// With --shards: hash, range, range:B1,B2,... (account-id bounds) or map:FILE.
+    #[arg(long, default_value = "hash")]
+    partitioner: String,
 }
 
 #[derive(Args)]
@@ -122,6 +133,10 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         interleave: a.interleave,
     };
     let (workloads, _) = cfg.validate()?;
+    if !a.shards.is_empty() {
+        let sc = ShardedConfig { shards: a.shards.clone(), cross_share: a.cross_shard, partitioner: a.partitioner.clone() };
+        return sharded(&cfg, &sc, workloads.len(), a.quiet, a.json.as_ref());
+    }
     if a.verify_signatures {
         let pc = PipelineConfig {
             signers: a.signers,
@@ -133,24 +148,43 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let bar = progress_bar(a.quiet, total_blocks(&cfg, workloads.len()));
     let report = run_bench(&cfg, a.record.as_ref(), &bar)?;
     bar.finish_and_clear();
-    print!("{}", table(&report));
-    if let Some(path) = &a.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-        if !a.quiet {
-            eprintln!("wrote {}", path.display());
-        }
-    }
     if let Some(dir) = &a.record {
         if !a.quiet {
             eprintln!("recorded to {} (check with: occam replay {})", dir.display(), dir.display());
         }
     }
-    if !report.mismatches.is_empty() {
-        for m in &report.mismatches {
+    finish(
+        &table(&report),
+        &report,
+        &report.mismatches,
+        a.json.as_ref(),
+        a.quiet,
+        "executor result(s) disagree with the sequential reference",
+    )
+}
+
+/// Prints the table, writes the JSON report if asked, and fails if any run disagreed with its
+/// reference (exit code 1).
+fn finish(
+    table: &str,
+    report: &impl serde::Serialize,
+    mismatches: &[String],
+    json: Option<&PathBuf>,
+    quiet: bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    print!("{table}");
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?).with_context(|| format!("writing {}", path.display()))?;
+        if !quiet {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if !mismatches.is_empty() {
+        for m in mismatches {
             eprintln!("MISMATCH {m}");
         }
-        bail!("{} executor result(s) disagree with the sequential reference", report.mismatches.len());
+        bail!("{} {what}", mismatches.len());
     }
     Ok(())
 }
@@ -168,17 +202,16 @@ fn signature_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, workloads: usize, 
     }
     let report = run_pipeline(cfg, pc, &bar)?;
     bar.finish_and_clear();
-    print!("{}", pipeline_table(&report));
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if !report.mismatches.is_empty() {
-        for m in &report.mismatches {
-            eprintln!("MISMATCH {m}");
-        }
-        bail!("{} pipeline run(s) disagree with the sequential reference", report.mismatches.len());
-    }
-    Ok(())
+    finish(&pipeline_table(&report), &report, &report.mismatches, json, quiet, "pipeline run(s) disagree with the sequential reference")
+}
+
+fn sharded(cfg: &BenchConfig, sc: &ShardedConfig, workloads: usize, quiet: bool, json: Option<&PathBuf>) -> anyhow::Result<()> {
+    let runs_per_count = cfg.executors.len() * (1 + cfg.threads.len());
+    let blocks = (workloads * sc.shards.len() * runs_per_count * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64;
+    let bar = progress_bar(quiet, blocks);
+    let report = run_sharded(cfg, sc, &bar)?;
+    bar.finish_and_clear();
+    finish(&sharded_table(&report), &report, &report.mismatches, json, quiet, "sharded run(s) disagree with the oracle")
 }
 
 fn progress_bar(quiet: bool, blocks: u64) -> indicatif::ProgressBar {
@@ -203,7 +236,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Bench(a) => bench(a),
+        Command::Bench(a) => bench(*a),
         Command::Replay(a) => {
             let summaries = replay(&a.dir, &a.executor, a.threads)?;
             for s in summaries {

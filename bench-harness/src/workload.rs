@@ -145,9 +145,27 @@ impl Workload {
     }
 }
 
+/// Shard placement for generated transactions: which shard an account id's key lives on, and
+/// the share of two-party transactions that must span two shards. Applies to `transfer` (both
+/// ends are native accounts); other workloads keep the cross-shard share their keys give.
+#[derive(Clone)]
+pub struct Placement {
+    /// The shard of account `id`.
+    pub shard_of: std::sync::Arc<dyn Fn(u64) -> u32 + Send + Sync>,
+    /// Share of cross-shard transfers, 0 to 1.
+    pub cross_share: f64,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement").field("cross_share", &self.cross_share).finish()
+    }
+}
+
 /// Generates the transactions of one workload.
 #[derive(Clone, Debug)]
 pub struct Generator {
+    placement: Option<Placement>,
     workload: Workload,
     ids: KeyChooser,
     rng: ChaCha8Rng,
@@ -164,6 +182,7 @@ impl Generator {
     pub fn new(workload: Workload, accounts: u64, dist: Distribution, seed: u64, work_rounds: u32) -> Self {
         let ids = workload.genesis(accounts).accounts.max(1);
         Generator {
+            placement: None,
             workload,
             ids: KeyChooser::new(ids, dist),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -172,6 +191,27 @@ impl Generator {
             approvals: Vec::new(),
             approval_cursor: 0,
         }
+    }
+
+    /// Places two-party transactions on shards as `placement` says.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// A counterpart for `from`: from the key distribution, on `from`'s shard or on another
+    /// one as the placement's share says (by rejection: up to 256 draws, then any id).
+    fn counterpart(&mut self, from: u64) -> u64 {
+        let Some(p) = self.placement.clone() else { return self.id() };
+        let cross = self.rng.gen_bool(p.cross_share.clamp(0.0, 1.0));
+        let home = (p.shard_of)(from);
+        for _ in 0..256 {
+            let to = self.id();
+            if ((p.shard_of)(to) != home) == cross {
+                return to;
+            }
+        }
+        self.id()
     }
 
     /// The next `n` transactions.
@@ -187,7 +227,8 @@ impl Generator {
     pub fn next_tx(&mut self) -> NativeTx {
         let kind = match self.workload {
             Workload::Transfer => {
-                let (from, to) = (self.id(), self.id());
+                let from = self.id();
+                let to = self.counterpart(from);
                 TxKind::Transfer { from, to, amount: self.rng.gen_range(1..=100) }
             }
             Workload::SmallBank => self.smallbank(),

@@ -1,7 +1,14 @@
 //! # occam-shard
 //!
-//! The shard layer. For now: block certificates — replicas' BLS votes on (shard, height, block
-//! hash, state root) aggregated into one signature and a signer bitmap ([`certificate`]).
+//! The shard layer:
+//!
+//! - [`partition`]: which shard owns a key (by hash, by id range, or by an explicit map).
+//! - [`engine`]: the embedded sharded engine — shards executing at once, cross-shard
+//!   transactions through the [`protocol`], one documented serial order, a combined root.
+//! - [`protocol`]: the cross-shard protocol (deterministic read exchange) as sans-IO state
+//!   machines.
+//! - [`certificate`]: block certificates — replicas' BLS votes on (shard, height, block hash,
+//!   state root) aggregated into one signature and a signer bitmap.
 //!
 //! ```
 //! use occam_engine::crypto::SecretKey;
@@ -22,6 +29,9 @@
 #![forbid(unsafe_code)]
 
 pub mod certificate;
+pub mod engine;
+pub mod partition;
+pub mod protocol;
 
 pub use certificate::{
     Certificate, CertificateError, DecodeError, QuorumCollector, SignedVote, SignerBitmap, ValidatorSet, Vote, MAX_BITMAP_LEN,

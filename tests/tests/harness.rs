@@ -184,3 +184,39 @@ fn signature_pipeline_runs_and_agrees_with_sequential() {
     cfg.tx_cost_us = 5.0;
     assert!(run_pipeline(&cfg, &pc, &()).unwrap_err().to_string().contains("--tx-cost-us"));
 }
+
+/// `--shards`: the sharded engine against one shard on the same blocks, the asked share of
+/// cross-shard transfers, per-shard figures, and the oracle check of every block.
+#[test]
+fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
+    use occam_bench::sharded::{run_sharded, sharded_table, ShardedConfig, ShardedReport, SHARDED_SCHEMA};
+    let mut cfg = config(&["transfer", "smallbank"]);
+    cfg.distribution = "uniform".into();
+    cfg.threads = vec![1, 2];
+    cfg.executors = ["sequential", "auto"].map(String::from).to_vec();
+    for (partitioner, share) in [("hash", 0.0), ("hash", 0.25), ("range", 1.0)] {
+        let sc = ShardedConfig { shards: vec![1, 3], cross_share: share, partitioner: partitioner.into() };
+        let report = run_sharded(&cfg, &sc, &()).unwrap();
+        assert_eq!(report.schema, SHARDED_SCHEMA);
+        assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+        // Per workload and shard count: sequential (baseline + 1 run), auto (baseline + 2 runs).
+        assert_eq!(report.results.len(), 2 * 2 * 5);
+        for r in report.results.iter().filter(|r| r.workload == "transfer" && r.shards == 3) {
+            assert!((r.cross_share - share).abs() < 0.08, "{partitioner}: asked {share}, measured {}", r.cross_share);
+            assert_eq!(r.shard_tps.len(), 3);
+            assert!(r.imbalance >= 1.0 && r.tps > 0.0 && r.speedup > 0.0);
+        }
+        let baseline_roots: Vec<_> =
+            report.results.iter().filter(|r| r.workload == "transfer" && r.shards == 3).map(|r| &r.state_root).collect();
+        assert!(baseline_roots.windows(2).all(|w| w[0] == w[1]));
+        assert!(sharded_table(&report).contains("per-shard TPS"));
+        let back: ShardedReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.results.len(), report.results.len());
+    }
+    let bad = |shards: Vec<usize>, share: f64, p: &str| {
+        run_sharded(&cfg, &ShardedConfig { shards, cross_share: share, partitioner: p.into() }, &()).unwrap_err().to_string()
+    };
+    assert!(bad(vec![0], 0.0, "hash").contains("--shards"));
+    assert!(bad(vec![2], 1.5, "hash").contains("--cross-shard"));
+    assert!(!bad(vec![2], 0.0, "ranges").is_empty());
+}
