@@ -223,7 +223,8 @@ where
             .collect::<Result<_, ExecError>>()?;
         Ok(ShardedEngine {
             participants: (0..n as ShardId).map(Participant::new).collect(),
-            cross: executor_by_name(executor, threads)?,
+            // The cross-shard phase runs while the shards wait: it gets all their threads.
+            cross: executor_by_name(executor, (threads * n).min(occam_engine::exec::MAX_THREADS))?,
             pool: WorkerPool::new(n).map_err(|e| ShardError::Config(format!("starting the shard threads: {e}")))?,
             shards,
             partitioner,
