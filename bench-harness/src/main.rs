@@ -95,6 +95,10 @@ struct BenchArgs {
     /// With --shards: hash, range, range:B1,B2,... (account-id bounds) or map:FILE.
     #[arg(long, default_value = "hash")]
     partitioner: String,
+    /// With --shards: coordinate cross-shard transactions in one round per block (per-block)
+    /// or one per transaction (per-tx, to measure what batching saves).
+    #[arg(long, default_value = "per-block")]
+    cross_batching: String,
 }
 
 #[derive(Args)]
@@ -134,7 +138,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     };
     let (workloads, _) = cfg.validate()?;
     if !a.shards.is_empty() {
-        let sc = ShardedConfig { shards: a.shards.clone(), cross_share: a.cross_shard, partitioner: a.partitioner.clone() };
+        let sc = ShardedConfig {
+            shards: a.shards.clone(),
+            cross_share: a.cross_shard,
+            partitioner: a.partitioner.clone(),
+            cross_batching: a.cross_batching.clone(),
+        };
         return sharded(&cfg, &sc, workloads.len(), a.quiet, a.json.as_ref());
     }
     if a.verify_signatures {

@@ -19,7 +19,7 @@ use occam_engine::key::Key;
 use occam_engine::native::{tag, NativeTx, NativeVm};
 use occam_engine::state::CommittedState;
 use occam_engine::vm::Vm;
-use occam_shard::engine::ShardedEngine;
+use occam_shard::engine::{CrossBatching, ShardedEngine};
 use occam_shard::partition::{partitioner_by_spec, Partitioner};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -37,6 +37,21 @@ pub struct ShardedConfig {
     pub cross_share: f64,
     /// Partitioner spec: `hash`, `range`, `range:B1,...` or `map:PATH`.
     pub partitioner: String,
+    /// One protocol round per block (`per-block`) or per cross-shard transaction (`per-tx`).
+    #[serde(default = "per_block")]
+    pub cross_batching: String,
+}
+
+fn per_block() -> String {
+    "per-block".into()
+}
+
+fn batching(name: &str) -> anyhow::Result<CrossBatching> {
+    match name {
+        "per-block" => Ok(CrossBatching::PerBlock),
+        "per-tx" => Ok(CrossBatching::PerTransaction),
+        other => anyhow::bail!("--cross-batching must be per-block or per-tx, got {other:?}"),
+    }
 }
 
 /// One `S shards × T threads` run of a workload.
@@ -130,6 +145,7 @@ pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progres
     if sc.shards.is_empty() || sc.shards.iter().any(|&s| s == 0 || s > occam_shard::partition::MAX_SHARDS) {
         anyhow::bail!("--shards needs shard counts between 1 and {}", occam_shard::partition::MAX_SHARDS);
     }
+    let batching = batching(&sc.cross_batching)?;
     if !(0.0..=1.0).contains(&sc.cross_share) {
         anyhow::bail!("--cross-shard must be between 0 and 1, got {}", sc.cross_share);
     }
@@ -151,14 +167,24 @@ pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progres
             let one: Arc<dyn Partitioner> = Arc::from(partitioner_by_spec("hash", 1, 1)?);
             let expected_one = oracle_roots(&genesis, &blocks, &*one)?;
             for executor in &cfg.executors {
-                let baseline = run_one(workload, executor, Arc::clone(&one), 1, &genesis, &blocks, cfg.warmup_blocks, progress)?;
+                let baseline = run_one(workload, executor, Arc::clone(&one), 1, batching, &genesis, &blocks, cfg.warmup_blocks, progress)?;
                 let mut runs = vec![];
                 for &threads in &cfg.threads {
                     let threads = if executor == "sequential" { 1 } else { threads };
                     if runs.iter().any(|r: &Measured| r.threads == threads) {
                         continue;
                     }
-                    runs.push(run_one(workload, executor, Arc::clone(&p), threads, &genesis, &blocks, cfg.warmup_blocks, progress)?);
+                    runs.push(run_one(
+                        workload,
+                        executor,
+                        Arc::clone(&p),
+                        threads,
+                        batching,
+                        &genesis,
+                        &blocks,
+                        cfg.warmup_blocks,
+                        progress,
+                    )?);
                 }
                 for (run, expected) in std::iter::once((&baseline, &expected_one)).chain(runs.iter().map(|r| (r, &expected))) {
                     let label = format!("{workload} {executor} {} shards x{}", run.shards, run.threads);
@@ -225,6 +251,7 @@ fn run_one(
     executor: &str,
     p: Arc<dyn Partitioner>,
     threads: usize,
+    batching: CrossBatching,
     genesis: &CommittedState,
     blocks: &[Vec<NativeTx>],
     warmup: usize,
@@ -232,6 +259,7 @@ fn run_one(
 ) -> anyhow::Result<Measured> {
     let shards = p.shards();
     let mut engine = ShardedEngine::new(p, executor, threads, genesis)?;
+    engine.set_batching(batching);
     let mut m = Measured {
         shards,
         threads,
@@ -273,13 +301,14 @@ pub fn sharded_table(r: &ShardedReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "occam bench --shards  commit {}  {} ({} cores), {}\npartitioner {}  cross-shard transfers asked {:.0}%  block {} txs  {} measured blocks after {} warm-up\n",
+        "occam bench --shards  commit {}  {} ({} cores), {}\npartitioner {}  cross-shard transfers asked {:.0}%  coordination {}  block {} txs  {} measured blocks after {} warm-up\n",
         r.commit,
         r.machine.cpu_model,
         r.machine.cores,
         r.machine.os,
         r.sharding.partitioner,
         r.sharding.cross_share * 100.0,
+        r.sharding.cross_batching,
         r.settings.block_size,
         r.settings.measured_blocks(),
         r.settings.warmup_blocks

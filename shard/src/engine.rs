@@ -152,6 +152,9 @@ impl Transport for LocalTransport {
     }
 }
 
+/// One protocol round: the cross-shard transactions it runs and the keys it reads, by shard.
+type Round = (Vec<usize>, BTreeMap<ShardId, Vec<Key>>);
+
 /// Outputs of the cross-shard transactions, and their writes by shard.
 type CrossResult<O> = (Vec<O>, BTreeMap<ShardId, Entries>);
 
@@ -193,7 +196,21 @@ pub struct ShardedEngine<V: Vm + 'static> {
     participants: Vec<Participant>,
     cross: Box<dyn BlockExecutor<Guarded<V>>>,
     pool: WorkerPool,
-    height: u64,
+    /// Protocol rounds so far (one per block with cross-shard transactions when batched, one
+    /// per cross-shard transaction otherwise); a round's number tags its messages.
+    rounds: u64,
+    batching: CrossBatching,
+}
+
+/// How the cross-shard transactions of a block are coordinated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CrossBatching {
+    /// One protocol round for all of them (the default): two message exchanges per block.
+    #[default]
+    PerBlock,
+    /// One round per transaction, in block order, as a per-transaction commit protocol would
+    /// run them; kept to measure what batching saves.
+    PerTransaction,
 }
 
 impl<V> ShardedEngine<V>
@@ -228,8 +245,14 @@ where
             pool: WorkerPool::new(n).map_err(|e| ShardError::Config(format!("starting the shard threads: {e}")))?,
             shards,
             partitioner,
-            height: 0,
+            rounds: 0,
+            batching: CrossBatching::PerBlock,
         })
+    }
+
+    /// Chooses how cross-shard transactions are coordinated (results are the same either way).
+    pub fn set_batching(&mut self, batching: CrossBatching) {
+        self.batching = batching;
     }
 
     /// Number of shards.
@@ -305,7 +328,7 @@ where
             (out, pending, t.elapsed().as_nanos() as u64)
         });
         let mut outs = Vec::with_capacity(n_shards);
-        let mut pending = Vec::with_capacity(n_shards);
+        let mut pending: Vec<HashMap<Key, Option<Value>>> = Vec::with_capacity(n_shards);
         let mut shard_ns = Vec::with_capacity(n_shards);
         for (out, p, ns) in results {
             outs.push(out?);
@@ -321,10 +344,31 @@ where
         let cross_started = Instant::now();
         let mut outputs: Vec<Option<V::Output>> = (0..txs.len()).map(|_| None).collect();
         let mut transport = LocalTransport::default();
-        let mut cross_writes: Vec<Entries> = vec![Vec::new(); n_shards];
-        if !cross.is_empty() {
-            let cross_outputs = self.cross_phase(vm, txs, &cross, cross_keys, &pending, &mut cross_writes, &mut transport)?;
-            for (&i, o) in cross.iter().zip(cross_outputs) {
+        // Each shard's cross-shard writes, last one per key.
+        let mut cross_writes: Vec<BTreeMap<Key, Option<Value>>> = vec![BTreeMap::new(); n_shards];
+        let rounds: Vec<Round> = match self.batching {
+            _ if cross.is_empty() => Vec::new(),
+            CrossBatching::PerBlock => vec![(cross.clone(), cross_keys)],
+            CrossBatching::PerTransaction => cross
+                .iter()
+                .map(|&i| {
+                    keys.clear();
+                    vm.declared_keys(&txs[i], &mut keys);
+                    let mut reads: BTreeMap<ShardId, Vec<Key>> = BTreeMap::new();
+                    let mut seen = HashSet::new();
+                    for k in &keys {
+                        let entry = reads.entry(self.partitioner.shard_of(k)).or_default();
+                        if seen.insert(*k) {
+                            entry.push(*k);
+                        }
+                    }
+                    (vec![i], reads)
+                })
+                .collect(),
+        };
+        for (batch, reads) in rounds {
+            let cross_outputs = self.cross_phase(vm, txs, &batch, reads, &mut pending, &mut cross_writes, &mut transport)?;
+            for (&i, o) in batch.iter().zip(cross_outputs) {
                 outputs[i] = Some(o);
             }
         }
@@ -340,7 +384,8 @@ where
             let Shard { state, exec } = &mut *shard;
             state.apply(write_sets[w], exec.pool());
             if !staged[w].is_empty() {
-                state.apply(&WriteSet::from_entries(staged[w].clone()), exec.pool());
+                let entries: Entries = staged[w].iter().map(|(k, v)| (*k, v.clone())).collect();
+                state.apply(&WriteSet::from_entries(entries), exec.pool());
             }
         });
         let commit_ns = commit_started.elapsed().as_nanos() as u64;
@@ -350,7 +395,6 @@ where
                 outputs[i] = Some(o);
             }
         }
-        self.height += 1;
         Ok(ShardedOutput {
             outputs: outputs.into_iter().map(|o| o.expect("every transaction routed")).collect(),
             stats: ShardedStats {
@@ -373,11 +417,12 @@ where
         txs: &[V::Tx],
         cross: &[usize],
         reads: BTreeMap<ShardId, Vec<Key>>,
-        pending: &[HashMap<Key, Option<Value>>],
-        staged: &mut [Entries],
+        pending: &mut [HashMap<Key, Option<Value>>],
+        staged: &mut [BTreeMap<Key, Option<Value>>],
         transport: &mut impl Transport,
     ) -> Result<Vec<V::Output>, ShardError> {
-        let block = self.height;
+        self.rounds += 1;
+        let block = self.rounds;
         let (mut coordinator, out) = Coordinator::start(block, reads);
         out.into_iter().for_each(|e| transport.send(e));
         let mut outputs = None;
@@ -385,17 +430,25 @@ where
             match to {
                 Address::Shard(s) => {
                     let shard = self.shards.get(s as usize).ok_or(ProtocolError::Unexpected)?.lock();
-                    let pending = &pending[s as usize];
-                    let read = |k: &Key| match pending.get(k) {
-                        Some(v) => v.clone(),
-                        None => shard.state.get(k).cloned(),
+                    let actions = {
+                        let pending = &pending[s as usize];
+                        let read = |k: &Key| match pending.get(k) {
+                            Some(v) => v.clone(),
+                            None => shard.state.get(k).cloned(),
+                        };
+                        self.participants[s as usize].on_message(&message, read)?
                     };
-                    for action in self.participants[s as usize].on_message(&message, read)? {
+                    for action in actions {
                         match action {
                             Action::Send(e) => transport.send(e),
                             // Staged: committed with the block's other writes once it has all
-                            // succeeded.
-                            Action::ApplyWrites(writes) => staged[s as usize] = writes,
+                            // succeeded; later rounds of the block read them.
+                            Action::ApplyWrites(writes) => {
+                                for (k, v) in writes {
+                                    pending[s as usize].insert(k, v.clone());
+                                    staged[s as usize].insert(k, v);
+                                }
+                            }
                         }
                     }
                 }

@@ -195,7 +195,8 @@ fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
     cfg.threads = vec![1, 2];
     cfg.executors = ["sequential", "auto"].map(String::from).to_vec();
     for (partitioner, share) in [("hash", 0.0), ("hash", 0.25), ("range", 1.0)] {
-        let sc = ShardedConfig { shards: vec![1, 3], cross_share: share, partitioner: partitioner.into() };
+        let sc =
+            ShardedConfig { shards: vec![1, 3], cross_share: share, partitioner: partitioner.into(), cross_batching: "per-block".into() };
         let report = run_sharded(&cfg, &sc, &()).unwrap();
         assert_eq!(report.schema, SHARDED_SCHEMA);
         assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
@@ -214,9 +215,15 @@ fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
         assert_eq!(back.results.len(), report.results.len());
     }
     let bad = |shards: Vec<usize>, share: f64, p: &str| {
-        run_sharded(&cfg, &ShardedConfig { shards, cross_share: share, partitioner: p.into() }, &()).unwrap_err().to_string()
+        run_sharded(&cfg, &ShardedConfig { shards, cross_share: share, partitioner: p.into(), cross_batching: "per-block".into() }, &())
+            .unwrap_err()
+            .to_string()
     };
     assert!(bad(vec![0], 0.0, "hash").contains("--shards"));
     assert!(bad(vec![2], 1.5, "hash").contains("--cross-shard"));
     assert!(!bad(vec![2], 0.0, "ranges").is_empty());
+    let sc = ShardedConfig { shards: vec![2], cross_share: 0.5, partitioner: "hash".into(), cross_batching: "per-tx".into() };
+    assert!(run_sharded(&cfg, &sc, &()).unwrap().mismatches.is_empty());
+    let sc = ShardedConfig { cross_batching: "sometimes".into(), ..sc };
+    assert!(run_sharded(&cfg, &sc, &()).unwrap_err().to_string().contains("--cross-batching"));
 }

@@ -9,7 +9,7 @@ use occam_engine::key::Key;
 use occam_engine::native::{GenesisConfig, NativeTx, NativeVm, TxKind};
 use occam_engine::prelude::*;
 use occam_engine::vm::Interrupt;
-use occam_shard::engine::{ShardError, ShardedEngine};
+use occam_shard::engine::{CrossBatching, ShardError, ShardedEngine};
 use occam_shard::partition::{HashPartitioner, Partitioner, RangePartitioner};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -36,15 +36,24 @@ fn serial_order<V: Vm>(vm: &V, p: &dyn Partitioner, block: &[V::Tx]) -> (Vec<usi
     (single, n_cross)
 }
 
-/// Runs `blocks` on the sharded engine and on the oracle; panics at the first difference.
-/// Returns the share of cross-shard transactions.
-fn check(genesis: &CommittedState, blocks: &[Vec<NativeTx>], p: Arc<dyn Partitioner>, executor: &str, threads: usize) -> f64 {
+/// Runs `blocks` on the sharded engine (coordinating cross-shard transactions as `batching`
+/// says) and on the oracle; panics at the first difference. Returns the share of cross-shard
+/// transactions.
+fn check_with(
+    genesis: &CommittedState,
+    blocks: &[Vec<NativeTx>],
+    p: Arc<dyn Partitioner>,
+    executor: &str,
+    threads: usize,
+    batching: CrossBatching,
+) -> f64 {
     let mut engine = ShardedEngine::new(Arc::clone(&p), executor, threads, genesis).expect("engine");
+    engine.set_batching(batching);
     let mut oracle = genesis.clone();
     let mut seq = executor_by_name::<NativeVm>("sequential", 1).unwrap();
     let (mut cross, mut total) = (0, 0);
     for (b, block) in blocks.iter().enumerate() {
-        let ctx = format!("{} shards ({}), {executor} x{threads}, block {b}", p.shards(), p.describe());
+        let ctx = format!("{} shards ({}), {executor} x{threads}, {batching:?}, block {b}", p.shards(), p.describe());
         let out = engine.execute_block(&NativeVm, block).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         let (order, n_cross) = serial_order(&NativeVm, &*p, block);
         let reordered: Vec<NativeTx> = order.iter().map(|&i| block[i].clone()).collect();
@@ -79,10 +88,12 @@ proptest! {
         shards in 1usize..=8,
         kind in 0u8..2,
         executor in prop::sample::select(vec!["sequential", "parallel", "declared", "auto"]),
+        per_tx in any::<bool>(),
     ) {
         let genesis = case.state();
         let threads = if executor == "sequential" { 1 } else { 1 + case.threads % 2 };
-        check(&genesis, &case.blocks, partitioner(kind, shards, 14), executor, threads);
+        let batching = if per_tx { CrossBatching::PerTransaction } else { CrossBatching::PerBlock };
+        check_with(&genesis, &case.blocks, partitioner(kind, shards, 14), executor, threads, batching);
     }
 }
 
@@ -110,8 +121,12 @@ fn every_cross_shard_share_from_none_to_all() {
                         .collect(),
                 );
             }
-            for (executor, threads) in [("sequential", 1), ("auto", 2)] {
-                let measured = check(&genesis, &blocks, Arc::clone(&p), executor, threads);
+            for (executor, threads, batching) in [
+                ("sequential", 1, CrossBatching::PerBlock),
+                ("auto", 2, CrossBatching::PerBlock),
+                ("auto", 2, CrossBatching::PerTransaction),
+            ] {
+                let measured = check_with(&genesis, &blocks, Arc::clone(&p), executor, threads, batching);
                 assert!((measured - share).abs() < 0.01, "{shards} shards: asked {share}, got {measured}");
             }
         }
