@@ -95,8 +95,9 @@ struct BenchArgs {
     /// With --shards: hash, range, range:B1,B2,... (account-id bounds) or map:FILE.
     #[arg(long, default_value = "hash")]
     partitioner: String,
-    /// With --shards: coordinate cross-shard transactions in one round per block (per-block)
-    /// or one per transaction (per-tx, to measure what batching saves).
+    /// With --shards: coordinate cross-shard transactions in one round per block (per-block),
+    /// one per transaction (per-tx), or in Aria-style reservation rounds (reservation, whose
+    /// serial order is its own) — the alternatives, to measure against each other.
     #[arg(long, default_value = "per-block")]
     cross_batching: String,
 }

@@ -39,7 +39,7 @@ use occam_engine::exec::{executor_by_name, BlockExecutor, ExecError, WorkerPool}
 use occam_engine::key::Key;
 use occam_engine::state::{CommittedState, StateRoot, WriteSet};
 use occam_engine::value::Value;
-use occam_engine::vm::{Interrupt, View, Vm};
+use occam_engine::vm::{BaseRead, BufferedView, Interrupt, View, Vm};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -152,8 +152,21 @@ impl Transport for LocalTransport {
     }
 }
 
-/// One protocol round: the cross-shard transactions it runs and the keys it reads, by shard.
-type Round = (Vec<usize>, BTreeMap<ShardId, Vec<Key>>);
+/// Outputs of a reservation round (`None`: deferred), and the committed writes by shard.
+type ReservedResult<O> = (Vec<Option<O>>, BTreeMap<ShardId, Entries>);
+
+/// A base for one transaction over a snapshot that records the keys it reads.
+struct Recording<'a> {
+    state: &'a CommittedState,
+    reads: Vec<Key>,
+}
+
+impl BaseRead for Recording<'_> {
+    fn read_base(&mut self, key: &Key) -> Result<Option<Value>, Interrupt> {
+        self.reads.push(*key);
+        Ok(self.state.get(key).cloned())
+    }
+}
 
 /// Outputs of the cross-shard transactions, and their writes by shard.
 type CrossResult<O> = (Vec<O>, BTreeMap<ShardId, Entries>);
@@ -178,6 +191,11 @@ pub struct ShardedStats {
     pub cross_phase_ns: u64,
     /// Protocol messages sent.
     pub messages: usize,
+    /// The order the cross-shard transactions took effect in (block indices): block order,
+    /// except under [`CrossBatching::Reservation`].
+    pub cross_order: Vec<usize>,
+    /// Protocol rounds of the cross-shard phase.
+    pub cross_rounds: usize,
 }
 
 /// A sharded block's outputs (block order) and statistics.
@@ -211,6 +229,12 @@ pub enum CrossBatching {
     /// One round per transaction, in block order, as a per-transaction commit protocol would
     /// run them; kept to measure what batching saves.
     PerTransaction,
+    /// Aria-style batch reservation, a research variant: each round executes all remaining
+    /// cross-shard transactions against the same values, commits those that neither read nor
+    /// write a key an earlier transaction of the round writes, and defers the others to the
+    /// next round. Its serial order is therefore not block order but round by round, each
+    /// round in block order; [`ShardedStats::cross_order`] reports it.
+    Reservation,
 }
 
 impl<V> ShardedEngine<V>
@@ -346,31 +370,31 @@ where
         let mut transport = LocalTransport::default();
         // Each shard's cross-shard writes, last one per key.
         let mut cross_writes: Vec<BTreeMap<Key, Option<Value>>> = vec![BTreeMap::new(); n_shards];
-        let rounds: Vec<Round> = match self.batching {
-            _ if cross.is_empty() => Vec::new(),
-            CrossBatching::PerBlock => vec![(cross.clone(), cross_keys)],
-            CrossBatching::PerTransaction => cross
-                .iter()
-                .map(|&i| {
-                    keys.clear();
-                    vm.declared_keys(&txs[i], &mut keys);
-                    let mut reads: BTreeMap<ShardId, Vec<Key>> = BTreeMap::new();
-                    let mut seen = HashSet::new();
-                    for k in &keys {
-                        let entry = reads.entry(self.partitioner.shard_of(k)).or_default();
-                        if seen.insert(*k) {
-                            entry.push(*k);
-                        }
+        let mut cross_order = Vec::with_capacity(cross.len());
+        let mut cross_rounds = 0;
+        let mut remaining = cross.clone();
+        while !remaining.is_empty() {
+            let batch: Vec<usize> = match self.batching {
+                CrossBatching::PerTransaction => vec![remaining[0]],
+                CrossBatching::PerBlock | CrossBatching::Reservation => remaining.clone(),
+            };
+            let reads = self.reads_of(vm, txs, &batch);
+            let round_outputs = self.cross_phase(vm, txs, &batch, reads, &mut pending, &mut cross_writes, &mut transport)?;
+            cross_rounds += 1;
+            let mut deferred = Vec::new();
+            for (&i, o) in batch.iter().zip(round_outputs) {
+                match o {
+                    Some(o) => {
+                        outputs[i] = Some(o);
+                        cross_order.push(i);
                     }
-                    (vec![i], reads)
-                })
-                .collect(),
-        };
-        for (batch, reads) in rounds {
-            let cross_outputs = self.cross_phase(vm, txs, &batch, reads, &mut pending, &mut cross_writes, &mut transport)?;
-            for (&i, o) in batch.iter().zip(cross_outputs) {
-                outputs[i] = Some(o);
+                    None => deferred.push(i),
+                }
             }
+            remaining = match self.batching {
+                CrossBatching::PerTransaction => remaining[1..].to_vec(),
+                CrossBatching::PerBlock | CrossBatching::Reservation => deferred,
+            };
         }
         let cross_phase_ns = cross_started.elapsed().as_nanos() as u64;
 
@@ -404,8 +428,28 @@ where
                 single_phase_ns: single_phase_ns + commit_ns,
                 cross_phase_ns,
                 messages: transport.sent(),
+                cross_order,
+                cross_rounds,
             },
         })
+    }
+
+    /// The declared keys of `batch`, by owning shard, each once.
+    fn reads_of(&self, vm: &V, txs: &[V::Tx], batch: &[usize]) -> BTreeMap<ShardId, Vec<Key>> {
+        let mut reads: BTreeMap<ShardId, Vec<Key>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        let mut keys = Vec::new();
+        for &i in batch {
+            keys.clear();
+            vm.declared_keys(&txs[i], &mut keys);
+            for k in &keys {
+                let entry = reads.entry(self.partitioner.shard_of(k)).or_default();
+                if seen.insert(*k) {
+                    entry.push(*k);
+                }
+            }
+        }
+        reads
     }
 
     /// Runs the protocol for the block's cross-shard transactions, delivering every message
@@ -420,7 +464,7 @@ where
         pending: &mut [HashMap<Key, Option<Value>>],
         staged: &mut [BTreeMap<Key, Option<Value>>],
         transport: &mut impl Transport,
-    ) -> Result<Vec<V::Output>, ShardError> {
+    ) -> Result<Vec<Option<V::Output>>, ShardError> {
         self.rounds += 1;
         let block = self.rounds;
         let (mut coordinator, out) = Coordinator::start(block, reads);
@@ -455,7 +499,13 @@ where
                 Address::Coordinator => match coordinator.on_message(&message)? {
                     Step::Wait | Step::Done => {}
                     Step::Execute(values) => {
-                        let (out, writes) = self.execute_cross(vm, txs, cross, values)?;
+                        let (out, writes) = match self.batching {
+                            CrossBatching::Reservation => self.execute_reserving(vm, txs, cross, values)?,
+                            CrossBatching::PerBlock | CrossBatching::PerTransaction => {
+                                let (out, writes) = self.execute_cross(vm, txs, cross, values)?;
+                                (out.into_iter().map(Some).collect(), writes)
+                            }
+                        };
                         outputs = Some(out);
                         for e in coordinator.on_executed(writes)? {
                             transport.send(e);
@@ -468,6 +518,56 @@ where
             Some(o) if coordinator.is_done() => Ok(o),
             _ => Err(ShardError::Protocol(ProtocolError::NotExecuting)),
         }
+    }
+
+    /// [`CrossBatching::Reservation`]: every transaction of `cross` runs alone against `values`
+    /// (on the engine's threads); in block order, one that reads or writes a key written by an
+    /// earlier one of the round is deferred (`None`), the others commit. The first always
+    /// commits, so every round makes progress.
+    fn execute_reserving(
+        &mut self,
+        vm: &V,
+        txs: &[V::Tx],
+        cross: &[usize],
+        values: Entries,
+    ) -> Result<ReservedResult<V::Output>, ShardError> {
+        let readable: HashSet<Key> = values.iter().map(|(k, _)| *k).collect();
+        let state = CommittedState::from_entries(values.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        let violated = AtomicBool::new(false);
+        let owns = |k: &Key| readable.contains(k);
+        let runs = self.pool.run(|w, n| {
+            let mut mine = Vec::new();
+            for (pos, &i) in cross.iter().enumerate().skip(w).step_by(n) {
+                let mut view = BufferedView::new(Recording { state: &state, reads: Vec::new() });
+                let out = vm.execute(&txs[i], &mut GuardView { inner: &mut view, owns: &owns, violated: &violated });
+                let BufferedView { base, mut writes } = view;
+                let writes: Entries = writes.take().into_iter().map(|(k, op)| (k, op.resolve(state.get(&k)))).collect();
+                mine.push((pos, out, base.reads, writes));
+            }
+            mine
+        });
+        if violated.load(Ordering::Relaxed) {
+            return Err(ShardError::UndeclaredAccess { phase: "cross-shard" });
+        }
+        let mut runs: Vec<_> = runs.into_iter().flatten().collect();
+        runs.sort_by_key(|r| r.0);
+        let mut reserved: HashSet<Key> = HashSet::new();
+        let mut outputs = Vec::with_capacity(runs.len());
+        let mut writes: BTreeMap<ShardId, Entries> = BTreeMap::new();
+        for (pos, out, reads, tx_writes) in runs {
+            let out = out.map_err(|_| ShardError::Exec(ExecError::SpuriousInterrupt(cross[pos] as u32)))?;
+            let conflicts = reads.iter().chain(tx_writes.iter().map(|(k, _)| k)).any(|k| reserved.contains(k));
+            reserved.extend(tx_writes.iter().map(|(k, _)| *k));
+            if conflicts {
+                outputs.push(None);
+                continue;
+            }
+            for (k, v) in tx_writes {
+                writes.entry(self.partitioner.shard_of(&k)).or_default().push((k, v));
+            }
+            outputs.push(Some(out));
+        }
+        Ok((outputs, writes))
     }
 
     /// Executes the cross-shard transactions in block order over `values` (their declared keys

@@ -224,6 +224,9 @@ fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
     assert!(!bad(vec![2], 0.0, "ranges").is_empty());
     let sc = ShardedConfig { shards: vec![2], cross_share: 0.5, partitioner: "hash".into(), cross_batching: "per-tx".into() };
     assert!(run_sharded(&cfg, &sc, &()).unwrap().mismatches.is_empty());
+    let sc = ShardedConfig { cross_batching: "reservation".into(), ..sc };
+    let report = run_sharded(&cfg, &sc, &()).unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
     let sc = ShardedConfig { cross_batching: "sometimes".into(), ..sc };
     assert!(run_sharded(&cfg, &sc, &()).unwrap_err().to_string().contains("--cross-batching"));
 }

@@ -55,7 +55,18 @@ fn check_with(
     for (b, block) in blocks.iter().enumerate() {
         let ctx = format!("{} shards ({}), {executor} x{threads}, {batching:?}, block {b}", p.shards(), p.describe());
         let out = engine.execute_block(&NativeVm, block).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-        let (order, n_cross) = serial_order(&NativeVm, &*p, block);
+        let (mut order, n_cross) = serial_order(&NativeVm, &*p, block);
+        // The cross-shard part in the order the engine reports: block order, except for the
+        // reservation variant, whose order must then be a permutation of it.
+        let (single_part, cross_part) = order.split_at(order.len() - n_cross);
+        if batching == CrossBatching::Reservation {
+            let mut sorted = out.stats.cross_order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, cross_part, "{ctx}: reservation order is a permutation of the cross-shard transactions");
+        } else {
+            assert_eq!(out.stats.cross_order, cross_part, "{ctx}: cross-shard transactions in block order");
+        }
+        order = single_part.iter().copied().chain(out.stats.cross_order.iter().copied()).collect();
         let reordered: Vec<NativeTx> = order.iter().map(|&i| block[i].clone()).collect();
         let expected = seq.execute_and_commit(&NativeVm, &mut oracle, &reordered).unwrap();
         for (pos, &i) in order.iter().enumerate() {
@@ -88,11 +99,10 @@ proptest! {
         shards in 1usize..=8,
         kind in 0u8..2,
         executor in prop::sample::select(vec!["sequential", "parallel", "declared", "auto"]),
-        per_tx in any::<bool>(),
+        batching in prop::sample::select(vec![CrossBatching::PerBlock, CrossBatching::PerTransaction, CrossBatching::Reservation]),
     ) {
         let genesis = case.state();
         let threads = if executor == "sequential" { 1 } else { 1 + case.threads % 2 };
-        let batching = if per_tx { CrossBatching::PerTransaction } else { CrossBatching::PerBlock };
         check_with(&genesis, &case.blocks, partitioner(kind, shards, 14), executor, threads, batching);
     }
 }
