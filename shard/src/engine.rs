@@ -373,12 +373,17 @@ where
         let mut cross_order = Vec::with_capacity(cross.len());
         let mut cross_rounds = 0;
         let mut remaining = cross.clone();
+        let mut routed_reads = Some(cross_keys);
         while !remaining.is_empty() {
             let batch: Vec<usize> = match self.batching {
                 CrossBatching::PerTransaction => vec![remaining[0]],
                 CrossBatching::PerBlock | CrossBatching::Reservation => remaining.clone(),
             };
-            let reads = self.reads_of(vm, txs, &batch);
+            // The first round of all the cross-shard transactions reads what routing collected.
+            let reads = match routed_reads.take() {
+                Some(reads) if batch.len() == cross.len() => reads,
+                _ => self.reads_of(vm, txs, &batch),
+            };
             let round_outputs = self.cross_phase(vm, txs, &batch, reads, &mut pending, &mut cross_writes, &mut transport)?;
             cross_rounds += 1;
             let mut deferred = Vec::new();
