@@ -4,7 +4,9 @@
 //! bench runner with its cross-checks, reports, recordings with replay, the signature pipeline
 //! and the sharded runs.
 
+pub mod compare;
 pub mod distribution;
+pub mod html;
 pub mod machine;
 pub mod pipeline;
 pub mod record;

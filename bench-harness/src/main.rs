@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use occam_bench::compare::{compare, load_report, parse_threshold, CompareOptions};
 use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
 use occam_bench::report::table;
@@ -26,6 +27,37 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Re-execute a recording (from `bench --record`) and check every state root.
     Replay(ReplayArgs),
+    /// Turn saved bench reports (--json files) into an HTML page with charts, CSV or Markdown.
+    Report(ReportArgs),
+    /// Compare two saved bench reports figure by figure; exit 1 on a significant regression.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Bench reports (`occam bench --json FILE`), one or more.
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Write a self-contained HTML page (inline SVG charts, nothing fetched) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Write one CSV row per result to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Print a Markdown summary (the default when neither --html nor --csv is given).
+    #[arg(long)]
+    md: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The reference report.
+    base: PathBuf,
+    /// The report to judge.
+    new: PathBuf,
+    /// Smallest relative change that counts, e.g. 5% (default 5%).
+    #[arg(long, default_value = "5%")]
+    threshold: String,
 }
 
 #[derive(Args)]
@@ -234,6 +266,44 @@ fn progress_bar(quiet: bool, blocks: u64) -> indicatif::ProgressBar {
     bar
 }
 
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let loaded = a.reports.iter().map(|p| load_report(p)).collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> =
+        a.reports.iter().map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())).collect();
+    let named: Vec<(&str, &occam_bench::runner::BenchReport)> = names.iter().map(String::as_str).zip(&loaded).collect();
+    if let Some(path) = &a.html {
+        std::fs::write(path, occam_bench::html::html(&named)?).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.csv {
+        std::fs::write(path, occam_bench::html::csv(&named)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if a.md || (a.html.is_none() && a.csv.is_none()) {
+        print!("{}", occam_bench::html::markdown(&named));
+    }
+    Ok(())
+}
+
+fn compare_reports(a: CompareArgs) -> anyhow::Result<()> {
+    let opts = CompareOptions { threshold: parse_threshold(&a.threshold)?, ..CompareOptions::default() };
+    let (base, new) = (load_report(&a.base)?, load_report(&a.new)?);
+    let c = compare(&base, &new, &opts);
+    print!("{}", c.table());
+    for (which, runs) in [("only in the base", &c.only_in_base), ("only in the new report", &c.only_in_new)] {
+        if !runs.is_empty() {
+            println!("{which}: {}", runs.join(", "));
+        }
+    }
+    for note in &c.notes {
+        println!("note: {note}");
+    }
+    if c.regressions() > 0 {
+        bail!("{} figure(s) regressed beyond {} (significant at the {} level)", c.regressions(), a.threshold, opts.alpha);
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -247,6 +317,8 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(a) => bench(*a),
+        Command::Report(a) => report(a),
+        Command::Compare(a) => compare_reports(a),
         Command::Replay(a) => {
             let summaries = replay(&a.dir, &a.executor, a.threads)?;
             for s in summaries {
