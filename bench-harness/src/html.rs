@@ -49,6 +49,18 @@ struct Series {
 
 /// A line chart as an SVG string: `x` and `y` ranges from the data, a legend.
 fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log2_x: bool) -> Result<String, ChartError> {
+    chart_with_labels(title, x_desc, y_desc, series, log2_x, None)
+}
+
+/// [`line_chart`], with `labels[i]` written under `x = i` when given (a categorical axis).
+fn chart_with_labels(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    log2_x: bool,
+    labels: Option<&[String]>,
+) -> Result<String, ChartError> {
     let mut svg = String::new();
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     if all.is_empty() {
@@ -59,7 +71,7 @@ fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log2_x
     let y_max = all.iter().fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
     let (x_lo, x_hi) = if x_max > x_min { (x_min, x_max) } else { (x_min - 0.5, x_max + 0.5) };
     {
-        let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (620, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
@@ -69,7 +81,11 @@ fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], log2_x
             .build_cartesian_2d(x_lo..x_hi, 0.0..y_max.max(1e-9))
             .map_err(err)?;
         // Whole ticks only: powers of two on a log2 axis (threads), integers otherwise (blocks).
-        let x_fmt = |x: &f64| if log2_x { format!("{}", 2f64.powf(*x).round()) } else { format!("{x:.0}") };
+        let x_fmt = |x: &f64| match labels {
+            Some(l) => l.get(x.round().max(0.0) as usize).cloned().unwrap_or_default(),
+            None if log2_x => format!("{}", 2f64.powf(*x).round()),
+            None => format!("{x:.0}"),
+        };
         let ticks = ((x_hi - x_lo).round() as usize + 1).clamp(2, 12);
         chart
             .configure_mesh()
@@ -158,7 +174,7 @@ pub fn html(reports: &[Named<'_>]) -> Result<String, ChartError> {
         escape(&title)
     );
     let multi = reports.len() > 1;
-    let label = |i: usize, executor: &str| if multi { format!("{executor} ({})", reports[i].0) } else { executor.to_string() };
+    let label = |i: usize, executor: &str| if multi { format!("{executor} @ {}", reports[i].0) } else { executor.to_string() };
     for w in workloads(reports) {
         let _ = writeln!(out, "<h2>{}</h2>\n<div class=\"charts\">", escape(&w));
         let groups = by_executor(reports, &w);
@@ -177,11 +193,14 @@ pub fn html(reports: &[Named<'_>]) -> Result<String, ChartError> {
             }
             tps.push(Series { label: label(*i, executor), points: points(&|x| x.tps_median), dashed: false });
             speedup.push(Series { label: label(*i, executor), points: points(&|x| x.speedup), dashed: false });
-            latency.push(Series {
-                label: format!("{} p50", label(*i, executor)),
-                points: points(&|x| x.block_latency_us.p50 / 1e3),
-                dashed: false,
-            });
+            // With several reports, p99 only: twice the lines would bury each other.
+            if !multi {
+                latency.push(Series {
+                    label: format!("{} p50", label(*i, executor)),
+                    points: points(&|x| x.block_latency_us.p50 / 1e3),
+                    dashed: false,
+                });
+            }
             latency.push(Series {
                 label: format!("{} p99", label(*i, executor)),
                 points: points(&|x| x.block_latency_us.p99 / 1e3),
@@ -197,15 +216,39 @@ pub fn html(reports: &[Named<'_>]) -> Result<String, ChartError> {
                 let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
             }
         }
-        // Time series: per-block TPS of each executor's run with the most threads.
-        let series: Vec<Series> = groups
-            .iter()
-            .filter_map(|((i, executor), runs)| {
-                let run = runs.last()?;
-                let points = run.tps_per_block.iter().enumerate().map(|(b, &t)| (b as f64 + 1.0, t)).collect();
-                Some(Series { label: format!("{} x{}", label(*i, executor), run.threads), points, dashed: executor == "sequential" })
-            })
-            .collect();
+        // Against the reports (sweep points, contention levels…): speedup at the most threads.
+        if reports.len() > 1 {
+            let names: Vec<String> = reports.iter().map(|(n, _)| n.chars().take(28).collect()).collect();
+            let mut by_exec: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+            for ((i, executor), runs) in &groups {
+                if let Some(run) = runs.last().filter(|_| executor != "sequential") {
+                    by_exec.entry(executor.clone()).or_default().push((*i as f64, run.speedup));
+                }
+            }
+            let series: Vec<Series> = by_exec
+                .into_iter()
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(label, points)| Series { label: format!("{label} (most threads)"), points, dashed: false })
+                .collect();
+            let svg = chart_with_labels(&format!("{w}: speedup by report"), "report", "speedup", &series, false, Some(&names))?;
+            if !svg.is_empty() {
+                let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");
+            }
+        }
+        // Time series: per-block TPS of each executor's run with the most threads (one report
+        // only: with several, the lines would bury each other).
+        let series: Vec<Series> = if multi {
+            Vec::new()
+        } else {
+            groups
+                .iter()
+                .filter_map(|((i, executor), runs)| {
+                    let run = runs.last()?;
+                    let points = run.tps_per_block.iter().enumerate().map(|(b, &t)| (b as f64 + 1.0, t)).collect();
+                    Some(Series { label: format!("{} x{}", label(*i, executor), run.threads), points, dashed: executor == "sequential" })
+                })
+                .collect()
+        };
         let svg = line_chart(&format!("{w}: throughput per block"), "block", "transactions/s", &series, false)?;
         if !svg.is_empty() {
             let _ = writeln!(out, "<div class=\"chart\">{svg}</div>");

@@ -13,4 +13,5 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod sharded;
+pub mod sweep;
 pub mod workload;

@@ -8,6 +8,7 @@ use occam_bench::record::replay;
 use occam_bench::report::table;
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
 use occam_bench::sharded::{run_sharded, sharded_table, ShardedConfig};
+use occam_bench::sweep::{run_sweep, SweepConfig};
 use std::path::PathBuf;
 
 #[global_allocator]
@@ -27,15 +28,31 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Re-execute a recording (from `bench --record`) and check every state root.
     Replay(ReplayArgs),
-    /// Turn saved bench reports (--json files) into an HTML page with charts, CSV or Markdown.
+    /// Run the Cartesian product of settings in a sweep file; resumable.
+    Sweep(SweepArgs),
+    /// Turn saved bench reports (--json files, or sweep results) into an HTML page with charts,
+    /// CSV or Markdown.
     Report(ReportArgs),
     /// Compare two saved bench reports figure by figure; exit 1 on a significant regression.
     Compare(CompareArgs),
 }
 
 #[derive(Args)]
+struct SweepArgs {
+    /// The sweep file (TOML: [base] settings and [axes] to combine).
+    #[arg(long)]
+    config: PathBuf,
+    /// Results file (JSON Lines, one point per line); points already in it are skipped.
+    #[arg(long, default_value = "sweep-results.jsonl")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
 struct ReportArgs {
-    /// Bench reports (`occam bench --json FILE`), one or more.
+    /// Bench reports (`occam bench --json FILE`) or sweep results (`.jsonl`), one or more.
     #[arg(required = true)]
     reports: Vec<PathBuf>,
     /// Write a self-contained HTML page (inline SVG charts, nothing fetched) to this file.
@@ -266,10 +283,54 @@ fn progress_bar(quiet: bool, blocks: u64) -> indicatif::ProgressBar {
     bar
 }
 
+fn sweep(a: SweepArgs) -> anyhow::Result<()> {
+    let cfg = SweepConfig::load(&a.config)?;
+    let points = cfg.points();
+    let done: Vec<_> = occam_bench::sweep::read_results(&a.out)?.into_iter().map(|l| l.point).collect();
+    let blocks: u64 = points.iter().filter(|(p, _)| !done.contains(p)).map(|(_, b)| total_blocks(b, 1)).sum();
+    let bar = progress_bar(a.quiet, blocks);
+    let summary = run_sweep(&cfg, &a.out, &bar, &mut |i, n, p| {
+        bar.println(format!("point {}/{n}: {}", i + 1, occam_bench::sweep::describe(p)));
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} point(s) run, {} already in {}; report with: occam report {} --html report.html",
+        summary.ran,
+        summary.skipped,
+        a.out.display(),
+        a.out.display()
+    );
+    if !summary.mismatches.is_empty() {
+        for m in &summary.mismatches {
+            eprintln!("MISMATCH {m}");
+        }
+        bail!("{} result(s) disagree with the sequential reference", summary.mismatches.len());
+    }
+    Ok(())
+}
+
 fn report(a: ReportArgs) -> anyhow::Result<()> {
-    let loaded = a.reports.iter().map(|p| load_report(p)).collect::<Result<Vec<_>, _>>()?;
-    let names: Vec<String> =
-        a.reports.iter().map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())).collect();
+    let mut loaded = Vec::new();
+    let mut names = Vec::new();
+    for p in &a.reports {
+        if p.extension().is_some_and(|e| e == "jsonl") {
+            let lines = occam_bench::sweep::read_results(p)?;
+            // Name each point by the axis values that vary in this file only.
+            let varying: Vec<&String> = lines
+                .first()
+                .map(|f| f.point.keys().filter(|k| lines.iter().any(|l| l.point.get(*k) != f.point.get(*k))).collect())
+                .unwrap_or_default();
+            for line in &lines {
+                let mut point = line.point.clone();
+                point.retain(|k, _| varying.contains(&k));
+                names.push(occam_bench::sweep::describe_values(&point));
+            }
+            loaded.extend(lines.into_iter().map(|l| l.report));
+        } else {
+            names.push(p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()));
+            loaded.push(load_report(p)?);
+        }
+    }
     let named: Vec<(&str, &occam_bench::runner::BenchReport)> = names.iter().map(String::as_str).zip(&loaded).collect();
     if let Some(path) = &a.html {
         std::fs::write(path, occam_bench::html::html(&named)?).with_context(|| format!("writing {}", path.display()))?;
@@ -317,6 +378,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(a) => bench(*a),
+        Command::Sweep(a) => sweep(a),
         Command::Report(a) => report(a),
         Command::Compare(a) => compare_reports(a),
         Command::Replay(a) => {

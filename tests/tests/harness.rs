@@ -230,3 +230,44 @@ fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
     let sc = ShardedConfig { cross_batching: "sometimes".into(), ..sc };
     assert!(run_sharded(&cfg, &sc, &()).unwrap_err().to_string().contains("--cross-batching"));
 }
+
+/// `occam sweep`: the Cartesian product of the axes, one report per point appended to a JSON
+/// Lines file, resumed without re-running finished points; bad files are typed errors.
+#[test]
+fn sweeps_run_every_point_once_and_resume() {
+    use occam_bench::sweep::{read_results, run_sweep, SweepConfig, SweepError};
+    let dir = temp_dir("sweep");
+    let config = dir.join("sweep.toml");
+    std::fs::write(
+        &config,
+        "[base]\naccounts = 300\ntxs = 200\nblock-size = 100\nthreads = [1, 2]\nexecutor = [\"sequential\", \"auto\"]\n\n\
+         [axes]\nworkload = [\"transfer\", \"token\"]\ndistribution = [\"uniform\", \"zipf:0.9\"]\n",
+    )
+    .unwrap();
+    let cfg = SweepConfig::load(&config).unwrap();
+    assert_eq!(cfg.points().len(), 4);
+    let out = dir.join("results.jsonl");
+    let mut seen = Vec::new();
+    let s = run_sweep(&cfg, &out, &(), &mut |i, n, _| seen.push((i, n))).unwrap();
+    assert_eq!((s.ran, s.skipped), (4, 0));
+    assert!(s.mismatches.is_empty());
+    assert_eq!(seen, vec![(0, 4), (1, 4), (2, 4), (3, 4)]);
+    let lines = read_results(&out).unwrap();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3].point["workload"], "token");
+    assert_eq!(lines[3].report.settings.distribution, "zipf:0.9");
+    // Interrupted after two points: the rerun does only the other two.
+    let kept: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().take(2).map(String::from).collect();
+    std::fs::write(&out, kept.join("\n") + "\n").unwrap();
+    let s = run_sweep(&cfg, &out, &(), &mut |_, _, _| {}).unwrap();
+    assert_eq!((s.ran, s.skipped), (2, 2));
+    assert_eq!(read_results(&out).unwrap().len(), 4);
+    // Bad files.
+    std::fs::write(&config, "[base]\nthreadz = [1]\n").unwrap();
+    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { .. })));
+    std::fs::write(&config, "[axes]\ndistribution = [\"pareto\"]\n").unwrap();
+    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { .. })));
+    std::fs::write(&out, "{not json}\n").unwrap();
+    assert!(matches!(read_results(&out), Err(SweepError::Results { line: 1, .. })));
+    assert!(matches!(SweepConfig::load(&dir.join("missing.toml")), Err(SweepError::Io { .. })));
+}
