@@ -21,6 +21,11 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// `CPU (N cores), OS`, for the first line of a table.
+    pub fn summary(&self) -> String {
+        format!("{} ({} cores), {}", self.cpu_model, self.cores, self.os)
+    }
+
     /// Reads the current machine's description (fields it cannot read say "unknown").
     pub fn detect() -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();

@@ -249,7 +249,7 @@ fn finish(
 }
 
 fn signature_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, workloads: usize, quiet: bool, json: Option<&PathBuf>) -> anyhow::Result<()> {
-    let runs = cfg.executors.len() * cfg.threads.len();
+    let runs = cfg.executor_runs().len();
     let blocks = (workloads * runs * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64;
     let bar = progress_bar(quiet, blocks);
     if !quiet {
@@ -265,7 +265,8 @@ fn signature_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, workloads: usize, 
 }
 
 fn sharded(cfg: &BenchConfig, sc: &ShardedConfig, workloads: usize, quiet: bool, json: Option<&PathBuf>) -> anyhow::Result<()> {
-    let runs_per_count = cfg.executors.len() * (1 + cfg.threads.len());
+    // Every run, plus one 1 x 1 baseline per executor.
+    let runs_per_count = cfg.executors.len() + cfg.executor_runs().len();
     let blocks = (workloads * sc.shards.len() * runs_per_count * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64;
     let bar = progress_bar(quiet, blocks);
     let report = run_sharded(cfg, sc, &bar)?;

@@ -233,8 +233,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
             reference.push((state.root().to_hex(), digest(&out.outputs)));
         }
 
-        for (executor, threads) in cfg.executors.iter().flat_map(|e| cfg.threads.iter().map(move |&t| (e.as_str(), t))) {
-            let threads = if executor == "sequential" { 1 } else { threads };
+        for (executor, threads) in cfg.executor_runs() {
             let label = format!("{workload} {executor} x{threads} + verify x{}", pc.verify_threads);
             let mut exec = executor_by_name::<SignedVm>(executor, threads)?;
             let mut state = genesis.clone();
@@ -352,11 +351,9 @@ pub fn pipeline_table(r: &PipelineReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "occam bench --verify-signatures  commit {}  {} ({} cores), {}\n{} signers  verify threads {}  chain id {}  block {} txs  {} measured blocks after {} warm-up\n",
+        "occam bench --verify-signatures  commit {}  {}\n{} signers  verify threads {}  chain id {}  block {} txs  {} measured blocks after {} warm-up\n",
         r.commit,
-        r.machine.cpu_model,
-        r.machine.cores,
-        r.machine.os,
+        r.machine.summary(),
         r.pipeline.signers,
         r.pipeline.verify_threads,
         r.pipeline.chain_id,

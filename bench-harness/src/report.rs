@@ -18,7 +18,7 @@ pub fn human_rate(v: f64) -> String {
 pub fn table(r: &BenchReport) -> String {
     let s = &r.settings;
     let mut out = String::new();
-    let _ = writeln!(out, "occam bench  commit {}  {} ({} cores), {}", r.commit, r.machine.cpu_model, r.machine.cores, r.machine.os);
+    let _ = writeln!(out, "occam bench  commit {}  {}", r.commit, r.machine.summary());
     let _ = writeln!(
         out,
         "accounts {}  block {} txs  {} measured blocks after {} warm-up  distribution {}  seed {}  tx cost {} us ({} rounds at {:.0} ns)",

@@ -105,6 +105,21 @@ impl BenchConfig {
     pub fn measured_blocks(&self) -> usize {
         self.txs.div_ceil(self.block_size)
     }
+
+    /// Every listed executor at every thread count, `sequential` once at one thread: the runs
+    /// of the signature pipeline and of the sharded bench.
+    pub fn executor_runs(&self) -> Vec<(&str, usize)> {
+        let mut runs = Vec::new();
+        for e in &self.executors {
+            for &t in &self.threads {
+                let run = (e.as_str(), if e == "sequential" { 1 } else { t });
+                if !runs.contains(&run) {
+                    runs.push(run);
+                }
+            }
+        }
+        runs
+    }
 }
 
 /// How `--tx-cost-us` was turned into hashing rounds on this machine.

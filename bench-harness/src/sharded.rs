@@ -18,8 +18,7 @@ use occam_engine::exec::executor_by_name;
 use occam_engine::key::Key;
 use occam_engine::native::{tag, NativeTx, NativeVm};
 use occam_engine::state::CommittedState;
-use occam_engine::vm::Vm;
-use occam_shard::engine::{CrossBatching, ShardedEngine};
+use occam_shard::engine::{route, CrossBatching, ShardedEngine};
 use occam_shard::partition::{partitioner_by_spec, Partitioner};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -122,21 +121,9 @@ fn oracle_roots(genesis: &CommittedState, blocks: &[Vec<NativeTx>], p: &dyn Part
     let mut state = genesis.clone();
     let mut seq = executor_by_name::<NativeVm>("sequential", 1)?;
     let mut roots = Vec::with_capacity(blocks.len());
-    let mut keys = Vec::new();
     for block in blocks {
-        let (mut single, mut cross) = (Vec::new(), Vec::new());
-        for tx in block {
-            keys.clear();
-            NativeVm.declared_keys(tx, &mut keys);
-            let first = p.shard_of(&keys[0]);
-            if keys.iter().all(|k| p.shard_of(k) == first) {
-                single.push(tx.clone());
-            } else {
-                cross.push(tx.clone());
-            }
-        }
-        single.extend(cross);
-        seq.execute_and_commit(&NativeVm, &mut state, &single)?;
+        let order: Vec<NativeTx> = route(&NativeVm, p, block)?.serial_order().into_iter().map(|i| block[i].clone()).collect();
+        seq.execute_and_commit(&NativeVm, &mut state, &order)?;
         roots.push(state.root().to_hex());
     }
     Ok(roots)
@@ -172,11 +159,7 @@ pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progres
             for executor in &cfg.executors {
                 let baseline = run_one(workload, executor, Arc::clone(&one), 1, batching, &genesis, &blocks, cfg.warmup_blocks, progress)?;
                 let mut runs = vec![];
-                for &threads in &cfg.threads {
-                    let threads = if executor == "sequential" { 1 } else { threads };
-                    if runs.iter().any(|r: &Measured| r.threads == threads) {
-                        continue;
-                    }
+                for (_, threads) in cfg.executor_runs().into_iter().filter(|(e, _)| e == executor) {
                     runs.push(run_one(
                         workload,
                         executor,
@@ -281,14 +264,16 @@ fn run_one(
         own_oracle: None,
     };
     // Reservation rounds take effect in an order of their own: replay exactly that order.
-    let mut oracle = (batching == CrossBatching::Reservation).then(|| (genesis.clone(), executor_by_name::<NativeVm>("sequential", 1)));
+    let mut oracle = match batching {
+        CrossBatching::Reservation => Some((genesis.clone(), executor_by_name::<NativeVm>("sequential", 1)?)),
+        CrossBatching::PerBlock | CrossBatching::PerTransaction => None,
+    };
     for (h, block) in blocks.iter().enumerate() {
         let t = Instant::now();
         let out = engine.execute_block(&NativeVm, block)?;
         let elapsed = t.elapsed();
         m.roots.push(engine.root().to_hex());
         if let Some((state, seq)) = oracle.as_mut() {
-            let seq = seq.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
             let cross: HashSet<usize> = out.stats.cross_order.iter().copied().collect();
             let order: Vec<NativeTx> = (0..block.len())
                 .filter(|i| !cross.contains(i))
@@ -321,11 +306,9 @@ pub fn sharded_table(r: &ShardedReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "occam bench --shards  commit {}  {} ({} cores), {}\npartitioner {}  cross-shard transfers asked {:.0}%  coordination {}  block {} txs  {} measured blocks after {} warm-up\n",
+        "occam bench --shards  commit {}  {}\npartitioner {}  cross-shard transfers asked {:.0}%  coordination {}  block {} txs  {} measured blocks after {} warm-up\n",
         r.commit,
-        r.machine.cpu_model,
-        r.machine.cores,
-        r.machine.os,
+        r.machine.summary(),
         r.sharding.partitioner,
         r.sharding.cross_share * 100.0,
         r.sharding.cross_batching,

@@ -10,8 +10,9 @@
 //!   throughput is signatures per second, so the time per signature per core is 1/throughput,
 //!   to compare with `verify`.
 //! - `batch_all_cores/N`: the same batches on one verifier thread per core.
-//! - `aggregate_verify/N`: one aggregate signature over N transactions (an aggregated block),
-//!   on one thread; `aggregate_verify_all_cores/N`: the same on one verifier thread per core.
+//! - `aggregate_verify/one_thread/N`: one aggregate signature over N transactions (an
+//!   aggregated block), on one thread; `aggregate_verify/all_cores/N`: the same on one verifier
+//!   thread per core.
 //!
 //! Messages are distinct and keys come from a pool of 64, as in a block from many senders.
 
@@ -76,6 +77,8 @@ fn batches(c: &mut Criterion) {
 }
 
 fn aggregates(c: &mut Criterion) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all = BatchVerifier::new(cores).expect("pool");
     let mut g = c.benchmark_group("aggregate_verify");
     g.sample_size(10);
     for n in [256usize, 1024] {
@@ -84,24 +87,13 @@ fn aggregates(c: &mut Criterion) {
         let keys: Vec<&PublicKey> = signed.keys.iter().collect();
         let messages: Vec<&[u8]> = signed.messages.iter().map(Vec::as_slice).collect();
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+        g.bench_function(BenchmarkId::new("one_thread", n), |b| {
             b.iter(|| agg.aggregate_verify(black_box(&keys), black_box(&messages)).expect("valid"))
         });
+        g.bench_function(BenchmarkId::new("all_cores", n), |b| {
+            b.iter(|| all.aggregate_verify(&agg, black_box(&keys), black_box(&messages)).expect("valid"))
+        });
     }
-    g.finish();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let all = BatchVerifier::new(cores).expect("pool");
-    let mut g = c.benchmark_group("aggregate_verify_all_cores");
-    g.sample_size(10);
-    let n = 1024;
-    let signed = Signed::new(n);
-    let agg = Signature::aggregate(&signed.signatures).expect("aggregate");
-    let keys: Vec<&PublicKey> = signed.keys.iter().collect();
-    let messages: Vec<&[u8]> = signed.messages.iter().map(Vec::as_slice).collect();
-    g.throughput(Throughput::Elements(n as u64));
-    g.bench_function(BenchmarkId::from_parameter(n), |b| {
-        b.iter(|| all.aggregate_verify(&agg, black_box(&keys), black_box(&messages)).expect("valid"))
-    });
     g.finish();
 }
 

@@ -120,6 +120,45 @@ impl<V: Vm> Vm for Guarded<V> {
     }
 }
 
+/// A block split by the shards its transactions declare (indices into the block).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Per shard, its single-shard transactions in block order.
+    pub single: Vec<Vec<usize>>,
+    /// The cross-shard transactions in block order.
+    pub cross: Vec<usize>,
+}
+
+impl Routing {
+    /// The documented serial order: every single-shard transaction in block order, then every
+    /// cross-shard one in block order.
+    pub fn serial_order(&self) -> Vec<usize> {
+        let mut single: Vec<usize> = self.single.iter().flatten().copied().collect();
+        single.sort_unstable();
+        single.extend(&self.cross);
+        single
+    }
+}
+
+/// Splits `txs` by the shards their declared keys live on under `partitioner`.
+pub fn route<V: Vm>(vm: &V, partitioner: &dyn Partitioner, txs: &[V::Tx]) -> Result<Routing, ShardError> {
+    let mut routing = Routing { single: vec![Vec::new(); partitioner.shards()], cross: Vec::new() };
+    let mut keys = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        keys.clear();
+        if !vm.declared_keys(tx, &mut keys) || keys.is_empty() {
+            return Err(ShardError::Undeclared(i));
+        }
+        let first = partitioner.shard_of(&keys[0]);
+        if keys.iter().all(|k| partitioner.shard_of(k) == first) {
+            routing.single[first as usize].push(i);
+        } else {
+            routing.cross.push(i);
+        }
+    }
+    Ok(routing)
+}
+
 /// Carries protocol messages between the coordinator and the shards.
 pub trait Transport {
     /// Queues `envelope` for delivery.
@@ -301,30 +340,8 @@ where
     pub fn execute_block(&mut self, vm: &V, txs: &[V::Tx]) -> Result<ShardedOutput<V::Output>, ShardError> {
         let n_shards = self.shards.len();
         // 1. Route.
-        let mut single: Vec<Vec<usize>> = vec![Vec::new(); n_shards];
-        let mut cross: Vec<usize> = Vec::new();
-        let mut cross_keys: BTreeMap<ShardId, Vec<Key>> = BTreeMap::new();
-        let mut seen: HashSet<Key> = HashSet::new();
-        let mut keys = Vec::new();
-        for (i, tx) in txs.iter().enumerate() {
-            keys.clear();
-            if !vm.declared_keys(tx, &mut keys) || keys.is_empty() {
-                return Err(ShardError::Undeclared(i));
-            }
-            let first = self.partitioner.shard_of(&keys[0]);
-            if keys.iter().all(|k| self.partitioner.shard_of(k) == first) {
-                single[first as usize].push(i);
-                continue;
-            }
-            cross.push(i);
-            for k in &keys {
-                let s = self.partitioner.shard_of(k);
-                let entry = cross_keys.entry(s).or_default();
-                if seen.insert(*k) {
-                    entry.push(*k);
-                }
-            }
-        }
+        let Routing { single, cross } = route(vm, &*self.partitioner, txs)?;
+        let cross_keys = self.reads_of(vm, txs, &cross);
         // 2. Single-shard phase: every shard executes at once. Nothing is committed until the
         //    whole block has succeeded; each shard also picks out of its writes the values the
         //    cross-shard transactions will read.
