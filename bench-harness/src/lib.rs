@@ -8,6 +8,7 @@ pub mod compare;
 pub mod distribution;
 pub mod html;
 pub mod machine;
+pub mod mix;
 pub mod pipeline;
 pub mod record;
 pub mod report;

@@ -11,6 +11,34 @@ use occam_bench::sharded::{run_sharded, sharded_table, ShardedConfig};
 use occam_bench::sweep::{run_sweep, SweepConfig};
 use std::path::PathBuf;
 
+fn workloads(a: WorkloadsArgs) -> anyhow::Result<()> {
+    use occam_bench::mix::{kinds_help, Mix, SCENARIOS};
+    use occam_bench::workload::Workload;
+    if a.kinds {
+        print!("{}", kinds_help());
+        return Ok(());
+    }
+    if let Some(name) = a.show {
+        if let Some((_, src)) = SCENARIOS.iter().find(|(n, _)| *n == name) {
+            print!("{src}");
+            return Ok(());
+        }
+        let mix = Mix::load(std::path::Path::new(&name))?;
+        println!("{}: {} (ok)", mix.name, mix.description);
+        return Ok(());
+    }
+    println!("Built-in workloads:");
+    for w in Workload::all() {
+        println!("  {w}");
+    }
+    println!("Scenarios (workload files built in; `occam workloads --show NAME` prints one):");
+    for (name, _) in SCENARIOS {
+        let mix = Mix::scenario(name).expect("listed").context("built-in scenario")?;
+        println!("  {name:<16} {}", mix.description);
+    }
+    Ok(())
+}
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -35,6 +63,20 @@ enum Command {
     Report(ReportArgs),
     /// Compare two saved bench reports figure by figure; exit 1 on a significant regression.
     Compare(CompareArgs),
+    /// List the built-in workloads and scenarios, print a scenario's workload file, or list
+    /// the transaction kinds a workload file can use.
+    Workloads(WorkloadsArgs),
+}
+
+#[derive(Args)]
+struct WorkloadsArgs {
+    /// Print the workload file of this scenario (a starting point for your own), or check
+    /// and summarise a workload file (PATH.toml).
+    #[arg(long, value_name = "NAME|PATH")]
+    show: Option<String>,
+    /// List the transaction kinds and their fields.
+    #[arg(long)]
+    kinds: bool,
 }
 
 #[derive(Args)]
@@ -79,7 +121,9 @@ struct CompareArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Workloads, comma-separated: transfer, smallbank, ycsb-a|b|c|d|f, token, amm-swap[:POOLS], nft-mint[:COLLECTIONS].
+    /// Workloads, comma-separated: transfer, smallbank, ycsb-a|b|c|d|f, token, amm-swap[:POOLS],
+    /// nft-mint[:COLLECTIONS], a scenario (`occam workloads` lists them; `scenarios` means all
+    /// of them) or a workload file (PATH.toml).
     #[arg(long, value_delimiter = ',', default_value = "transfer,smallbank,ycsb-a,token,amm-swap,nft-mint")]
     workload: Vec<String>,
     /// Accounts (customers, records, holders) per workload.
@@ -382,6 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sweep(a) => sweep(a),
         Command::Report(a) => report(a),
         Command::Compare(a) => compare_reports(a),
+        Command::Workloads(a) => workloads(a),
         Command::Replay(a) => {
             let summaries = replay(&a.dir, &a.executor, a.threads)?;
             for s in summaries {

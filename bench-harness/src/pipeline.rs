@@ -21,7 +21,7 @@ use anyhow::Context;
 use occam_engine::crypto::{BatchVerifier, KeyRegistry, SecretKey, SignedMessage};
 use occam_engine::exec::executor_by_name;
 use occam_engine::native::signed::{SignedBlock, SignedOutput, SignedTx, SignedVm, TxHeader, VerifiedTx};
-use occam_engine::native::{NativeTx, NativeVm};
+use occam_engine::native::NativeTx;
 use occam_engine::state::CommittedState;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -217,8 +217,8 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
     let (mut results, mut forms, mut mismatches) = (Vec::new(), Vec::new(), Vec::new());
     let warm = cfg.warmup_blocks;
     for workload in &workloads {
-        let genesis = CommittedState::from_entries(NativeVm::genesis(&workload.genesis(cfg.accounts)));
-        let mut gen = Generator::new(*workload, cfg.accounts, dist, cfg.seed, 0);
+        let genesis = CommittedState::from_entries(workload.genesis_entries(cfg.accounts));
+        let mut gen = Generator::new(workload.clone(), cfg.accounts, dist, cfg.seed, 0);
         let plain: Vec<Vec<NativeTx>> = (0..warm + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
         let blocks = sign_blocks(plain, &keys, pc.chain_id);
         forms.push(block_forms(&workload.to_string(), &blocks[0], &verifier, &registry)?);

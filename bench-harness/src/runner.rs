@@ -74,6 +74,10 @@ impl BenchConfig {
         let workloads = self
             .workloads
             .iter()
+            .flat_map(|w| match w.as_str() {
+                "scenarios" => crate::mix::SCENARIOS.iter().map(|(n, _)| n.to_string()).collect(),
+                _ => vec![w.clone()],
+            })
             .map(|w| w.parse::<Workload>().map_err(|e| ConfigError::Invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let dist = self.distribution.parse::<Distribution>().map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -97,6 +101,9 @@ impl BenchConfig {
         }
         if !(0.0..=TX_COST_US_MAX).contains(&self.tx_cost_us) || self.tx_cost_us.is_nan() {
             return bad(format!("--tx-cost-us must be in 0..={TX_COST_US_MAX}"));
+        }
+        for w in &workloads {
+            w.check(self.accounts, dist).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         Ok((workloads, dist))
     }
@@ -408,9 +415,9 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
     let mut mismatches = Vec::new();
     let vm = NativeVm;
     for workload in &workloads {
-        let genesis = NativeVm::genesis(&workload.genesis(cfg.accounts));
+        let genesis = workload.genesis_entries(cfg.accounts);
         let base = CommittedState::from_entries(genesis);
-        let mut gen = Generator::new(*workload, cfg.accounts, dist, cfg.seed, calibration.work_rounds);
+        let mut gen = Generator::new(workload.clone(), cfg.accounts, dist, cfg.seed, calibration.work_rounds);
         let blocks: Vec<Vec<NativeTx>> = (0..cfg.warmup_blocks + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
 
         let mut runs: Vec<Run> = Vec::new();

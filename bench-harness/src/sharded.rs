@@ -142,15 +142,15 @@ pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progres
     let mut results = Vec::new();
     let mut mismatches = Vec::new();
     for workload in &workloads {
-        let genesis = CommittedState::from_entries(NativeVm::genesis(&workload.genesis(cfg.accounts)));
+        let genesis = CommittedState::from_entries(workload.genesis_entries(cfg.accounts));
         for &shards in &sc.shards {
-            let p: Arc<dyn Partitioner> = Arc::from(partitioner_by_spec(&sc.partitioner, shards, workload.genesis(cfg.accounts).accounts)?);
+            let p: Arc<dyn Partitioner> = Arc::from(partitioner_by_spec(&sc.partitioner, shards, workload.id_count(cfg.accounts))?);
             let placement_p = Arc::clone(&p);
             let placement = Placement {
                 shard_of: Arc::new(move |id| placement_p.shard_of(&Key::from_parts(tag::ACCOUNT, id, 0))),
                 cross_share: sc.cross_share,
             };
-            let mut gen = Generator::new(*workload, cfg.accounts, dist, cfg.seed, 0).with_placement(placement);
+            let mut gen = Generator::new(workload.clone(), cfg.accounts, dist, cfg.seed, 0).with_placement(placement);
             let blocks: Vec<Vec<NativeTx>> = (0..cfg.warmup_blocks + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
             let expected = oracle_roots(&genesis, &blocks, &*p)?;
             // One shard's serial order is the block order: a different order, hence its own oracle.

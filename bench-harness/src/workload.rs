@@ -8,12 +8,17 @@
 //! | `token` | ERC-20 transfer 80, approve 10, transferFrom 10 (on recently approved pairs) |
 //! | `amm-swap[:POOLS]` | swaps on POOLS constant-product pools (default 8; few pools = heavy contention) |
 //! | `nft-mint[:COLLECTIONS]` | mints on COLLECTIONS collections (default 1: one hot counter) |
+//! | scenarios | `payments`, `supply-finance`, `trace`, `provenance`, `notary`, `credentials`, `health-records`, `energy-market`, `carbon`, `nft-drop`: workload files built in (see [`crate::mix`]) |
+//! | `PATH.toml` | a workload file |
 //!
 //! The key distribution picks accounts, customers, records, holders, traders and minters.
 //! Generation is deterministic in the seed (ChaCha8), so a run can be reproduced exactly.
 
 use crate::distribution::{Distribution, KeyChooser};
-use occam_engine::native::{GenesisConfig, NativeTx, TxKind};
+use crate::mix::{Mix, MixGenerator, SCENARIOS};
+use occam_engine::key::Key;
+use occam_engine::native::{GenesisConfig, NativeTx, NativeVm, TxKind};
+use occam_engine::value::Value;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -43,8 +48,9 @@ pub enum Ycsb {
     F,
 }
 
-/// A built-in workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A workload: a built-in generator, or a mix from a workload file (built-in scenarios are
+/// such files).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Workload {
     /// Native transfers.
     Transfer,
@@ -64,17 +70,33 @@ pub enum Workload {
         /// Number of collections.
         collections: u64,
     },
+    /// A transaction mix from a workload file or a built-in scenario.
+    Mix(std::sync::Arc<Mix>),
 }
 
-/// A workload name that does not parse.
+/// A workload name that does not parse, or a workload file that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown workload {0:?}; expected transfer, smallbank, ycsb-a|b|c|d|f, token, amm-swap[:POOLS] or nft-mint[:COLLECTIONS]")]
-pub struct WorkloadError(String);
+pub enum WorkloadError {
+    /// Neither a built-in name nor a file.
+    #[error("unknown workload {0:?}; expected transfer, smallbank, ycsb-a|b|c|d|f, token, amm-swap[:POOLS], nft-mint[:COLLECTIONS], a scenario ({1}) or a workload file (PATH.toml)")]
+    Unknown(String, String),
+    /// A workload file or scenario that does not load.
+    #[error("{0}")]
+    File(String),
+}
 
 impl FromStr for Workload {
     type Err = WorkloadError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || WorkloadError(s.to_string());
+        let err = || WorkloadError::Unknown(s.to_string(), SCENARIOS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+        if let Some(mix) = Mix::scenario(s) {
+            return mix.map(|m| Workload::Mix(std::sync::Arc::new(m))).map_err(|e| WorkloadError::File(e.to_string()));
+        }
+        if s.ends_with(".toml") {
+            return Mix::load(std::path::Path::new(s))
+                .map(|m| Workload::Mix(std::sync::Arc::new(m)))
+                .map_err(|e| WorkloadError::File(e.to_string()));
+        }
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a)),
             None => (s, None),
@@ -114,12 +136,13 @@ impl fmt::Display for Workload {
             Workload::Token => write!(f, "token"),
             Workload::AmmSwap { pools } => write!(f, "amm-swap:{pools}"),
             Workload::NftMint { collections } => write!(f, "nft-mint:{collections}"),
+            Workload::Mix(m) => write!(f, "{}", m.name),
         }
     }
 }
 
 impl Workload {
-    /// Every built-in workload with its default parameters.
+    /// Every built-in workload with its default parameters (without the scenarios).
     pub fn all() -> Vec<Workload> {
         ["transfer", "smallbank", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d", "ycsb-f", "token", "amm-swap", "nft-mint"]
             .iter()
@@ -127,7 +150,38 @@ impl Workload {
             .collect()
     }
 
-    /// The genesis this workload needs over `accounts` ids.
+    /// Every built-in scenario.
+    pub fn scenarios() -> Vec<Workload> {
+        SCENARIOS.iter().map(|(n, _)| n.parse().expect("built-in scenarios parse")).collect()
+    }
+
+    /// Checks that the workload can run with `accounts` ids and `dist` (a workload file's
+    /// pool sizes and genesis limit depend on them).
+    pub fn check(&self, accounts: u64, dist: Distribution) -> Result<(), WorkloadError> {
+        match self {
+            Workload::Mix(m) => m.bind(accounts, dist).map(drop).map_err(|e| WorkloadError::File(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The genesis state this workload needs over `accounts` ids.
+    pub fn genesis_entries(&self, accounts: u64) -> Vec<(Key, Value)> {
+        match self {
+            Workload::Mix(m) => m.bind(accounts, Distribution::Uniform).map(|b| b.genesis()).unwrap_or_default(),
+            _ => NativeVm::genesis(&self.genesis(accounts)),
+        }
+    }
+
+    /// The number of ids the workload draws from (the id space partitioners split).
+    pub fn id_count(&self, accounts: u64) -> u64 {
+        match self {
+            Workload::Mix(m) => m.bind(accounts, Distribution::Uniform).map_or(accounts, |b| b.id_count()),
+            _ => self.genesis(accounts).accounts,
+        }
+    }
+
+    /// The genesis settings of a built-in generator over `accounts` ids (a mix has none: see
+    /// [`Workload::genesis_entries`]).
     pub fn genesis(&self, accounts: u64) -> GenesisConfig {
         let mut g = GenesisConfig { accounts, balance: GENESIS_BALANCE, ..Default::default() };
         match *self {
@@ -140,6 +194,7 @@ impl Workload {
                 g.amm_pools = pools;
             }
             Workload::NftMint { collections } => g.nft_collections = collections,
+            Workload::Mix(_) => g.accounts = self.id_count(accounts),
         }
         g
     }
@@ -173,15 +228,26 @@ pub struct Generator {
     next_record: u64,
     approvals: Vec<(u64, u64)>,
     approval_cursor: usize,
+    mix: Option<MixGenerator>,
 }
 
 const APPROVALS_KEPT: usize = 1024;
 
 impl Generator {
     /// A generator over `accounts` ids with the given distribution, seed and emulated cost.
+    ///
+    /// # Panics
+    ///
+    /// If a workload file cannot run with `accounts` and `dist`; [`Workload::check`] reports
+    /// that as an error first (the bench checks its settings before it generates).
     pub fn new(workload: Workload, accounts: u64, dist: Distribution, seed: u64, work_rounds: u32) -> Self {
-        let ids = workload.genesis(accounts).accounts.max(1);
+        let ids = workload.id_count(accounts).max(1);
+        let mix = match &workload {
+            Workload::Mix(m) => Some(m.bind(accounts, dist).unwrap_or_else(|e| panic!("{e} (Workload::check reports this)")).generator()),
+            _ => None,
+        };
         Generator {
+            mix,
             placement: None,
             workload,
             ids: KeyChooser::new(ids, dist),
@@ -225,6 +291,9 @@ impl Generator {
 
     /// The next transaction.
     pub fn next_tx(&mut self) -> NativeTx {
+        if let Some(mix) = &mut self.mix {
+            return mix.next_tx(&mut self.rng, self.work_rounds);
+        }
         let kind = match self.workload {
             Workload::Transfer => {
                 let from = self.id();
@@ -245,6 +314,7 @@ impl Generator {
                 let collection = self.rng.gen_range(0..collections);
                 TxKind::NftMint { collection, minter: self.id() }
             }
+            Workload::Mix(_) => unreachable!("a mix always has its generator"),
         };
         NativeTx { kind, work_rounds: self.work_rounds }
     }
@@ -314,11 +384,13 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_names_are_rejected() {
-        for w in Workload::all() {
-            assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
+        for w in Workload::all().into_iter().chain(Workload::scenarios()) {
+            assert_eq!(w.to_string().parse::<Workload>().as_ref(), Ok(&w));
         }
         assert_eq!("amm-swap:2".parse(), Ok(Workload::AmmSwap { pools: 2 }));
-        for bad in ["", "transfer:3", "amm-swap:0", "amm-swap:x", "nft-mint:99999999", "ycsb-e", "tpcc"] {
+        for bad in
+            ["", "transfer:3", "amm-swap:0", "amm-swap:x", "nft-mint:99999999", "ycsb-e", "tpcc", "payments:2", "/nonexistent/x.toml"]
+        {
             assert!(bad.parse::<Workload>().is_err(), "{bad}");
         }
     }

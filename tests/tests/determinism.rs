@@ -137,10 +137,6 @@ fn native_genesis(cfg: &GenesisConfig) -> CommittedState {
     CommittedState::from_entries(NativeVm::genesis(cfg))
 }
 
-fn full_genesis(accounts: u64, balance: u64) -> GenesisConfig {
-    GenesisConfig { accounts, balance, native_accounts: true, smallbank: true, kv: true, tokens: 1, amm_pools: 1, nft_collections: 1 }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Random native blocks
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +174,7 @@ fn random_native_blocks_cover_every_kind_and_failure() {
             }
         }
     }
-    assert_eq!(kinds.len(), 16, "kinds generated: {kinds:?}");
+    assert_eq!(kinds.len(), 35, "kinds generated: {kinds:?}");
     for f in [
         Failure::UnknownAccount,
         Failure::InsufficientFunds,
@@ -190,6 +186,14 @@ fn random_native_blocks_cover_every_kind_and_failure() {
         Failure::UnknownCollection,
         Failure::SoldOut,
         Failure::InvalidAmount,
+        Failure::UnknownAsset,
+        Failure::CapExceeded,
+        Failure::NotOwner,
+        Failure::NotAuthorized,
+        Failure::UnknownMarket,
+        Failure::OrderOpen,
+        Failure::NotCleared,
+        Failure::AlreadyFinanced,
     ] {
         assert!(failures.contains(&format!("{f:?}")), "failure {f:?} never produced; got {failures:?}");
     }
@@ -204,7 +208,7 @@ const HOT_THREADS: [usize; 3] = [2, 4, 8];
 /// 2000 self-transfers of account 0: every transaction reads and writes the same key.
 #[test]
 fn every_transaction_on_one_key_transfers() {
-    let genesis = native_genesis(&full_genesis(4, 1_000));
+    let genesis = native_genesis(&GenesisConfig::full(4, 1_000));
     let mut m = Mix(1);
     let block: Vec<NativeTx> = (0..2000)
         .map(|i| NativeTx { kind: TxKind::Transfer { from: 0, to: 0, amount: m.below(1_500) }, work_rounds: (i % 3 == 0) as u32 })
@@ -256,7 +260,7 @@ fn long_dependency_chain() {
 /// Empty and one-transaction blocks, alone and between larger ones, at every thread count.
 #[test]
 fn empty_and_single_transaction_blocks() {
-    let genesis = native_genesis(&full_genesis(4, 100));
+    let genesis = native_genesis(&GenesisConfig::full(4, 100));
     let one = vec![tx(TxKind::Transfer { from: 0, to: 1, amount: 5 })];
     let failing = vec![tx(TxKind::Transfer { from: 9, to: 1, amount: 5 })];
     let mint = vec![NativeTx { kind: TxKind::NftMint { collection: 0, minter: 2 }, work_rounds: 2 }];
@@ -276,7 +280,7 @@ fn empty_and_single_transaction_blocks() {
 /// A block in which every transaction of every kind fails.
 #[test]
 fn every_transaction_fails() {
-    let mut entries = NativeVm::genesis(&full_genesis(4, 10));
+    let mut entries = NativeVm::genesis(&GenesisConfig::full(4, 10));
     entries.push(NativeVm::collection(1, 5, 5, 1)); // sold out
     let genesis = CommittedState::from_entries(entries);
     let failing = [

@@ -1,6 +1,8 @@
 //! The semantics of each native transaction kind, and the keys each declares.
 
-use super::{tag, Failure, NativeOutput, TxKind, KV_VALUE_LEN};
+use super::book::Book;
+use super::keys::*;
+use super::{Failure, NativeOutput, TxKind, KV_VALUE_LEN};
 use crate::key::Key;
 use crate::value::Value;
 use crate::vm::{Interrupt, View};
@@ -53,40 +55,6 @@ fn words<const N: usize>(v: &Value) -> Option<[u64; N]> {
     Some(out)
 }
 
-fn acct(id: u64) -> Key {
-    Key::from_parts(tag::ACCOUNT, id, 0)
-}
-fn checking(id: u64) -> Key {
-    Key::from_parts(tag::SB_CHECKING, id, 0)
-}
-fn savings(id: u64) -> Key {
-    Key::from_parts(tag::SB_SAVINGS, id, 0)
-}
-fn record(id: u64) -> Key {
-    Key::from_parts(tag::KV, id, 0)
-}
-fn token_balance(token: u64, holder: u64) -> Key {
-    Key::from_parts(tag::TOKEN_BALANCE, token, holder)
-}
-fn allowance(token: u64, owner: u64, spender: u64) -> Key {
-    Key::from_parts3(tag::TOKEN_ALLOWANCE, token, owner, spender)
-}
-fn pool(id: u64) -> Key {
-    Key::from_parts(tag::AMM_POOL, id, 0)
-}
-fn amm_balance(pool: u64, side: u64, trader: u64) -> Key {
-    Key::from_parts(tag::AMM_BALANCE, pool * 2 + side, trader)
-}
-fn collection(id: u64) -> Key {
-    Key::from_parts(tag::NFT_COLLECTION, id, 0)
-}
-fn holdings(collection: u64, holder: u64) -> Key {
-    Key::from_parts(tag::NFT_HOLDINGS, collection, holder)
-}
-fn treasury(collection: u64) -> Key {
-    Key::from_parts(tag::NFT_TREASURY, collection, 0)
-}
-
 /// A `u64` at `key`; `missing` if absent or malformed.
 fn read_u64<V: View>(view: &mut V, key: &Key, missing: Failure) -> Result<Result<u64, Failure>, Interrupt> {
     Ok(view.read(key)?.and_then(|v| v.as_u64()).ok_or(missing))
@@ -110,12 +78,12 @@ macro_rules! tri {
 pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutput, Interrupt> {
     Ok(Ok(match *kind {
         TxKind::Transfer { from, to, amount } => {
-            let balance = tri!(read_u64(view, &acct(from), Failure::UnknownAccount));
+            let balance = tri!(read_u64(view, &account(from), Failure::UnknownAccount));
             if balance < amount {
                 return Ok(Err(Failure::InsufficientFunds));
             }
-            view.write(acct(from), Value::from_u64(balance - amount));
-            view.add(acct(to), amount);
+            view.write(account(from), Value::from_u64(balance - amount));
+            view.add(account(to), amount);
             balance - amount
         }
         TxKind::SbBalance { a } => {
@@ -257,24 +225,296 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if minted >= max_supply {
                 return Ok(Err(Failure::SoldOut));
             }
-            let balance = tri!(read_u64(view, &acct(minter), Failure::UnknownAccount));
+            let balance = tri!(read_u64(view, &account(minter), Failure::UnknownAccount));
             if balance < price {
                 return Ok(Err(Failure::InsufficientFunds));
             }
             let held = view.read(&holdings(c, minter))?.as_ref().and_then(words::<2>).map_or(0, |[n, _]| n);
-            view.write(acct(minter), Value::from_u64(balance - price));
+            view.write(account(minter), Value::from_u64(balance - price));
             view.write(collection(c), collection_value(minted + 1, max_supply, price));
             view.write(holdings(c, minter), pool_value(held + 1, minted));
             view.add(treasury(c), price);
             minted
         }
+        TxKind::TokenIssue { token, to, amount } => {
+            if amount == 0 {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            let Some([issued, cap]) = view.read(&registry(token))?.as_ref().and_then(words::<2>) else {
+                return Ok(Err(Failure::UnknownAsset));
+            };
+            let total = match issued.checked_add(amount) {
+                Some(t) if t <= cap => t,
+                _ => return Ok(Err(Failure::CapExceeded)),
+            };
+            view.write(registry(token), pair_value(total, cap));
+            view.add(token_balance(token, to), amount);
+            total
+        }
+        TxKind::TokenRetire { token, holder, amount } => {
+            if amount == 0 {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            let balance = read_u64_or_zero(view, &token_balance(token, holder))?;
+            if balance < amount {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            view.write(token_balance(token, holder), Value::from_u64(balance - amount));
+            view.add(retired(token), amount);
+            balance - amount
+        }
+        TxKind::ItemRegister { item, owner: first, event } => {
+            if view.read(&owner(item))?.is_some() {
+                return Ok(Err(Failure::RecordExists));
+            }
+            view.write(owner(item), Value::from_u64(first));
+            append_history(view, item, [1, first, event])?
+        }
+        TxKind::ItemHandover { item, from, to, event } => {
+            let current = tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
+            if current != from {
+                return Ok(Err(Failure::NotOwner));
+            }
+            view.write(owner(item), Value::from_u64(to));
+            append_history(view, item, [2, to, event])?
+        }
+        TxKind::ItemEvent { item, actor, event } => {
+            tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
+            append_history(view, item, [3, actor, event])?
+        }
+        TxKind::ItemLookup { item } => {
+            tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
+            history_count(view, item)?
+        }
+        TxKind::Notarize { evidence: e, submitter, digest } => {
+            if view.read(&evidence(e))?.is_some() {
+                return Ok(Err(Failure::RecordExists));
+            }
+            view.write(evidence(e), pair_value(submitter, digest));
+            append_history(view, submitter, [4, e, digest])?
+        }
+        TxKind::DocIssue { issuer, subject, slot, digest } => {
+            let number = read_u64_or_zero(view, &serial(issuer))?.wrapping_add(1);
+            view.write(serial(issuer), Value::from_u64(number));
+            view.write(document(subject, slot), pair_value(issuer, digest));
+            number
+        }
+        TxKind::Grant { subject, grantee } => {
+            view.write(grant(subject, grantee), Value::from_u64(1));
+            1
+        }
+        TxKind::Revoke { subject, grantee } => {
+            if view.read(&grant(subject, grantee))?.is_none() {
+                return Ok(Err(Failure::NotAuthorized));
+            }
+            view.delete(grant(subject, grantee));
+            0
+        }
+        TxKind::DocUpdate { subject, slot, writer, digest } => {
+            if writer != subject && view.read(&grant(subject, writer))?.is_none() {
+                return Ok(Err(Failure::NotAuthorized));
+            }
+            view.write(document(subject, slot), pair_value(writer, digest));
+            append_history(view, subject, [5, writer, slot])?
+        }
+        TxKind::DocRead { subject, slot, reader, audit } => {
+            if reader != subject && view.read(&grant(subject, reader))?.is_none() {
+                return Ok(Err(Failure::NotAuthorized));
+            }
+            let Some([_, digest]) = view.read(&document(subject, slot))?.as_ref().and_then(words::<2>) else {
+                return Ok(Err(Failure::RecordNotFound));
+            };
+            if audit {
+                append_history(view, subject, [6, reader, slot])?;
+            }
+            digest
+        }
+        TxKind::Order { market, trader, sell, qty, level } => {
+            let Some(mut b) = view.read(&book(market))?.as_ref().and_then(Book::from_value) else {
+                return Ok(Err(Failure::UnknownMarket));
+            };
+            if qty == 0 || level >= super::book::LEVELS as u64 {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            if view.read(&order(market, trader))?.is_some() {
+                return Ok(Err(Failure::OrderOpen));
+            }
+            let (escrow_key, escrow) = if sell {
+                (token_balance(market, trader), qty)
+            } else {
+                match qty.checked_mul(level + 1) {
+                    Some(cost) => (account(trader), cost),
+                    None => return Ok(Err(Failure::InvalidAmount)),
+                }
+            };
+            let balance = read_u64_or_zero(view, &escrow_key)?;
+            if balance < escrow {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            let side = if sell { &mut b.asks } else { &mut b.bids };
+            let Some(total) = side[level as usize].checked_add(qty) else {
+                return Ok(Err(Failure::InvalidAmount));
+            };
+            side[level as usize] = total;
+            view.write(escrow_key, Value::from_u64(balance - escrow));
+            view.write(order(market, trader), order_value(b.epoch, sell, qty, level));
+            view.write(book(market), b.to_value());
+            b.epoch
+        }
+        TxKind::Clear { market } => {
+            let Some(mut b) = view.read(&book(market))?.as_ref().and_then(Book::from_value) else {
+                return Ok(Err(Failure::UnknownMarket));
+            };
+            let matched = b.clear();
+            view.write(book(market), b.to_value());
+            matched
+        }
+        TxKind::Settle { market, trader } => {
+            let Some(b) = view.read(&book(market))?.as_ref().and_then(Book::from_value) else {
+                return Ok(Err(Failure::UnknownMarket));
+            };
+            let Some([epoch, sell, qty, level]) = view.read(&order(market, trader))?.as_ref().and_then(words::<4>) else {
+                return Ok(Err(Failure::RecordNotFound));
+            };
+            if epoch >= b.epoch {
+                return Ok(Err(Failure::NotCleared));
+            }
+            let sell = sell != 0;
+            // Only the previous round's clearing is kept; an older order is refunded whole.
+            let (filled, price) = if epoch + 1 == b.epoch { b.fill(sell, qty, level) } else { (0, 0) };
+            let (goods, money) =
+                if sell { (qty - filled, filled.saturating_mul(price)) } else { (filled, qty * (level + 1) - filled * price) };
+            view.delete(order(market, trader));
+            if goods > 0 {
+                view.add(token_balance(market, trader), goods);
+            }
+            if money > 0 {
+                view.add(account(trader), money);
+            }
+            filled
+        }
+        TxKind::ReceivableIssue { issuer, receivable: r, to, amount } => {
+            if amount == 0 {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            if view.read(&receivable(r))?.is_some() {
+                return Ok(Err(Failure::RecordExists));
+            }
+            let line = tri!(read_u64(view, &credit_line(issuer), Failure::UnknownAccount));
+            if line < amount {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            view.write(credit_line(issuer), Value::from_u64(line - amount));
+            view.write(receivable(r), receivable_value(to, amount, issuer, false));
+            line - amount
+        }
+        TxKind::ReceivableSplit { receivable: r, holder, new_receivable, to, amount } => {
+            let [h, face, issuer, financed] = tri!(read_receivable(view, r));
+            if h != holder {
+                return Ok(Err(Failure::NotOwner));
+            }
+            if amount == 0 || amount >= face {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            if new_receivable == r || view.read(&receivable(new_receivable))?.is_some() {
+                return Ok(Err(Failure::RecordExists));
+            }
+            view.write(receivable(r), receivable_value(h, face - amount, issuer, financed != 0));
+            view.write(receivable(new_receivable), receivable_value(to, amount, issuer, financed != 0));
+            face - amount
+        }
+        TxKind::ReceivableFinance { receivable: r, holder, financier, discount_bp } => {
+            let [h, face, issuer, financed] = tri!(read_receivable(view, r));
+            if h != holder {
+                return Ok(Err(Failure::NotOwner));
+            }
+            if financed != 0 {
+                return Ok(Err(Failure::AlreadyFinanced));
+            }
+            if discount_bp > 10_000 {
+                return Ok(Err(Failure::InvalidAmount));
+            }
+            let price = (face as u128 * (10_000 - discount_bp) as u128 / 10_000) as u64;
+            let balance = tri!(read_u64(view, &account(financier), Failure::UnknownAccount));
+            if balance < price {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            view.write(account(financier), Value::from_u64(balance - price));
+            view.add(account(holder), price);
+            view.write(receivable(r), receivable_value(financier, face, issuer, true));
+            price
+        }
+        TxKind::ReceivableRedeem { receivable: r, holder, issuer } => {
+            let [h, face, i, _] = tri!(read_receivable(view, r));
+            if h != holder || i != issuer {
+                return Ok(Err(Failure::NotOwner));
+            }
+            let balance = tri!(read_u64(view, &account(issuer), Failure::UnknownAccount));
+            if balance < face {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            view.write(account(issuer), Value::from_u64(balance - face));
+            view.add(account(holder), face);
+            view.add(credit_line(issuer), face);
+            view.delete(receivable(r));
+            face
+        }
     }))
+}
+
+/// Two words as a value (`issued ‖ cap`, `writer ‖ digest`, …).
+pub(crate) fn pair_value(a: u64, b: u64) -> Value {
+    pool_value(a, b)
+}
+
+fn words_value<const N: usize>(w: [u64; N]) -> Value {
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Value::from_slice(&bytes)
+}
+
+fn order_value(epoch: u64, sell: bool, qty: u64, level: u64) -> Value {
+    words_value([epoch, sell as u64, qty, level])
+}
+
+fn receivable_value(holder: u64, amount: u64, issuer: u64, financed: bool) -> Value {
+    words_value([holder, amount, issuer, financed as u64])
+}
+
+fn read_receivable<V: View>(view: &mut V, r: u64) -> Result<Result<[u64; 4], Failure>, Interrupt> {
+    Ok(view.read(&receivable(r))?.as_ref().and_then(words::<4>).ok_or(Failure::RecordNotFound))
+}
+
+/// The number of events in `id`'s history (0 if none).
+fn history_count<V: View>(view: &mut V, id: u64) -> Result<u64, Interrupt> {
+    Ok(view.read(&history(id))?.map_or(0, |v| u64::from_le_bytes(v.as_bytes().get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))))
+}
+
+/// Chains `event` into `id`'s history: `head' = blake3(head ‖ event)`, count + 1. Returns the
+/// new count, the event's position: the history timestamps what it records.
+fn append_history<V: View>(view: &mut V, id: u64, event: [u64; 3]) -> Result<u64, Interrupt> {
+    let (count, head) = match view.read(&history(id))? {
+        Some(v) if v.len() == 40 => {
+            let b = v.as_bytes();
+            (u64::from_le_bytes(b[..8].try_into().expect("8 bytes")), <[u8; 32]>::try_from(&b[8..]).expect("32 bytes"))
+        }
+        _ => (0, [0u8; 32]),
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(&head);
+    for w in event {
+        h.update(&w.to_le_bytes());
+    }
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&count.wrapping_add(1).to_le_bytes());
+    out[8..].copy_from_slice(h.finalize().as_bytes());
+    view.write(history(id), Value::from_slice(&out));
+    Ok(count.wrapping_add(1))
 }
 
 /// Appends the keys `kind` may touch.
 pub(crate) fn declared_keys(kind: &TxKind, keys: &mut Vec<Key>) {
     match *kind {
-        TxKind::Transfer { from, to, .. } => keys.extend([acct(from), acct(to)]),
+        TxKind::Transfer { from, to, .. } => keys.extend([account(from), account(to)]),
         TxKind::SbBalance { a } | TxKind::SbTransactSavings { a, .. } | TxKind::SbWriteCheck { a, .. } => {
             keys.extend([checking(a), savings(a)])
         }
@@ -291,7 +531,31 @@ pub(crate) fn declared_keys(kind: &TxKind, keys: &mut Vec<Key>) {
             keys.extend([allowance(token, from, spender), token_balance(token, from), token_balance(token, to)])
         }
         TxKind::AmmSwap { pool: p, trader, .. } => keys.extend([pool(p), amm_balance(p, 0, trader), amm_balance(p, 1, trader)]),
-        TxKind::NftMint { collection: c, minter } => keys.extend([collection(c), acct(minter), holdings(c, minter), treasury(c)]),
+        TxKind::NftMint { collection: c, minter } => keys.extend([collection(c), account(minter), holdings(c, minter), treasury(c)]),
+        TxKind::TokenIssue { token, to, .. } => keys.extend([registry(token), token_balance(token, to)]),
+        TxKind::TokenRetire { token, holder, .. } => keys.extend([token_balance(token, holder), retired(token)]),
+        TxKind::ItemRegister { item, .. }
+        | TxKind::ItemHandover { item, .. }
+        | TxKind::ItemEvent { item, .. }
+        | TxKind::ItemLookup { item } => keys.extend([owner(item), history(item)]),
+        TxKind::Notarize { evidence: e, submitter, .. } => keys.extend([evidence(e), history(submitter)]),
+        TxKind::DocIssue { issuer, subject, slot, .. } => keys.extend([serial(issuer), document(subject, slot)]),
+        TxKind::Grant { subject, grantee } | TxKind::Revoke { subject, grantee } => keys.push(grant(subject, grantee)),
+        TxKind::DocUpdate { subject, slot, writer: other, .. } | TxKind::DocRead { subject, slot, reader: other, .. } => {
+            keys.extend([grant(subject, other), document(subject, slot), history(subject)])
+        }
+        TxKind::Order { market, trader, .. } | TxKind::Settle { market, trader } => {
+            keys.extend([book(market), order(market, trader), token_balance(market, trader), account(trader)])
+        }
+        TxKind::Clear { market } => keys.push(book(market)),
+        TxKind::ReceivableIssue { issuer, receivable: r, .. } => keys.extend([receivable(r), credit_line(issuer)]),
+        TxKind::ReceivableSplit { receivable: r, new_receivable, .. } => keys.extend([receivable(r), receivable(new_receivable)]),
+        TxKind::ReceivableFinance { receivable: r, holder, financier, .. } => {
+            keys.extend([receivable(r), account(financier), account(holder)])
+        }
+        TxKind::ReceivableRedeem { receivable: r, holder, issuer } => {
+            keys.extend([receivable(r), account(issuer), account(holder), credit_line(issuer)])
+        }
     }
 }
 
@@ -316,16 +580,7 @@ mod tests {
     }
 
     fn genesis() -> CommittedState {
-        CommittedState::from_entries(NativeVm::genesis(&GenesisConfig {
-            accounts: 4,
-            balance: 100,
-            native_accounts: true,
-            smallbank: true,
-            kv: true,
-            tokens: 1,
-            amm_pools: 1,
-            nft_collections: 1,
-        }))
+        CommittedState::from_entries(NativeVm::genesis(&GenesisConfig::full(4, 100)))
     }
 
     fn u(state: &CommittedState, key: Key) -> Option<u64> {
@@ -336,13 +591,13 @@ mod tests {
     fn transfer_moves_funds_and_fails_cleanly() {
         let mut s = genesis();
         assert_eq!(run(&mut s, TxKind::Transfer { from: 0, to: 9, amount: 30 }), Ok(70));
-        assert_eq!(u(&s, acct(9)), Some(30), "recipient created");
+        assert_eq!(u(&s, account(9)), Some(30), "recipient created");
         let root = s.root();
         assert_eq!(run(&mut s, TxKind::Transfer { from: 0, to: 1, amount: 71 }), Err(Failure::InsufficientFunds));
         assert_eq!(run(&mut s, TxKind::Transfer { from: 77, to: 1, amount: 1 }), Err(Failure::UnknownAccount));
         assert_eq!(s.root(), root, "failures write nothing");
         assert_eq!(run(&mut s, TxKind::Transfer { from: 1, to: 1, amount: 50 }), Ok(50));
-        assert_eq!(u(&s, acct(1)), Some(100), "self-transfer is a no-op");
+        assert_eq!(u(&s, account(1)), Some(100), "self-transfer is a no-op");
     }
 
     #[test]
@@ -420,12 +675,124 @@ mod tests {
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 0, minter: 2 }), Ok(1));
         assert_eq!(s.get(&holdings(0, 2)), Some(&pool_value(2, 1)));
         assert_eq!(u(&s, treasury(0)), Some(2));
-        assert_eq!(u(&s, acct(2)), Some(98));
+        assert_eq!(u(&s, account(2)), Some(98));
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 3, minter: 2 }), Err(Failure::UnknownCollection));
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 0, minter: 40 }), Err(Failure::UnknownAccount));
         let (k, v) = NativeVm::collection(1, 1, 1, 1);
         s.apply(&crate::state::WriteSet::from_entries(vec![(k, Some(v))]), None);
         assert_eq!(run(&mut s, TxKind::NftMint { collection: 1, minter: 2 }), Err(Failure::SoldOut));
+    }
+
+    #[test]
+    fn capped_assets_issue_trade_and_retire() {
+        let mut s = genesis();
+        assert_eq!(u(&s, registry(0)), None, "registry is two words");
+        // The cap is balance × accounts = 400.
+        assert_eq!(run(&mut s, TxKind::TokenIssue { token: 0, to: 9, amount: 399 }), Ok(399));
+        assert_eq!(run(&mut s, TxKind::TokenIssue { token: 0, to: 9, amount: 2 }), Err(Failure::CapExceeded));
+        assert_eq!(run(&mut s, TxKind::TokenIssue { token: 0, to: 9, amount: 0 }), Err(Failure::InvalidAmount));
+        assert_eq!(run(&mut s, TxKind::TokenIssue { token: 3, to: 9, amount: 1 }), Err(Failure::UnknownAsset));
+        assert_eq!(u(&s, token_balance(0, 9)), Some(399));
+        assert_eq!(run(&mut s, TxKind::TokenRetire { token: 0, holder: 9, amount: 400 }), Err(Failure::InsufficientFunds));
+        assert_eq!(run(&mut s, TxKind::TokenRetire { token: 0, holder: 9, amount: 99 }), Ok(300));
+        assert_eq!(run(&mut s, TxKind::TokenRetire { token: 0, holder: 1, amount: 1 }), Ok(99));
+        assert_eq!(u(&s, retired(0)), Some(100));
+    }
+
+    #[test]
+    fn items_keep_owner_and_a_hash_chained_history() {
+        let mut s = genesis();
+        assert_eq!(run(&mut s, TxKind::ItemLookup { item: 7 }), Err(Failure::RecordNotFound));
+        assert_eq!(run(&mut s, TxKind::ItemHandover { item: 7, from: 1, to: 2, event: 0 }), Err(Failure::RecordNotFound));
+        assert_eq!(run(&mut s, TxKind::ItemRegister { item: 7, owner: 1, event: 5 }), Ok(1));
+        assert_eq!(run(&mut s, TxKind::ItemRegister { item: 7, owner: 2, event: 5 }), Err(Failure::RecordExists));
+        let head = s.get(&history(7)).cloned();
+        assert_eq!(run(&mut s, TxKind::ItemHandover { item: 7, from: 2, to: 3, event: 1 }), Err(Failure::NotOwner));
+        assert_eq!(run(&mut s, TxKind::ItemHandover { item: 7, from: 1, to: 3, event: 1 }), Ok(2));
+        assert_eq!(u(&s, owner(7)), Some(3));
+        assert_eq!(run(&mut s, TxKind::ItemEvent { item: 7, actor: 0, event: 9 }), Ok(3));
+        assert_eq!(run(&mut s, TxKind::ItemLookup { item: 7 }), Ok(3));
+        assert_ne!(s.get(&history(7)).cloned(), head, "the head moves with every event");
+        // The same events in another order give another head.
+        let mut t = genesis();
+        run(&mut t, TxKind::ItemRegister { item: 7, owner: 1, event: 5 }).unwrap();
+        run(&mut t, TxKind::ItemEvent { item: 7, actor: 0, event: 9 }).unwrap();
+        run(&mut t, TxKind::ItemHandover { item: 7, from: 1, to: 3, event: 1 }).unwrap();
+        assert_ne!(s.get(&history(7)), t.get(&history(7)));
+    }
+
+    #[test]
+    fn notary_and_documents_check_grants() {
+        let mut s = genesis();
+        assert_eq!(run(&mut s, TxKind::Notarize { evidence: 42, submitter: 1, digest: 7 }), Ok(1));
+        assert_eq!(run(&mut s, TxKind::Notarize { evidence: 42, submitter: 2, digest: 7 }), Err(Failure::RecordExists));
+        assert_eq!(run(&mut s, TxKind::Notarize { evidence: 43, submitter: 1, digest: 8 }), Ok(2));
+        assert_eq!(run(&mut s, TxKind::DocIssue { issuer: 0, subject: 5, slot: 1, digest: 77 }), Ok(1));
+        assert_eq!(run(&mut s, TxKind::DocIssue { issuer: 0, subject: 6, slot: 1, digest: 78 }), Ok(2));
+        let read = |reader, audit| TxKind::DocRead { subject: 5, slot: 1, reader, audit };
+        assert_eq!(run(&mut s, read(5, false)), Ok(77), "the subject reads its own");
+        assert_eq!(run(&mut s, read(2, true)), Err(Failure::NotAuthorized));
+        assert_eq!(run(&mut s, TxKind::Revoke { subject: 5, grantee: 2 }), Err(Failure::NotAuthorized));
+        assert_eq!(run(&mut s, TxKind::Grant { subject: 5, grantee: 2 }), Ok(1));
+        assert_eq!(run(&mut s, read(2, true)), Ok(77));
+        assert_eq!(u(&s, history(5)), None, "history is 40 bytes");
+        assert!(s.get(&history(5)).is_some(), "the audited read is logged");
+        assert_eq!(run(&mut s, TxKind::DocRead { subject: 5, slot: 2, reader: 2, audit: false }), Err(Failure::RecordNotFound));
+        assert_eq!(run(&mut s, TxKind::DocUpdate { subject: 5, slot: 2, writer: 2, digest: 3 }), Ok(2));
+        assert_eq!(run(&mut s, TxKind::DocUpdate { subject: 5, slot: 2, writer: 3, digest: 4 }), Err(Failure::NotAuthorized));
+        assert_eq!(run(&mut s, TxKind::Revoke { subject: 5, grantee: 2 }), Ok(0));
+        assert_eq!(run(&mut s, read(2, false)), Err(Failure::NotAuthorized));
+    }
+
+    #[test]
+    fn call_auction_escrows_clears_and_settles() {
+        let mut s = genesis();
+        let order = |trader, sell, qty, level| TxKind::Order { market: 1, trader, sell, qty, level };
+        assert_eq!(run(&mut s, TxKind::Order { market: 9, trader: 0, sell: true, qty: 1, level: 0 }), Err(Failure::UnknownMarket));
+        assert_eq!(run(&mut s, order(0, true, 1, 8)), Err(Failure::InvalidAmount));
+        assert_eq!(run(&mut s, order(0, false, 30, 4)), Err(Failure::InsufficientFunds), "30 × price 5 > 100");
+        assert_eq!(run(&mut s, order(0, false, 20, 4)), Ok(0));
+        assert_eq!(run(&mut s, order(0, false, 1, 4)), Err(Failure::OrderOpen));
+        assert_eq!(run(&mut s, order(1, true, 10, 1)), Ok(0));
+        assert_eq!(run(&mut s, order(2, true, 30, 3)), Ok(0));
+        assert_eq!((u(&s, account(0)), u(&s, token_balance(1, 1))), (Some(0), Some(90)), "escrowed");
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 0 }), Err(Failure::NotCleared));
+        // Demand 20 at levels ≤ 4; supply 10 from level 1, 40 from level 3: 20 match at level 3.
+        assert_eq!(run(&mut s, TxKind::Clear { market: 1 }), Ok(20));
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 0 }), Ok(20));
+        assert_eq!((u(&s, account(0)), u(&s, token_balance(1, 0))), (Some(20), Some(120)), "paid 4 each, refunded 20");
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 1 }), Ok(5), "asks fill pro rata: 20 of 40");
+        assert_eq!((u(&s, account(1)), u(&s, token_balance(1, 1))), (Some(120), Some(95)));
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 1 }), Err(Failure::RecordNotFound));
+        // Trader 2's order outlives two clearings and is refunded whole.
+        assert_eq!(run(&mut s, TxKind::Clear { market: 1 }), Ok(0));
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 2 }), Ok(0));
+        assert_eq!((u(&s, account(2)), u(&s, token_balance(1, 2))), (Some(100), Some(100)));
+    }
+
+    #[test]
+    fn receivables_issue_split_finance_and_redeem() {
+        let mut s = genesis();
+        let issue = |r, amount| TxKind::ReceivableIssue { issuer: 0, receivable: r, to: 1, amount };
+        assert_eq!(run(&mut s, issue(100, 101)), Err(Failure::InsufficientFunds), "credit line 100");
+        assert_eq!(run(&mut s, issue(100, 60)), Ok(40));
+        assert_eq!(run(&mut s, issue(100, 10)), Err(Failure::RecordExists));
+        assert_eq!(run(&mut s, TxKind::ReceivableIssue { issuer: 9, receivable: 5, to: 1, amount: 1 }), Err(Failure::UnknownAccount));
+        let split = |holder, new_receivable, amount| TxKind::ReceivableSplit { receivable: 100, holder, new_receivable, to: 2, amount };
+        assert_eq!(run(&mut s, split(2, 101, 10)), Err(Failure::NotOwner));
+        assert_eq!(run(&mut s, split(1, 101, 60)), Err(Failure::InvalidAmount));
+        assert_eq!(run(&mut s, split(1, 100, 10)), Err(Failure::RecordExists));
+        assert_eq!(run(&mut s, split(1, 101, 20)), Ok(40));
+        let finance = |r, holder| TxKind::ReceivableFinance { receivable: r, holder, financier: 3, discount_bp: 500 };
+        assert_eq!(run(&mut s, finance(101, 2)), Ok(19));
+        assert_eq!((u(&s, account(3)), u(&s, account(2))), (Some(81), Some(119)));
+        assert_eq!(run(&mut s, finance(101, 3)), Err(Failure::AlreadyFinanced));
+        let redeem = |holder, issuer| TxKind::ReceivableRedeem { receivable: 101, holder, issuer };
+        assert_eq!(run(&mut s, redeem(2, 0)), Err(Failure::NotOwner));
+        assert_eq!(run(&mut s, redeem(3, 1)), Err(Failure::NotOwner));
+        assert_eq!(run(&mut s, redeem(3, 0)), Ok(20));
+        assert_eq!((u(&s, account(3)), u(&s, account(0)), u(&s, credit_line(0))), (Some(101), Some(80), Some(60)));
+        assert_eq!(run(&mut s, redeem(3, 0)), Err(Failure::RecordNotFound));
     }
 
     #[test]
@@ -435,7 +802,7 @@ mod tests {
         use crate::exec::{BlockExecutor, SequentialExecutor};
         let out = SequentialExecutor::new().execute_and_commit(&NativeVm, &mut s, &[tx]).unwrap();
         assert_eq!(out.write_set.len(), 3);
-        assert_eq!(s.get(&Key::from_parts(tag::WORK, 0, 0)).map(|v| v.as_bytes().to_vec()), Some(burn(10, 0)[..8].to_vec()));
+        assert_eq!(s.get(&work(0)).map(|v| v.as_bytes().to_vec()), Some(burn(10, 0)[..8].to_vec()));
         assert_ne!(burn(10, 0), burn(11, 0));
     }
 }

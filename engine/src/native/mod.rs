@@ -16,6 +16,8 @@
 //! transaction logic and the digest is written to the sender's work slot, so the work cannot
 //! be optimised away and a heavier VM (Move, EVM: 3–100 µs a transaction) can be emulated.
 
+pub mod book;
+pub mod keys;
 mod logic;
 pub mod signed;
 
@@ -54,6 +56,30 @@ pub mod tag {
     pub const WORK: u8 = 12;
     /// A signer's next nonce (see [`super::signed`]): `(signer)`.
     pub const NONCE: u8 = 13;
+    /// A capped asset's registry, 16 bytes `issued ‖ cap`: `(token)`.
+    pub const TOKEN_REGISTRY: u8 = 14;
+    /// Total retired (burnt) amount of an asset: `(token)`.
+    pub const TOKEN_RETIRED: u8 = 15;
+    /// Hash-chained event history, 40 bytes `count ‖ head digest`: `(item)`.
+    pub const HISTORY: u8 = 16;
+    /// Current owner or custodian of a unique item: `(item)`.
+    pub const OWNER: u8 = 17;
+    /// A stored document digest, 40 bytes `writer ‖ digest`: `(subject, slot)`.
+    pub const DOCUMENT: u8 = 18;
+    /// An access grant, `1`: `(subject, grantee)`.
+    pub const GRANT: u8 = 19;
+    /// An issuer's serial-number counter: `(issuer)`.
+    pub const SERIAL: u8 = 20;
+    /// A call-auction order book (see [`super::book`]): `(market)`.
+    pub const BOOK: u8 = 21;
+    /// A trader's open order, 32 bytes `epoch ‖ sell ‖ qty ‖ level`: `(market, trader)`.
+    pub const ORDER: u8 = 22;
+    /// A receivable, 32 bytes `holder ‖ amount ‖ issuer ‖ financed`: `(receivable)`.
+    pub const RECEIVABLE: u8 = 23;
+    /// An issuer's remaining credit line: `(issuer)`.
+    pub const CREDIT_LINE: u8 = 24;
+    /// A notarised evidence record, 16 bytes `submitter ‖ digest`: `(evidence)`.
+    pub const EVIDENCE: u8 = 25;
 }
 
 /// The size of a YCSB record value in bytes.
@@ -217,6 +243,194 @@ pub enum TxKind {
         /// Buyer.
         minter: u64,
     },
+    /// Issue `amount` of a capped asset to `to`, within its registry's cap (allowances,
+    /// certificates). The registry is read and written: issuance of one asset is serial.
+    TokenIssue {
+        /// Asset (token) id; needs a registry.
+        token: u64,
+        /// Recipient.
+        to: u64,
+        /// Amount (> 0).
+        amount: u64,
+    },
+    /// Retire (burn) `amount` of `holder`'s asset; the asset's retired total grows (a
+    /// commutative add).
+    TokenRetire {
+        /// Asset (token) id.
+        token: u64,
+        /// Holder whose balance is retired.
+        holder: u64,
+        /// Amount (> 0).
+        amount: u64,
+    },
+    /// Register a new unique item owned by `owner`, starting its hash-chained history.
+    ItemRegister {
+        /// Item id (fails if registered).
+        item: u64,
+        /// First owner or custodian.
+        owner: u64,
+        /// Event code recorded in the history.
+        event: u64,
+    },
+    /// Pass an item from its current owner `from` to `to`, recording the event.
+    ItemHandover {
+        /// Item id.
+        item: u64,
+        /// Current owner (checked).
+        from: u64,
+        /// New owner.
+        to: u64,
+        /// Event code recorded in the history.
+        event: u64,
+    },
+    /// Record an event (inspection, service, repair) by `actor` in a registered item's history.
+    ItemEvent {
+        /// Item id.
+        item: u64,
+        /// Who records it.
+        actor: u64,
+        /// Event code.
+        event: u64,
+    },
+    /// Read an item's owner and history (a recall or authenticity lookup). Read-only.
+    ItemLookup {
+        /// Item id.
+        item: u64,
+    },
+    /// Store an evidence digest under `evidence` (fails if present) and chain it into the
+    /// submitter's history, which timestamps it by position.
+    Notarize {
+        /// Evidence id (derived from the digest by the client).
+        evidence: u64,
+        /// Submitter.
+        submitter: u64,
+        /// Digest.
+        digest: u64,
+    },
+    /// An authority issues document `slot` of `subject` (a licence, a certificate), numbered
+    /// by the issuer's serial counter (read and written: issuance per issuer is serial).
+    DocIssue {
+        /// Issuing authority.
+        issuer: u64,
+        /// Holder of the document.
+        subject: u64,
+        /// Document type.
+        slot: u64,
+        /// Digest of the document.
+        digest: u64,
+    },
+    /// `subject` grants `grantee` access to its documents.
+    Grant {
+        /// Owner of the documents.
+        subject: u64,
+        /// Who gets access.
+        grantee: u64,
+    },
+    /// `subject` revokes `grantee`'s access (fails if there is none).
+    Revoke {
+        /// Owner of the documents.
+        subject: u64,
+        /// Whose access ends.
+        grantee: u64,
+    },
+    /// `writer` (the subject or a grantee) writes document `slot` of `subject`; the write is
+    /// chained into the subject's history.
+    DocUpdate {
+        /// Owner of the document.
+        subject: u64,
+        /// Document type.
+        slot: u64,
+        /// Who writes (checked against the grants).
+        writer: u64,
+        /// New digest.
+        digest: u64,
+    },
+    /// `reader` (the subject or a grantee) reads document `slot` of `subject`; with `audit`
+    /// the access is chained into the subject's history.
+    DocRead {
+        /// Owner of the document.
+        subject: u64,
+        /// Document type.
+        slot: u64,
+        /// Who reads (checked against the grants).
+        reader: u64,
+        /// Record the access in the subject's history.
+        audit: bool,
+    },
+    /// Place an order in a call auction (see [`book`]), escrowing the goods (asset `market`)
+    /// or the money (native balance). One open order per trader and market.
+    Order {
+        /// Market (also the id of the traded asset).
+        market: u64,
+        /// Trader.
+        trader: u64,
+        /// True to sell the asset, false to buy it.
+        sell: bool,
+        /// Quantity (> 0).
+        qty: u64,
+        /// Price level, `0..book::LEVELS`; the price is `level + 1`.
+        level: u64,
+    },
+    /// Clear a market's auction at the uniform price that matches the most volume, and open
+    /// the next round.
+    Clear {
+        /// Market.
+        market: u64,
+    },
+    /// Settle a trader's order after its round cleared: fills are paid at the clearing
+    /// price, the rest of the escrow is refunded (all of it for an order of an older round).
+    Settle {
+        /// Market.
+        market: u64,
+        /// Trader.
+        trader: u64,
+    },
+    /// Issue a receivable of `amount` to supplier `to`, against the issuer's credit line.
+    ReceivableIssue {
+        /// Issuing (core) enterprise.
+        issuer: u64,
+        /// New receivable id (fails if present).
+        receivable: u64,
+        /// First holder.
+        to: u64,
+        /// Face value (> 0).
+        amount: u64,
+    },
+    /// Split `amount` off a held receivable into a new one held by `to` (paying a supplier
+    /// further down the chain).
+    ReceivableSplit {
+        /// Receivable split.
+        receivable: u64,
+        /// Its holder (checked).
+        holder: u64,
+        /// New receivable id (fails if present).
+        new_receivable: u64,
+        /// Holder of the new one.
+        to: u64,
+        /// Face value split off (> 0, below the receivable's).
+        amount: u64,
+    },
+    /// Sell a held receivable to `financier`, who pays its face value less `discount_bp`.
+    ReceivableFinance {
+        /// Receivable.
+        receivable: u64,
+        /// Its holder (checked).
+        holder: u64,
+        /// Buyer (a bank or factor), paying from its native balance.
+        financier: u64,
+        /// Discount in basis points (≤ 10,000).
+        discount_bp: u64,
+    },
+    /// At maturity the issuer pays the holder the face value; the receivable is removed and
+    /// the issuer's credit line restored.
+    ReceivableRedeem {
+        /// Receivable.
+        receivable: u64,
+        /// Its holder (checked).
+        holder: u64,
+        /// Its issuer (checked), who pays.
+        issuer: u64,
+    },
 }
 
 impl TxKind {
@@ -239,6 +453,22 @@ impl TxKind {
             TxKind::TokenTransferFrom { spender, .. } => spender,
             TxKind::AmmSwap { trader, .. } => trader,
             TxKind::NftMint { minter, .. } => minter,
+            TxKind::TokenIssue { token, .. } => token,
+            TxKind::TokenRetire { holder, .. } => holder,
+            TxKind::ItemRegister { owner, .. } => owner,
+            TxKind::ItemHandover { from, .. } => from,
+            TxKind::ItemEvent { actor, .. } => actor,
+            TxKind::ItemLookup { item } => item,
+            TxKind::Notarize { submitter, .. } => submitter,
+            TxKind::DocIssue { issuer, .. } => issuer,
+            TxKind::Grant { subject, .. } | TxKind::Revoke { subject, .. } => subject,
+            TxKind::DocUpdate { writer, .. } => writer,
+            TxKind::DocRead { reader, .. } => reader,
+            TxKind::Order { trader, .. } | TxKind::Settle { trader, .. } => trader,
+            TxKind::Clear { market } => market,
+            TxKind::ReceivableIssue { issuer, .. } => issuer,
+            TxKind::ReceivableSplit { holder, .. } | TxKind::ReceivableFinance { holder, .. } => holder,
+            TxKind::ReceivableRedeem { issuer, .. } => issuer,
         }
     }
 
@@ -261,6 +491,25 @@ impl TxKind {
             TxKind::TokenTransferFrom { .. } => "token-transfer-from",
             TxKind::AmmSwap { .. } => "amm-swap",
             TxKind::NftMint { .. } => "nft-mint",
+            TxKind::TokenIssue { .. } => "token-issue",
+            TxKind::TokenRetire { .. } => "token-retire",
+            TxKind::ItemRegister { .. } => "item-register",
+            TxKind::ItemHandover { .. } => "item-handover",
+            TxKind::ItemEvent { .. } => "item-event",
+            TxKind::ItemLookup { .. } => "item-lookup",
+            TxKind::Notarize { .. } => "notarize",
+            TxKind::DocIssue { .. } => "doc-issue",
+            TxKind::Grant { .. } => "grant",
+            TxKind::Revoke { .. } => "revoke",
+            TxKind::DocUpdate { .. } => "doc-update",
+            TxKind::DocRead { .. } => "doc-read",
+            TxKind::Order { .. } => "order",
+            TxKind::Clear { .. } => "clear",
+            TxKind::Settle { .. } => "settle",
+            TxKind::ReceivableIssue { .. } => "receivable-issue",
+            TxKind::ReceivableSplit { .. } => "receivable-split",
+            TxKind::ReceivableFinance { .. } => "receivable-finance",
+            TxKind::ReceivableRedeem { .. } => "receivable-redeem",
         }
     }
 }
@@ -300,6 +549,30 @@ pub enum Failure {
     /// A zero or otherwise invalid amount.
     #[error("invalid amount")]
     InvalidAmount,
+    /// The asset has no registry (it cannot be issued).
+    #[error("unknown asset")]
+    UnknownAsset,
+    /// Issuing the amount would exceed the asset's cap.
+    #[error("cap exceeded")]
+    CapExceeded,
+    /// The caller does not own or hold the item or receivable, or is not its issuer.
+    #[error("not the owner")]
+    NotOwner,
+    /// The caller has no grant from the subject.
+    #[error("not authorized")]
+    NotAuthorized,
+    /// The market does not exist.
+    #[error("unknown market")]
+    UnknownMarket,
+    /// The trader already has an order in this market.
+    #[error("order already open")]
+    OrderOpen,
+    /// The order's auction round has not cleared yet.
+    #[error("round not cleared")]
+    NotCleared,
+    /// The receivable is already financed.
+    #[error("already financed")]
+    AlreadyFinanced,
 }
 
 /// A native transaction's output: a kind-specific number on success, or a typed failure.
@@ -332,6 +605,35 @@ pub struct GenesisConfig {
     pub amm_pools: u64,
     /// NFT collections `0..nft_collections`, unlimited supply, price 1.
     pub nft_collections: u64,
+    /// Registries for tokens `0..registries` (issuable up to `balance × accounts`).
+    #[serde(default)]
+    pub registries: u64,
+    /// Call-auction markets `0..markets`; every trader holds `balance` of each traded asset.
+    #[serde(default)]
+    pub markets: u64,
+    /// Give every account a credit line of `balance` (receivable issuers).
+    #[serde(default)]
+    pub credit_lines: bool,
+}
+
+impl GenesisConfig {
+    /// State for every kind over ids `0..accounts`: one asset, pool, collection, registry and
+    /// market each (market 1 trades its own asset), and credit lines.
+    pub fn full(accounts: u64, balance: u64) -> Self {
+        GenesisConfig {
+            accounts,
+            balance,
+            native_accounts: true,
+            smallbank: true,
+            kv: true,
+            tokens: 1,
+            amm_pools: 1,
+            nft_collections: 1,
+            registries: 1,
+            markets: 2,
+            credit_lines: true,
+        }
+    }
 }
 
 impl NativeVm {
@@ -344,7 +646,7 @@ impl NativeVm {
     pub fn genesis(cfg: &GenesisConfig) -> Vec<(Key, Value)> {
         let n = cfg.accounts;
         let mut out = Vec::new();
-        if cfg.native_accounts || cfg.nft_collections > 0 {
+        if cfg.native_accounts || cfg.nft_collections > 0 || cfg.markets > 0 || cfg.credit_lines {
             out.extend(Self::genesis_accounts(n, cfg.balance));
         }
         if cfg.smallbank {
@@ -354,14 +656,14 @@ impl NativeVm {
             }
         }
         if cfg.kv {
-            out.extend((0..n).map(|i| (Key::from_parts(tag::KV, i, 0), logic::kv_value(i, 0))));
+            out.extend((0..n).map(Self::kv_record));
         }
         for t in 0..cfg.tokens {
             out.extend((0..n).map(|i| (Key::from_parts(tag::TOKEN_BALANCE, t, i), Value::from_u64(cfg.balance))));
         }
         for p in 0..cfg.amm_pools {
             let reserve = cfg.balance.saturating_mul(n.max(1)).min(u64::MAX / 4);
-            out.push((Key::from_parts(tag::AMM_POOL, p, 0), logic::pool_value(reserve, reserve)));
+            out.push(Self::amm_pool(p, reserve));
             for side in 0..2 {
                 out.extend((0..n).map(|i| (Key::from_parts(tag::AMM_BALANCE, p * 2 + side, i), Value::from_u64(cfg.balance))));
             }
@@ -369,7 +671,39 @@ impl NativeVm {
         for c in 0..cfg.nft_collections {
             out.push((Key::from_parts(tag::NFT_COLLECTION, c, 0), logic::collection_value(0, u64::MAX, 1)));
         }
+        for t in 0..cfg.registries {
+            out.push(Self::registry(t, 0, cfg.balance.saturating_mul(n.max(1))));
+        }
+        for m in 0..cfg.markets {
+            out.push(Self::market(m));
+            if m >= cfg.tokens {
+                out.extend((0..n).map(|i| (keys::token_balance(m, i), Value::from_u64(cfg.balance))));
+            }
+        }
+        if cfg.credit_lines {
+            out.extend((0..n).map(|i| (keys::credit_line(i), Value::from_u64(cfg.balance))));
+        }
         out
+    }
+
+    /// YCSB record `id` as genesis creates it.
+    pub fn kv_record(id: u64) -> (Key, Value) {
+        (keys::record(id), logic::kv_value(id, 0))
+    }
+
+    /// An AMM pool with both reserves at `reserve`.
+    pub fn amm_pool(pool: u64, reserve: u64) -> (Key, Value) {
+        (keys::pool(pool), logic::pool_value(reserve, reserve))
+    }
+
+    /// The registry of a capped asset with `issued` of `cap` issued.
+    pub fn registry(token: u64, issued: u64, cap: u64) -> (Key, Value) {
+        (keys::registry(token), logic::pair_value(issued, cap))
+    }
+
+    /// An empty call-auction market (round 0).
+    pub fn market(market: u64) -> (Key, Value) {
+        (keys::book(market), book::Book::default().to_value())
     }
 
     /// An NFT collection with a supply cap and price, for tests and custom genesis.

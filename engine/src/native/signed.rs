@@ -90,17 +90,44 @@ fn kind_fields(kind: &TxKind) -> (u8, Vec<u64>) {
         TokenTransferFrom { token, spender, from, to, amount } => (14, vec![token, spender, from, to, amount]),
         AmmSwap { pool, trader, zero_for_one, amount_in, min_out } => (15, vec![pool, trader, u64::from(zero_for_one), amount_in, min_out]),
         NftMint { collection, minter } => (16, vec![collection, minter]),
+        TokenIssue { token, to, amount } => (17, vec![token, to, amount]),
+        TokenRetire { token, holder, amount } => (18, vec![token, holder, amount]),
+        ItemRegister { item, owner, event } => (19, vec![item, owner, event]),
+        ItemHandover { item, from, to, event } => (20, vec![item, from, to, event]),
+        ItemEvent { item, actor, event } => (21, vec![item, actor, event]),
+        ItemLookup { item } => (22, vec![item]),
+        Notarize { evidence, submitter, digest } => (23, vec![evidence, submitter, digest]),
+        DocIssue { issuer, subject, slot, digest } => (24, vec![issuer, subject, slot, digest]),
+        Grant { subject, grantee } => (25, vec![subject, grantee]),
+        Revoke { subject, grantee } => (26, vec![subject, grantee]),
+        DocUpdate { subject, slot, writer, digest } => (27, vec![subject, slot, writer, digest]),
+        DocRead { subject, slot, reader, audit } => (28, vec![subject, slot, reader, u64::from(audit)]),
+        Order { market, trader, sell, qty, level } => (29, vec![market, trader, u64::from(sell), qty, level]),
+        Clear { market } => (30, vec![market]),
+        Settle { market, trader } => (31, vec![market, trader]),
+        ReceivableIssue { issuer, receivable, to, amount } => (32, vec![issuer, receivable, to, amount]),
+        ReceivableSplit { receivable, holder, new_receivable, to, amount } => (33, vec![receivable, holder, new_receivable, to, amount]),
+        ReceivableFinance { receivable, holder, financier, discount_bp } => (34, vec![receivable, holder, financier, discount_bp]),
+        ReceivableRedeem { receivable, holder, issuer } => (35, vec![receivable, holder, issuer]),
+    }
+}
+
+fn flag(v: u64, what: &'static str) -> Result<bool, CodecError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(CodecError::BadField(what)),
     }
 }
 
 /// Number of `u64` fields of kind `tag`, or `None` for an unknown tag.
 fn field_count(tag: u8) -> Option<usize> {
     Some(match tag {
-        3 | 8 => 1,
-        2 | 4 | 6 | 7 | 9 | 10 | 11 | 16 => 2,
-        1 | 5 => 3,
-        12 | 13 => 4,
-        14 | 15 => 5,
+        3 | 8 | 22 | 30 => 1,
+        2 | 4 | 6 | 7 | 9 | 10 | 11 | 16 | 25 | 26 | 31 => 2,
+        1 | 5 | 17 | 18 | 19 | 21 | 23 | 35 => 3,
+        12 | 13 | 20 | 24 | 27 | 28 | 32 | 34 => 4,
+        14 | 15 | 29 | 33 => 5,
         _ => return None,
     })
 }
@@ -123,14 +150,28 @@ fn kind_from_fields(tag: u8, f: &[u64]) -> Result<TxKind, CodecError> {
         13 => TokenApprove { token: f[0], owner: f[1], spender: f[2], amount: f[3] },
         14 => TokenTransferFrom { token: f[0], spender: f[1], from: f[2], to: f[3], amount: f[4] },
         15 => {
-            let zero_for_one = match f[2] {
-                0 => false,
-                1 => true,
-                _ => return Err(CodecError::BadField("zero_for_one must be 0 or 1")),
-            };
-            AmmSwap { pool: f[0], trader: f[1], zero_for_one, amount_in: f[3], min_out: f[4] }
+            AmmSwap { pool: f[0], trader: f[1], zero_for_one: flag(f[2], "zero_for_one must be 0 or 1")?, amount_in: f[3], min_out: f[4] }
         }
         16 => NftMint { collection: f[0], minter: f[1] },
+        17 => TokenIssue { token: f[0], to: f[1], amount: f[2] },
+        18 => TokenRetire { token: f[0], holder: f[1], amount: f[2] },
+        19 => ItemRegister { item: f[0], owner: f[1], event: f[2] },
+        20 => ItemHandover { item: f[0], from: f[1], to: f[2], event: f[3] },
+        21 => ItemEvent { item: f[0], actor: f[1], event: f[2] },
+        22 => ItemLookup { item: f[0] },
+        23 => Notarize { evidence: f[0], submitter: f[1], digest: f[2] },
+        24 => DocIssue { issuer: f[0], subject: f[1], slot: f[2], digest: f[3] },
+        25 => Grant { subject: f[0], grantee: f[1] },
+        26 => Revoke { subject: f[0], grantee: f[1] },
+        27 => DocUpdate { subject: f[0], slot: f[1], writer: f[2], digest: f[3] },
+        28 => DocRead { subject: f[0], slot: f[1], reader: f[2], audit: flag(f[3], "audit must be 0 or 1")? },
+        29 => Order { market: f[0], trader: f[1], sell: flag(f[2], "sell must be 0 or 1")?, qty: f[3], level: f[4] },
+        30 => Clear { market: f[0] },
+        31 => Settle { market: f[0], trader: f[1] },
+        32 => ReceivableIssue { issuer: f[0], receivable: f[1], to: f[2], amount: f[3] },
+        33 => ReceivableSplit { receivable: f[0], holder: f[1], new_receivable: f[2], to: f[3], amount: f[4] },
+        34 => ReceivableFinance { receivable: f[0], holder: f[1], financier: f[2], discount_bp: f[3] },
+        35 => ReceivableRedeem { receivable: f[0], holder: f[1], issuer: f[2] },
         other => return Err(CodecError::UnknownKind(other)),
     })
 }
