@@ -3,15 +3,19 @@
 //! Runs are matched by (workload, executor, threads). For every matched pair three figures are
 //! compared: `tps_median` (higher is better), `speedup` (higher is better) and
 //! `p99_latency_us` (lower is better). A figure whose relative change stays within the threshold
-//! is [`Verdict::Unchanged`]. Beyond it, throughput is checked against the per-block samples
-//! (`tps_per_block`) of both runs with a two-sided Mann–Whitney U test: the change is
+//! is [`Verdict::Unchanged`]. Beyond it, the change is checked against the per-block samples the
+//! figure comes from, with a two-sided Mann–Whitney U test of base against new: it is
 //! [`Verdict::Regressed`] or [`Verdict::Improved`] only when the test is significant and points
-//! the same way, and [`Verdict::Noise`] otherwise. With fewer than [`MIN_SAMPLES`] samples on
-//! either side no test is run and the threshold alone decides; `speedup` and the p99 latency are
-//! single numbers per run and are always decided on the threshold alone.
+//! the same way, and [`Verdict::Noise`] otherwise. The samples are, per measured block, the
+//! throughput (`tps_per_block`) for `tps_median`, the block latency (its inverse: every measured
+//! block has the same size) for `p99_latency_us`, and the ratio to the sequential run of the same
+//! report on the same block for `speedup`. A p99 that moved while the block latencies did not
+//! shift is one slow block, hence noise. With fewer than [`MIN_SAMPLES`] samples on either side
+//! (or no sequential run to pair with) no test is run and the threshold alone decides.
 
 use crate::runner::{BenchReport, RunResult, REPORT_SCHEMA};
-use serde::{Deserialize, Serialize};
+use crate::sharded::{ShardedReport, SHARDED_SCHEMA};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -45,13 +49,15 @@ pub enum CompareError {
         /// The underlying error.
         source: serde_json::Error,
     },
-    /// The report file has another schema than [`REPORT_SCHEMA`].
-    #[error("{} has schema {found}, expected {REPORT_SCHEMA:?}", path.display())]
+    /// The report file has another schema than the ones expected.
+    #[error("{} has schema {found}, expected {expected}", path.display())]
     Schema {
         /// The file.
         path: PathBuf,
         /// The schema found (quoted), or `<missing>`.
         found: String,
+        /// The schemas accepted (quoted).
+        expected: String,
     },
     /// A malformed or out-of-range threshold.
     #[error("bad threshold {input:?}: {reason}")]
@@ -148,6 +154,33 @@ impl Comparison {
     /// How many figures regressed.
     pub fn regressions(&self) -> usize {
         self.changes.iter().filter(|c| c.verdict == Verdict::Regressed).count()
+    }
+
+    /// What `occam compare` prints: the [table](Self::table), then the runs found on one side
+    /// only and every note (`note: settings differ: …`).
+    pub fn render(&self) -> String {
+        let mut out = self.table();
+        for (which, runs) in [("only in the base", &self.only_in_base), ("only in the new report", &self.only_in_new)] {
+            if !runs.is_empty() {
+                out.push_str(&format!("{which}: {}\n", runs.join(", ")));
+            }
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out
+    }
+
+    /// Why `occam compare` fails (exit status 1): `Some` when any figure regressed.
+    pub fn failure(&self, opts: &CompareOptions) -> Option<String> {
+        (self.regressions() > 0).then(|| {
+            format!(
+                "{} figure(s) regressed beyond {}% (significant at the {} level)",
+                self.regressions(),
+                opts.threshold * 100.0,
+                opts.alpha
+            )
+        })
     }
 
     /// An aligned text table: a header, then one line per figure.
@@ -317,14 +350,98 @@ pub fn parse_threshold(s: &str) -> Result<f64, CompareError> {
 /// Reads a bench report (the JSON written by `occam bench --json`), checking its schema is
 /// [`REPORT_SCHEMA`] before decoding the rest.
 pub fn load_report(path: &Path) -> Result<BenchReport, CompareError> {
+    let value = read_json(path, &[REPORT_SCHEMA])?;
+    serde_json::from_value(value).map_err(|source| CompareError::Json { path: path.to_path_buf(), source })
+}
+
+/// Reads a saved report of either kind `occam report` draws: `occam-bench/v1` or
+/// `occam-bench-sharded/v1` (the `--json` file of `occam bench --shards`), by its schema.
+pub fn load_any_report(path: &Path) -> Result<AnyReport, CompareError> {
+    let value = read_json(path, &[REPORT_SCHEMA, SHARDED_SCHEMA])?;
+    AnyReport::from_value(value).map_err(|source| CompareError::Json { path: path.to_path_buf(), source })
+}
+
+/// The JSON of `path`, whose `schema` must be one of `accepted`.
+fn read_json(path: &Path, accepted: &[&str]) -> Result<serde_json::Value, CompareError> {
     let text = std::fs::read_to_string(path).map_err(|source| CompareError::Io { path: path.to_path_buf(), source })?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| CompareError::Json { path: path.to_path_buf(), source })?;
     match value.get("schema") {
-        Some(serde_json::Value::String(s)) if s == REPORT_SCHEMA => {}
-        Some(other) => return Err(CompareError::Schema { path: path.to_path_buf(), found: other.to_string() }),
-        None => return Err(CompareError::Schema { path: path.to_path_buf(), found: "<missing>".into() }),
+        Some(serde_json::Value::String(s)) if accepted.contains(&s.as_str()) => Ok(value),
+        found => Err(CompareError::Schema {
+            path: path.to_path_buf(),
+            found: found.map_or_else(|| "<missing>".into(), |v| v.to_string()),
+            expected: accepted.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or "),
+        }),
     }
-    serde_json::from_value(value).map_err(|source| CompareError::Json { path: path.to_path_buf(), source })
+}
+
+/// A saved report of one of the kinds `occam report` and `occam sweep` handle, told apart by
+/// its `schema` field (serialised as the report itself).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyReport {
+    /// `occam-bench/v1`: executors against threads.
+    Bench(BenchReport),
+    /// `occam-bench-sharded/v1`: shards × threads per shard against 1 × 1.
+    Sharded(ShardedReport),
+}
+
+impl AnyReport {
+    /// The report's schema tag.
+    pub fn schema(&self) -> &str {
+        match self {
+            AnyReport::Bench(r) => &r.schema,
+            AnyReport::Sharded(r) => &r.schema,
+        }
+    }
+
+    /// Commit of the binary that measured it.
+    pub fn commit(&self) -> &str {
+        match self {
+            AnyReport::Bench(r) => &r.commit,
+            AnyReport::Sharded(r) => &r.commit,
+        }
+    }
+
+    /// The machine it was measured on.
+    pub fn machine(&self) -> &crate::machine::Machine {
+        match self {
+            AnyReport::Bench(r) => &r.machine,
+            AnyReport::Sharded(r) => &r.machine,
+        }
+    }
+
+    /// Its cross-check mismatches (empty on success).
+    pub fn mismatches(&self) -> &[String] {
+        match self {
+            AnyReport::Bench(r) => &r.mismatches,
+            AnyReport::Sharded(r) => &r.mismatches,
+        }
+    }
+
+    /// Decodes a report by its `schema` field (a missing one is read as `occam-bench/v1`, as
+    /// the first sweep results files had none).
+    pub fn from_value(value: serde_json::Value) -> Result<Self, serde_json::Error> {
+        match value.get("schema").and_then(|s| s.as_str()) {
+            Some(SHARDED_SCHEMA) => serde_json::from_value(value).map(AnyReport::Sharded),
+            Some(REPORT_SCHEMA) | None => serde_json::from_value(value).map(AnyReport::Bench),
+            Some(other) => Err(serde::de::Error::custom(format!("schema {other:?} is not one of {REPORT_SCHEMA:?}, {SHARDED_SCHEMA:?}"))),
+        }
+    }
+}
+
+impl Serialize for AnyReport {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AnyReport::Bench(r) => r.serialize(s),
+            AnyReport::Sharded(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyReport {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AnyReport::from_value(serde_json::Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 type Key<'a> = (&'a str, &'a str, usize);
@@ -350,6 +467,12 @@ fn index<'a>(report: &'a BenchReport, which: &str, notes: &mut Vec<String>) -> H
     map
 }
 
+/// `occam compare BASE NEW`: loads both `occam-bench/v1` reports and compares them. Differing
+/// machines, commits or settings do not stop the comparison; they become notes.
+pub fn compare_files(base: &Path, new: &Path, opts: &CompareOptions) -> Result<Comparison, CompareError> {
+    Ok(compare(&load_report(base)?, &load_report(new)?, opts))
+}
+
 /// Compares `new` with `base`. Never fails: oddities become notes.
 pub fn compare(base: &BenchReport, new: &BenchReport, opts: &CompareOptions) -> Comparison {
     let mut cmp = Comparison { notes: context_notes(base, new), ..Comparison::default() };
@@ -364,13 +487,13 @@ pub fn compare(base: &BenchReport, new: &BenchReport, opts: &CompareOptions) -> 
             cmp.only_in_base.push(label(b));
             continue;
         };
-        let p = mann_whitney_u(&b.tps_per_block, &n.tps_per_block);
         let enough = |v: &[f64]| v.iter().filter(|x| x.is_finite()).count() >= MIN_SAMPLES;
-        let test = p.filter(|_| enough(&b.tps_per_block) && enough(&n.tps_per_block));
+        let test = |a: &[f64], b: &[f64]| mann_whitney_u(a, b).filter(|_| enough(a) && enough(b));
+        let latencies = |r: &RunResult| r.tps_per_block.iter().map(|t| 1.0 / t).collect::<Vec<_>>();
         let figures = [
-            (FIGURE_TPS, b.tps_median, n.tps_median, true, test),
-            (FIGURE_SPEEDUP, b.speedup, n.speedup, true, None),
-            (FIGURE_P99, b.block_latency_us.p99, n.block_latency_us.p99, false, None),
+            (FIGURE_TPS, b.tps_median, n.tps_median, true, test(&b.tps_per_block, &n.tps_per_block)),
+            (FIGURE_SPEEDUP, b.speedup, n.speedup, true, test(&block_speedups(base, b), &block_speedups(new, n))),
+            (FIGURE_P99, b.block_latency_us.p99, n.block_latency_us.p99, false, test(&latencies(b), &latencies(n))),
         ];
         for (figure, bv, nv, higher_is_better, test) in figures {
             let change = relative_change(bv, nv);
@@ -398,6 +521,17 @@ pub fn compare(base: &BenchReport, new: &BenchReport, opts: &CompareOptions) -> 
         }
     }
     cmp
+}
+
+/// Per measured block, `run`'s throughput over the sequential run's of the same workload in
+/// `report` (the blocks are the same, so this is the block's speedup); empty without one.
+fn block_speedups(report: &BenchReport, run: &RunResult) -> Vec<f64> {
+    match report.results.iter().find(|r| r.workload == run.workload && r.executor == "sequential") {
+        Some(seq) if seq.tps_per_block.len() == run.tps_per_block.len() => {
+            run.tps_per_block.iter().zip(&seq.tps_per_block).map(|(r, s)| r / s).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn relative_change(base: f64, new: f64) -> f64 {
@@ -644,7 +778,8 @@ mod tests {
 
     #[test]
     fn higher_p99_and_lower_speedup_regress_on_threshold() {
-        let base = base_report(20, 0.03);
+        // Too few samples for a test: the threshold alone decides.
+        let base = base_report(3, 0.03);
         let mut new = base.clone();
         new.results[0].block_latency_us.p99 *= 1.2;
         new.results[0].speedup *= 0.9;
@@ -652,6 +787,7 @@ mod tests {
         let get = |f: &str| c.changes.iter().find(|c| c.figure == f).unwrap();
         assert_eq!(get(FIGURE_P99).verdict, Verdict::Regressed);
         assert!(get(FIGURE_P99).p_value.is_none());
+        assert!(get(FIGURE_SPEEDUP).p_value.is_none());
         assert_eq!(get(FIGURE_SPEEDUP).verdict, Verdict::Regressed);
         assert_eq!(get(FIGURE_TPS).verdict, Verdict::Unchanged);
         assert_eq!(c.regressions(), 2);
@@ -660,6 +796,35 @@ mod tests {
         faster.results[0].block_latency_us.p99 *= 0.5;
         let c = compare(&base, &faster, &CompareOptions::default());
         assert_eq!(c.changes.iter().find(|c| c.figure == FIGURE_P99).unwrap().verdict, Verdict::Improved);
+    }
+
+    #[test]
+    fn p99_and_speedup_are_tested_on_their_per_block_samples() {
+        let seq = noisy(7, 20, 2e5, 0.03);
+        let base = report(vec![run("transfer", "sequential", 1, seq.clone()), run("transfer", "blockstm", 8, noisy(8, 20, 1e6, 0.03))]);
+        // One slow block: p99 (the slowest of 20) up 60 %, the rest unchanged. Not significant.
+        let mut spike = base.clone();
+        let r = &mut spike.results[1];
+        r.tps_per_block[3] /= 1.6;
+        r.block_latency_us.p99 *= 1.6;
+        let c = compare(&base, &spike, &CompareOptions::default());
+        let p99 = c.changes.iter().find(|f| f.executor == "blockstm" && f.figure == FIGURE_P99).unwrap();
+        assert_eq!(p99.verdict, Verdict::Noise, "{p99:?}");
+        assert!(p99.p_value.unwrap() > 0.5);
+        // Every block slower: latency and speedup (paired with the unchanged sequential blocks)
+        // regress significantly.
+        let slow = scaled(&base, 0.7);
+        let mut slow = slow;
+        slow.results[0] = base.results[0].clone();
+        let r = &mut slow.results[1];
+        r.block_latency_us.p99 /= 0.7;
+        r.speedup *= 0.7;
+        let c = compare(&base, &slow, &CompareOptions::default());
+        for figure in [FIGURE_TPS, FIGURE_SPEEDUP, FIGURE_P99] {
+            let f = c.changes.iter().find(|f| f.executor == "blockstm" && f.figure == figure).unwrap();
+            assert_eq!(f.verdict, Verdict::Regressed, "{f:?}");
+            assert!(f.p_value.unwrap() < 0.001, "{f:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use occam_bench::compare::{compare, load_report, parse_threshold, CompareOptions};
+use occam_bench::compare::{compare_files, parse_threshold, CompareOptions};
 use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
 use occam_bench::report::table;
@@ -58,8 +58,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Run the Cartesian product of settings in a sweep file; resumable.
     Sweep(SweepArgs),
-    /// Turn saved bench reports (--json files, or sweep results) into an HTML page with charts,
-    /// CSV or Markdown.
+    /// Turn saved bench reports (--json files, sharded or not, or sweep results) into an HTML page
+    /// with charts, CSV or Markdown.
     Report(ReportArgs),
     /// Compare two saved bench reports figure by figure; exit 1 on a significant regression.
     Compare(CompareArgs),
@@ -94,7 +94,8 @@ struct SweepArgs {
 
 #[derive(Args)]
 struct ReportArgs {
-    /// Bench reports (`occam bench --json FILE`) or sweep results (`.jsonl`), one or more.
+    /// Bench reports (`occam bench [--shards ...] --json FILE`) or sweep results (`.jsonl`), one
+    /// or more.
     #[arg(required = true)]
     reports: Vec<PathBuf>,
     /// Write a self-contained HTML page (inline SVG charts, nothing fetched) to this file.
@@ -330,10 +331,7 @@ fn progress_bar(quiet: bool, blocks: u64) -> indicatif::ProgressBar {
 
 fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let cfg = SweepConfig::load(&a.config)?;
-    let points = cfg.points();
-    let done: Vec<_> = occam_bench::sweep::read_results(&a.out)?.into_iter().map(|l| l.point).collect();
-    let blocks: u64 = points.iter().filter(|(p, _)| !done.contains(p)).map(|(_, b)| total_blocks(b, 1)).sum();
-    let bar = progress_bar(a.quiet, blocks);
+    let bar = progress_bar(a.quiet, cfg.pending_blocks(&a.out)?);
     let summary = run_sweep(&cfg, &a.out, &bar, &mut |i, n, p| {
         bar.println(format!("point {}/{n}: {}", i + 1, occam_bench::sweep::describe(p)));
     })?;
@@ -355,57 +353,28 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
 }
 
 fn report(a: ReportArgs) -> anyhow::Result<()> {
-    let mut loaded = Vec::new();
-    let mut names = Vec::new();
-    for p in &a.reports {
-        if p.extension().is_some_and(|e| e == "jsonl") {
-            let lines = occam_bench::sweep::read_results(p)?;
-            // Name each point by the axis values that vary in this file only.
-            let varying: Vec<&String> = lines
-                .first()
-                .map(|f| f.point.keys().filter(|k| lines.iter().any(|l| l.point.get(*k) != f.point.get(*k))).collect())
-                .unwrap_or_default();
-            for line in &lines {
-                let mut point = line.point.clone();
-                point.retain(|k, _| varying.contains(&k));
-                names.push(occam_bench::sweep::describe_values(&point));
-            }
-            loaded.extend(lines.into_iter().map(|l| l.report));
-        } else {
-            names.push(p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()));
-            loaded.push(load_report(p)?);
-        }
-    }
-    let named: Vec<(&str, &occam_bench::runner::BenchReport)> = names.iter().map(String::as_str).zip(&loaded).collect();
+    use occam_bench::html::{load_inputs, render_csv, render_html, render_markdown};
+    let inputs = load_inputs(&a.reports)?;
     if let Some(path) = &a.html {
-        std::fs::write(path, occam_bench::html::html(&named)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, render_html(&inputs)?).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &a.csv {
-        std::fs::write(path, occam_bench::html::csv(&named)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, render_csv(&inputs)).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if a.md || (a.html.is_none() && a.csv.is_none()) {
-        print!("{}", occam_bench::html::markdown(&named));
+        print!("{}", render_markdown(&inputs));
     }
     Ok(())
 }
 
 fn compare_reports(a: CompareArgs) -> anyhow::Result<()> {
     let opts = CompareOptions { threshold: parse_threshold(&a.threshold)?, ..CompareOptions::default() };
-    let (base, new) = (load_report(&a.base)?, load_report(&a.new)?);
-    let c = compare(&base, &new, &opts);
-    print!("{}", c.table());
-    for (which, runs) in [("only in the base", &c.only_in_base), ("only in the new report", &c.only_in_new)] {
-        if !runs.is_empty() {
-            println!("{which}: {}", runs.join(", "));
-        }
-    }
-    for note in &c.notes {
-        println!("note: {note}");
-    }
-    if c.regressions() > 0 {
-        bail!("{} figure(s) regressed beyond {} (significant at the {} level)", c.regressions(), a.threshold, opts.alpha);
+    let c = compare_files(&a.base, &a.new, &opts)?;
+    print!("{}", c.render());
+    if let Some(why) = c.failure(&opts) {
+        bail!("{why}");
     }
     Ok(())
 }

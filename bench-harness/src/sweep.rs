@@ -16,15 +16,30 @@
 //! distribution = ["uniform", "zipf:0.9", "zipf:0.99"]
 //! ```
 //!
-//! Axes: `workload`, `distribution`, `block_size`, `accounts`, `tx_cost_us`, `seed`. Each point
-//! is one `occam bench` run over all of the base's executors and thread counts, so a sweep over
-//! `distribution` with threads in the base gives throughput against threads *and* against
-//! contention. The results file holds one line per finished point, `{"point": {...},
-//! "report": <occam-bench/v1 report>}`; points already in it are skipped, so an interrupted
-//! sweep continues where it stopped. `occam report` reads the file directly.
+//! Axes: `workload`, `distribution`, `block_size`, `accounts`, `tx_cost_us`, `seed`,
+//! `executor`, `threads`, and for the sharded engine `shards`, `cross_shard`, `partitioner` and
+//! `cross_batching`. A point runs over all of the base's executors and thread counts unless
+//! `executor` or `threads` is an axis (then it runs the one it takes; `sequential`, the
+//! reference, always runs too), so a sweep over `distribution` with threads in the base gives
+//! throughput against threads *and* against contention.
+//!
+//! A point with shard counts — `shards` in the base (a list) or as an axis — runs the sharded
+//! bench (`occam bench --shards`): each shard count `S × T` threads per shard against
+//! `1 shard × 1 thread` on the same blocks, with `cross_shard`, `partitioner` and
+//! `cross_batching` from the base or the axes. Those three need shard counts somewhere.
+//!
+//! The results file holds one line per finished point, `{"point": {...}, "schema": "...",
+//! "report": {...}}`: the point's axis values, the schema of its report (`occam-bench/v1`, or
+//! `occam-bench-sharded/v1` for a sharded point) and the report itself. Points already in the
+//! file are skipped, so an interrupted sweep continues where it stopped. `occam report` reads
+//! the file directly. Bad values are refused before anything runs, naming the key
+//! ([`SweepError::Value`]).
 
-use crate::runner::{run_bench, BenchConfig, BenchReport, Progress};
+use crate::compare::AnyReport;
+use crate::runner::{run_bench, total_blocks, BenchConfig, BenchReport, Progress, REPORT_SCHEMA};
+use crate::sharded::{run_sharded, ShardedConfig};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,11 +55,22 @@ pub enum SweepError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The configuration is not valid TOML or has unknown keys.
+    /// The configuration is not valid TOML, has unknown keys, or too many points.
     #[error("{path}: {message}")]
     Config {
         /// The file.
         path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting of the base or a value of an axis is out of range or malformed.
+    #[error("{path}: {key}: {message}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// Where: `base.threads`, `axes.distribution`, or, for a value that is wrong only in
+        /// combination, the key and the point (`partitioner at shards=4`).
+        key: String,
         /// What is wrong.
         message: String,
     },
@@ -63,6 +89,9 @@ pub enum SweepError {
 /// The most points one sweep may have.
 pub const MAX_POINTS: usize = 10_000;
 
+/// Names of the `cross_batching` coordinations of the sharded engine.
+pub const CROSS_BATCHINGS: [&str; 3] = ["per-block", "per-tx", "reservation"];
+
 /// A sweep file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -75,12 +104,13 @@ pub struct SweepConfig {
     pub axes: Axes,
 }
 
-/// The base settings of a sweep (defaults as `occam bench`).
+/// The base settings of a sweep (defaults as `occam bench`). Keys are written as the `occam
+/// bench` flags, with `-` or `_`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct Base {
-    #[serde(alias = "block_size")]
+    #[serde(alias = "block-size")]
     pub block_size: usize,
     pub accounts: u64,
     pub txs: usize,
@@ -90,9 +120,21 @@ pub struct Base {
     pub workload: String,
     pub distribution: String,
     pub seed: u64,
-    #[serde(alias = "tx_cost_us")]
+    #[serde(alias = "tx-cost-us")]
     pub tx_cost_us: f64,
     pub interleave: bool,
+    /// Shard counts: when set, every point runs the sharded bench.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<usize>,
+    /// With shards: share of cross-shard `transfer`s (default 0).
+    #[serde(alias = "cross-shard", skip_serializing_if = "Option::is_none")]
+    pub cross_shard: Option<f64>,
+    /// With shards: `hash` (default), `range`, `range:B1,…` or `map:FILE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitioner: Option<String>,
+    /// With shards: `per-block` (default), `per-tx` or `reservation`.
+    #[serde(alias = "cross-batching", skip_serializing_if = "Option::is_none")]
+    pub cross_batching: Option<String>,
 }
 
 impl Default for Base {
@@ -109,33 +151,367 @@ impl Default for Base {
             seed: 42,
             tx_cost_us: 0.0,
             interleave: false,
+            shards: Vec::new(),
+            cross_shard: None,
+            partitioner: None,
+            cross_batching: None,
         }
     }
 }
 
 /// The axes of a sweep; an empty axis takes the base's value.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct Axes {
-    #[serde(default)]
     pub workload: Vec<String>,
-    #[serde(default)]
     pub distribution: Vec<String>,
-    #[serde(default, alias = "block_size")]
+    #[serde(alias = "block-size")]
     pub block_size: Vec<usize>,
-    #[serde(default)]
     pub accounts: Vec<u64>,
-    #[serde(default, alias = "tx_cost_us")]
+    #[serde(alias = "tx-cost-us")]
     pub tx_cost_us: Vec<f64>,
-    #[serde(default)]
     pub seed: Vec<u64>,
+    pub executor: Vec<String>,
+    pub threads: Vec<usize>,
+    pub shards: Vec<usize>,
+    #[serde(alias = "cross-shard")]
+    pub cross_shard: Vec<f64>,
+    pub partitioner: Vec<String>,
+    #[serde(alias = "cross-batching")]
+    pub cross_batching: Vec<String>,
+}
+
+impl Axes {
+    /// The non-empty axes in sweep order (the last varies fastest), values as JSON.
+    fn swept(&self) -> Vec<(&'static str, Vec<Value>)> {
+        let all = [
+            ("workload", json(&self.workload)),
+            ("distribution", json(&self.distribution)),
+            ("block_size", json(&self.block_size)),
+            ("accounts", json(&self.accounts)),
+            ("tx_cost_us", json(&self.tx_cost_us)),
+            ("seed", json(&self.seed)),
+            ("executor", json(&self.executor)),
+            ("shards", json(&self.shards)),
+            ("cross_shard", json(&self.cross_shard)),
+            ("partitioner", json(&self.partitioner)),
+            ("cross_batching", json(&self.cross_batching)),
+            ("threads", json(&self.threads)),
+        ];
+        all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+    }
 }
 
 /// One point: the axis values it takes, by axis name.
-pub type Point = BTreeMap<String, serde_json::Value>;
+pub type Point = BTreeMap<String, Value>;
 
-/// One line of the results file.
+/// One point of a sweep and what it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedPoint {
+    /// Its axis values (what identifies it in the results file).
+    pub point: Point,
+    /// The bench settings.
+    pub bench: BenchConfig,
+    /// The sharding settings, for a point that runs the sharded bench.
+    pub sharded: Option<ShardedConfig>,
+}
+
+impl PlannedPoint {
+    /// Blocks the point executes (for a progress bar).
+    pub fn blocks(&self) -> u64 {
+        match &self.sharded {
+            None => total_blocks(&self.bench, 1),
+            // Per shard count: every run and one 1 x 1 baseline per executor.
+            Some(sc) => {
+                let runs = self.bench.executors.len() + self.bench.executor_runs().len();
+                (sc.shards.len() * runs * (self.bench.measured_blocks() + self.bench.warmup_blocks)) as u64
+            }
+        }
+    }
+
+    /// Runs the point: `occam bench`, or `occam bench --shards` for a sharded point.
+    pub fn run(&self, progress: &dyn Progress) -> anyhow::Result<AnyReport> {
+        Ok(match &self.sharded {
+            None => AnyReport::Bench(run_bench(&self.bench, None, progress)?),
+            Some(sc) => AnyReport::Sharded(run_sharded(&self.bench, sc, progress)?),
+        })
+    }
+}
+
+/// The settings of a point while its axis values are applied.
+struct Draft {
+    bench: BenchConfig,
+    shards: Vec<usize>,
+    cross_shard: Option<f64>,
+    partitioner: Option<String>,
+    cross_batching: Option<String>,
+}
+
+impl Draft {
+    fn new(b: &Base) -> Draft {
+        Draft {
+            bench: BenchConfig {
+                workloads: vec![b.workload.clone()],
+                accounts: b.accounts,
+                txs: b.txs,
+                block_size: b.block_size,
+                warmup_blocks: b.warmup,
+                threads: b.threads.clone(),
+                executors: b.executor.clone(),
+                distribution: b.distribution.clone(),
+                seed: b.seed,
+                tx_cost_us: b.tx_cost_us,
+                interleave: b.interleave,
+            },
+            shards: b.shards.clone(),
+            cross_shard: b.cross_shard,
+            partitioner: b.partitioner.clone(),
+            cross_batching: b.cross_batching.clone(),
+        }
+    }
+
+    /// Sets the axis `name` to `v` (a value of that axis, as [`Axes::swept`] gives it).
+    fn set(&mut self, name: &str, v: &Value) {
+        let text = || v.as_str().unwrap_or_default().to_string();
+        let count = || v.as_u64().unwrap_or_default();
+        let b = &mut self.bench;
+        match name {
+            "workload" => b.workloads = vec![text()],
+            "distribution" => b.distribution = text(),
+            "block_size" => b.block_size = count() as usize,
+            "accounts" => b.accounts = count(),
+            "tx_cost_us" => b.tx_cost_us = v.as_f64().unwrap_or(f64::NAN),
+            "seed" => b.seed = count(),
+            "executor" => b.executors = vec![text()],
+            "threads" => b.threads = vec![count() as usize],
+            "shards" => self.shards = vec![count() as usize],
+            "cross_shard" => self.cross_shard = Some(v.as_f64().unwrap_or(f64::NAN)),
+            "partitioner" => self.partitioner = Some(text()),
+            "cross_batching" => self.cross_batching = Some(text()),
+            other => unreachable!("no axis {other}"),
+        }
+    }
+
+    fn finish(self) -> (BenchConfig, Option<ShardedConfig>) {
+        let sharded = (!self.shards.is_empty()).then(|| ShardedConfig {
+            shards: self.shards,
+            cross_share: self.cross_shard.unwrap_or(0.0),
+            partitioner: self.partitioner.unwrap_or_else(|| "hash".into()),
+            cross_batching: self.cross_batching.unwrap_or_else(|| CROSS_BATCHINGS[0].into()),
+        });
+        (self.bench, sharded)
+    }
+}
+
+/// Checks the sharding settings of a point, the partitioner too if `partitioner` (it depends on
+/// the shard counts); `Err((key, message))` names the key at fault.
+fn check_sharded(sc: &ShardedConfig, bench: &BenchConfig, partitioner: bool) -> Result<(), (&'static str, String)> {
+    let max = occam_shard::partition::MAX_SHARDS;
+    if sc.shards.is_empty() || sc.shards.iter().any(|&s| s == 0 || s > max) {
+        return Err(("shards", format!("shard counts must be in 1..={max}, got {:?}", sc.shards)));
+    }
+    if !(0.0..=1.0).contains(&sc.cross_share) {
+        return Err(("cross_shard", format!("must be between 0 and 1, got {}", sc.cross_share)));
+    }
+    if !CROSS_BATCHINGS.contains(&sc.cross_batching.as_str()) {
+        return Err(("cross_batching", format!("must be one of {}, got {:?}", CROSS_BATCHINGS.join(", "), sc.cross_batching)));
+    }
+    if !partitioner {
+        return Ok(());
+    }
+    let (workloads, _) = bench.validate().map_err(|e| ("workload", e.to_string()))?;
+    for w in &workloads {
+        for &s in &sc.shards {
+            occam_shard::partition::partitioner_by_spec(&sc.partitioner, s, w.id_count(bench.accounts))
+                .map_err(|e| ("partitioner", format!("{:?} over {s} shards: {e}", sc.partitioner)))?;
+        }
+    }
+    Ok(())
+}
+
+impl SweepConfig {
+    /// Reads and checks a sweep file: every setting of the base and every value of every axis
+    /// on its own (an error names the key, [`SweepError::Value`]), then every point.
+    pub fn load(path: &Path) -> Result<Self, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SweepError::Io { path: path.into(), source })?;
+        let cfg: SweepConfig = toml::from_str(&text).map_err(|e| SweepError::Config { path: path.into(), message: e.to_string() })?;
+        cfg.check().map_err(|(key, message)| SweepError::Value { path: path.into(), key, message })?;
+        let points = cfg.plan();
+        if points.len() > MAX_POINTS {
+            return Err(SweepError::Config {
+                path: path.into(),
+                message: format!("{} points, over the limit of {MAX_POINTS}", points.len()),
+            });
+        }
+        for p in &points {
+            let at = |key: &str| if p.point.is_empty() { key.to_string() } else { format!("{key} at {}", describe(&p.point)) };
+            p.bench.validate().map_err(|e| SweepError::Value { path: path.into(), key: at("point"), message: e.to_string() })?;
+            if let Some(sc) = &p.sharded {
+                check_sharded(sc, &p.bench, true).map_err(|(key, message)| SweepError::Value {
+                    path: path.into(),
+                    key: at(key),
+                    message,
+                })?;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Every base setting and axis value on its own, over the defaults: `Err((key, message))`.
+    fn check(&self) -> Result<(), (String, String)> {
+        let defaults = Base::default();
+        // The base, one setting at a time over the defaults, so that an error names its key.
+        let base = serde_json::to_value(&self.base).unwrap_or_default();
+        let base: Vec<(String, Value)> = base.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let sharded = !self.base.shards.is_empty() || !self.axes.shards.is_empty();
+        for (key, value) in &base {
+            let mut draft = Draft::new(&defaults);
+            match key.as_str() {
+                "txs" => draft.bench.txs = self.base.txs,
+                "warmup" => draft.bench.warmup_blocks = self.base.warmup,
+                "interleave" => continue,
+                "threads" => draft.bench.threads = self.base.threads.clone(),
+                "executor" => draft.bench.executors = self.base.executor.clone(),
+                "shards" => draft.shards = self.base.shards.clone(),
+                name => draft.set(name, value),
+            }
+            self.check_one(draft, sharded).map_err(|m| (format!("base.{key}"), m))?;
+        }
+        for (name, values) in self.axes.swept() {
+            for v in values {
+                let mut draft = Draft::new(&defaults);
+                draft.set(name, &v);
+                self.check_one(draft, sharded).map_err(|m| (format!("axes.{name} = {v}"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_one(&self, mut draft: Draft, sharded: bool) -> Result<(), String> {
+        if !sharded && (draft.cross_shard.is_some() || draft.partitioner.is_some() || draft.cross_batching.is_some()) {
+            return Err("needs shard counts: `shards` in [base] or [axes]".into());
+        }
+        if sharded && draft.shards.is_empty() {
+            draft.shards = vec![1];
+        }
+        let (bench, sc) = draft.finish();
+        bench.validate().map_err(|e| e.to_string())?;
+        match sc {
+            Some(sc) => check_sharded(&sc, &bench, false).map_err(|(_, m)| m),
+            None => Ok(()),
+        }
+    }
+
+    /// Every point with what it runs, in a fixed order (the last axis varies fastest:
+    /// `workload`, `distribution`, `block_size`, `accounts`, `tx_cost_us`, `seed`, `executor`,
+    /// `shards`, `cross_shard`, `partitioner`, `cross_batching`, `threads`).
+    pub fn plan(&self) -> Vec<PlannedPoint> {
+        let mut points: Vec<Point> = vec![Point::new()];
+        for (name, values) in self.axes.swept() {
+            points = points
+                .into_iter()
+                .flat_map(|p| {
+                    values.iter().map(move |v| {
+                        let mut p = p.clone();
+                        p.insert(name.to_string(), v.clone());
+                        p
+                    })
+                })
+                .collect();
+        }
+        points
+            .into_iter()
+            .map(|point| {
+                let mut draft = Draft::new(&self.base);
+                for (name, v) in &point {
+                    draft.set(name, v);
+                }
+                let (bench, sharded) = draft.finish();
+                PlannedPoint { point, bench, sharded }
+            })
+            .collect()
+    }
+
+    /// Every point with its bench settings ([`plan`](Self::plan) also gives the sharding).
+    pub fn points(&self) -> Vec<(Point, BenchConfig)> {
+        self.plan().into_iter().map(|p| (p.point, p.bench)).collect()
+    }
+
+    /// Blocks the points not yet in `results` will execute (for a progress bar).
+    pub fn pending_blocks(&self, results: &Path) -> Result<u64, SweepError> {
+        let done: Vec<Point> = read_lines(results)?.into_iter().map(|l| l.point).collect();
+        Ok(self.plan().iter().filter(|p| !done.contains(&p.point)).map(PlannedPoint::blocks).sum())
+    }
+}
+
+/// Axis values as JSON (plain strings and numbers: serialising cannot fail).
+fn json<T: Serialize>(values: &[T]) -> Vec<Value> {
+    values.iter().map(|x| serde_json::to_value(x).unwrap_or(Value::Null)).collect()
+}
+
+/// `workload=transfer, distribution=zipf:0.9`: a point for people.
+pub fn describe(point: &Point) -> String {
+    if point.is_empty() {
+        return "base".into();
+    }
+    point.iter().map(|(k, v)| format!("{k}={}", plain(v))).collect::<Vec<_>>().join(", ")
+}
+
+/// `zipf:0.9 / 5000`: only the values, for chart labels (`base` for no value).
+pub fn describe_values(point: &Point) -> String {
+    if point.is_empty() {
+        return "base".into();
+    }
+    point.values().map(plain).collect::<Vec<_>>().join(" / ")
+}
+
+/// A JSON value as text, strings without quotes.
+fn plain(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// One line of the results file: a point and its report of either kind.
+///
+/// On disk: `{"point": {...}, "schema": "occam-bench/v1", "report": {...}}`; a line without
+/// `schema` (as the first sweeps wrote them) is read by its report's own `schema` field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultLine {
+    /// The point's axis values.
+    pub point: Point,
+    /// Its report.
+    pub report: AnyReport,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawLine<R> {
+    point: Point,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
+    report: R,
+}
+
+impl Serialize for ResultLine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RawLine { point: self.point.clone(), schema: Some(self.report.schema().to_string()), report: &self.report }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawLine::<Value>::deserialize(d)?;
+        let in_report = raw.report.get("schema").and_then(Value::as_str).map(str::to_string);
+        if let (Some(line), Some(report)) = (&raw.schema, &in_report) {
+            if line != report {
+                return Err(serde::de::Error::custom(format!("line schema {line:?} but the report has {report:?}")));
+            }
+        }
+        let report = AnyReport::from_value(raw.report).map_err(serde::de::Error::custom)?;
+        Ok(ResultLine { point: raw.point, report })
+    }
+}
+
+/// A results line holding an `occam-bench/v1` report (see [`read_results`]).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 pub struct SweepLine {
     /// The point's axis values.
@@ -144,90 +520,8 @@ pub struct SweepLine {
     pub report: BenchReport,
 }
 
-impl SweepConfig {
-    /// Reads and checks a sweep file.
-    pub fn load(path: &Path) -> Result<Self, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SweepError::Io { path: path.into(), source })?;
-        let cfg: SweepConfig = toml::from_str(&text).map_err(|e| SweepError::Config { path: path.into(), message: e.to_string() })?;
-        let points = cfg.points();
-        if points.len() > MAX_POINTS {
-            return Err(SweepError::Config {
-                path: path.into(),
-                message: format!("{} points, over the limit of {MAX_POINTS}", points.len()),
-            });
-        }
-        for (point, bench) in &points {
-            bench.validate().map_err(|e| SweepError::Config { path: path.into(), message: format!("point {}: {e}", describe(point)) })?;
-        }
-        Ok(cfg)
-    }
-
-    /// Every point with its bench settings, in a fixed order (axes vary fastest last).
-    pub fn points(&self) -> Vec<(Point, BenchConfig)> {
-        let b = &self.base;
-        let or = |v: &Vec<serde_json::Value>, d: serde_json::Value| if v.is_empty() { vec![d] } else { v.clone() };
-        let axes: Vec<(&str, Vec<serde_json::Value>, bool)> = vec![
-            ("workload", or(&json(&self.axes.workload), b.workload.clone().into()), !self.axes.workload.is_empty()),
-            ("distribution", or(&json(&self.axes.distribution), b.distribution.clone().into()), !self.axes.distribution.is_empty()),
-            ("block_size", or(&json(&self.axes.block_size), b.block_size.into()), !self.axes.block_size.is_empty()),
-            ("accounts", or(&json(&self.axes.accounts), b.accounts.into()), !self.axes.accounts.is_empty()),
-            ("tx_cost_us", or(&json(&self.axes.tx_cost_us), serde_json::json!(b.tx_cost_us)), !self.axes.tx_cost_us.is_empty()),
-            ("seed", or(&json(&self.axes.seed), b.seed.into()), !self.axes.seed.is_empty()),
-        ];
-        let mut points: Vec<Vec<(&str, serde_json::Value, bool)>> = vec![Vec::new()];
-        for (name, values, swept) in &axes {
-            points = points
-                .into_iter()
-                .flat_map(|p| values.iter().map(move |v| [p.clone(), vec![(*name, v.clone(), *swept)]].concat()))
-                .collect();
-        }
-        points
-            .into_iter()
-            .map(|p| {
-                let get = |n: &str| p.iter().find(|(k, _, _)| *k == n).map(|(_, v, _)| v.clone()).expect("every axis is set");
-                let bench = BenchConfig {
-                    workloads: vec![get("workload").as_str().unwrap_or_default().to_string()],
-                    accounts: get("accounts").as_u64().unwrap_or(b.accounts),
-                    txs: b.txs,
-                    block_size: get("block_size").as_u64().map_or(b.block_size, |v| v as usize),
-                    warmup_blocks: b.warmup,
-                    threads: b.threads.clone(),
-                    executors: b.executor.clone(),
-                    distribution: get("distribution").as_str().unwrap_or_default().to_string(),
-                    seed: get("seed").as_u64().unwrap_or(b.seed),
-                    tx_cost_us: get("tx_cost_us").as_f64().unwrap_or(b.tx_cost_us),
-                    interleave: b.interleave,
-                };
-                let point: Point = p.into_iter().filter(|(_, _, swept)| *swept).map(|(k, v, _)| (k.to_string(), v)).collect();
-                (point, bench)
-            })
-            .collect()
-    }
-}
-
-/// Axis values as JSON (plain strings and numbers: serialising cannot fail).
-fn json<T: Serialize>(values: &[T]) -> Vec<serde_json::Value> {
-    values.iter().map(|x| serde_json::to_value(x).unwrap_or(serde_json::Value::Null)).collect()
-}
-
-/// `workload=transfer, distribution=zipf:0.9`: a point for people.
-pub fn describe(point: &Point) -> String {
-    if point.is_empty() {
-        return "base".into();
-    }
-    point.iter().map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect::<Vec<_>>().join(", ")
-}
-
-/// `zipf:0.9 / 5000`: only the values, for chart labels (`base` for no value).
-pub fn describe_values(point: &Point) -> String {
-    if point.is_empty() {
-        return "base".into();
-    }
-    point.values().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect::<Vec<_>>().join(" / ")
-}
-
-/// Reads a results file (missing: empty).
-pub fn read_results(path: &Path) -> Result<Vec<SweepLine>, SweepError> {
+/// Reads a results file, every line (missing file: empty).
+pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SweepError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -238,6 +532,18 @@ pub fn read_results(path: &Path) -> Result<Vec<SweepLine>, SweepError> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| serde_json::from_str(l).map_err(|e| SweepError::Results { path: path.into(), line: i + 1, message: e.to_string() }))
         .collect()
+}
+
+/// Reads the lines of a results file that hold `occam-bench/v1` reports; the sharded ones
+/// are left out ([`read_lines`] has them all).
+pub fn read_results(path: &Path) -> Result<Vec<SweepLine>, SweepError> {
+    Ok(read_lines(path)?
+        .into_iter()
+        .filter_map(|l| match l.report {
+            AnyReport::Bench(report) if report.schema == REPORT_SCHEMA => Some(SweepLine { point: l.point, report }),
+            _ => None,
+        })
+        .collect())
 }
 
 /// What a sweep did.
@@ -259,18 +565,18 @@ pub fn run_sweep(
     progress: &dyn Progress,
     on_point: &mut dyn FnMut(usize, usize, &Point),
 ) -> anyhow::Result<SweepSummary> {
-    let done: Vec<Point> = read_results(results)?.into_iter().map(|l| l.point).collect();
-    let points = cfg.points();
+    let done: Vec<Point> = read_lines(results)?.into_iter().map(|l| l.point).collect();
+    let points = cfg.plan();
     let mut summary = SweepSummary::default();
-    for (i, (point, bench)) in points.iter().enumerate() {
-        if done.contains(point) {
+    for (i, planned) in points.iter().enumerate() {
+        if done.contains(&planned.point) {
             summary.skipped += 1;
             continue;
         }
-        on_point(i, points.len(), point);
-        let report = run_bench(bench, None, progress)?;
-        summary.mismatches.extend(report.mismatches.iter().map(|m| format!("{}: {m}", describe(point))));
-        let line = serde_json::to_string(&SweepLine { point: point.clone(), report })?;
+        on_point(i, points.len(), &planned.point);
+        let report = planned.run(progress)?;
+        summary.mismatches.extend(report.mismatches().iter().map(|m| format!("{}: {m}", describe(&planned.point))));
+        let line = serde_json::to_string(&ResultLine { point: planned.point.clone(), report })?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -50,6 +50,93 @@ fn every_workload_runs_under_every_executor_with_one_state_root() {
     assert!(failing.failure_rate > 0.0, "slippage failures are generated and counted");
 }
 
+/// Every built-in scenario, under every executor and on two shards: one state root per
+/// scenario, the oracle's on the sharded engine too.
+#[test]
+fn every_scenario_runs_under_every_executor_and_sharded_with_one_state_root() {
+    use occam_bench::sharded::{run_sharded, ShardedConfig};
+    let mut cfg = config(&["scenarios"]);
+    cfg.accounts = 2_000;
+    let report = run_bench(&cfg, None, &()).unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    let names: Vec<&str> = occam_bench::mix::SCENARIOS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.len(), 10);
+    assert_eq!(report.results.len(), names.len() * 7);
+    for name in &names {
+        let runs: Vec<_> = report.results.iter().filter(|r| r.workload == *name).collect();
+        assert_eq!(runs.len(), 7, "{name}");
+        assert!(runs.iter().all(|r| r.state_root == runs[0].state_root && r.outputs_digest == runs[0].outputs_digest), "{name}");
+        // Tiny runs start with empty memories; the mix's own test checks the steady state.
+        assert!(runs[0].failure_rate < 0.4, "{name}: {} of transactions failed", runs[0].failure_rate);
+    }
+    // The saved report charts every scenario.
+    let file = temp_dir("scenarios").join("scenarios.json");
+    std::fs::write(&file, serde_json::to_string(&report).unwrap()).unwrap();
+    let inputs = occam_bench::html::load_inputs(std::slice::from_ref(&file)).unwrap();
+    let page = occam_bench::html::render_html(&inputs).unwrap();
+    for name in &names {
+        assert!(page.contains(&format!("{name}: throughput")), "{name} charted");
+    }
+    cfg.executors = ["sequential", "auto"].map(String::from).to_vec();
+    cfg.threads = vec![2];
+    let sc = ShardedConfig { shards: vec![2], cross_share: 0.0, partitioner: "hash".into(), cross_batching: "per-block".into() };
+    let sharded = run_sharded(&cfg, &sc, &()).unwrap();
+    assert!(sharded.mismatches.is_empty(), "{:?}", sharded.mismatches);
+    for name in &names {
+        assert!(sharded.results.iter().any(|r| r.workload == *name && r.shards == 2), "{name} sharded");
+    }
+}
+
+/// A workload file defines a custom mix without Rust; a bad one is refused with its path and
+/// the setting at fault before anything runs.
+#[test]
+fn workload_files_define_custom_mixes() {
+    let dir = temp_dir("mix");
+    let file = dir.join("shop.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "shop"
+description = "customers buy from a few merchants; merchants restock from suppliers"
+[pools.customers]
+[pools.merchants]
+count = 5
+distribution = "zipf:1.2"
+[pools.suppliers]
+count = 3
+[[tx]]
+kind = "transfer"
+weight = 9
+from = "customers"
+to = "merchants"
+amount = [1, 50]
+[[tx]]
+kind = "transfer"
+weight = 1
+from = "merchants"
+to = "suppliers"
+amount = [100, 400]
+"#,
+    )
+    .unwrap();
+    let report = run_bench(&config(&[file.to_str().unwrap()]), None, &()).unwrap();
+    assert!(report.mismatches.is_empty());
+    assert!(report.results.iter().all(|r| r.workload == "shop" && r.state_root == report.results[0].state_root));
+    assert_eq!(report.results[0].failure_rate, 0.0);
+
+    std::fs::write(&file, "name = \"shop\"\n[pools.a]\n[[tx]]\nkind = \"transfer\"\nweight = 1\nfrom = \"a\"\nto = \"b\"\n").unwrap();
+    let err = run_bench(&config(&[file.to_str().unwrap()]), None, &()).unwrap_err().to_string();
+    assert!(err.contains("shop.toml") && err.contains("pool \"b\""), "{err}");
+    let err = run_bench(&config(&["/nonexistent/mix.toml"]), None, &()).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/mix.toml"), "{err}");
+    // Pools sized by --accounts must fit the genesis limit.
+    std::fs::write(&file, "name = \"big\"\n[pools.a]\n[pools.t]\ncount = 1000\n[[tx]]\nkind = \"token-transfer\"\nweight = 1\ntoken = \"t\"\nfrom = \"a\"\nto = \"a\"\n").unwrap();
+    let mut big = config(&[file.to_str().unwrap()]);
+    big.accounts = 100_000;
+    let err = run_bench(&big, None, &()).unwrap_err().to_string();
+    assert!(err.contains("genesis"), "{err}");
+}
+
 #[test]
 fn json_report_round_trips_with_machine_and_settings() {
     let report = run_bench(&config(&["transfer"]), None, &()).unwrap();
@@ -266,8 +353,122 @@ fn sweeps_run_every_point_once_and_resume() {
     std::fs::write(&config, "[base]\nthreadz = [1]\n").unwrap();
     assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { .. })));
     std::fs::write(&config, "[axes]\ndistribution = [\"pareto\"]\n").unwrap();
-    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { .. })));
+    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Value { key, .. }) if key == "axes.distribution = \"pareto\""));
     std::fs::write(&out, "{not json}\n").unwrap();
     assert!(matches!(read_results(&out), Err(SweepError::Results { line: 1, .. })));
     assert!(matches!(SweepConfig::load(&dir.join("missing.toml")), Err(SweepError::Io { .. })));
+}
+
+/// `occam sweep` over the sharded engine: `executor`, `threads`, `shards` and `cross_shard` as
+/// axes; every line holds an `occam-bench-sharded/v1` report and says so; resume still works.
+#[test]
+fn sweeps_over_shards_threads_and_executors_run_the_sharded_bench() {
+    use occam_bench::compare::AnyReport;
+    use occam_bench::sharded::SHARDED_SCHEMA;
+    use occam_bench::sweep::{read_lines, read_results, run_sweep, SweepConfig};
+    let dir = temp_dir("sweep-shards");
+    let config = dir.join("sweep.toml");
+    std::fs::write(
+        &config,
+        "[base]\naccounts = 300\ntxs = 200\nblock-size = 100\npartitioner = \"hash\"\n\n\
+         [axes]\nexecutor = [\"auto\"]\nshards = [1, 2]\ncross-shard = [0.0, 0.5]\nthreads = [1, 2]\n",
+    )
+    .unwrap();
+    let cfg = SweepConfig::load(&config).unwrap();
+    let plan = cfg.plan();
+    assert_eq!(plan.len(), 8);
+    assert!(plan.iter().all(|p| p.sharded.is_some() && p.bench.executors == ["auto"] && p.bench.threads.len() == 1));
+    let out = dir.join("results.jsonl");
+    let total = cfg.pending_blocks(&out).unwrap();
+    assert_eq!(total, plan.iter().map(|p| p.blocks()).sum::<u64>());
+    let s = run_sweep(&cfg, &out, &(), &mut |_, _, _| {}).unwrap();
+    assert_eq!((s.ran, s.skipped), (8, 0));
+    assert!(s.mismatches.is_empty(), "{:?}", s.mismatches);
+    assert_eq!(cfg.pending_blocks(&out).unwrap(), 0);
+    // Every line names its report's schema next to the point.
+    let text = std::fs::read_to_string(&out).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["schema"], SHARDED_SCHEMA);
+        assert_eq!(v["report"]["schema"], SHARDED_SCHEMA);
+    }
+    let lines = read_lines(&out).unwrap();
+    let last = &lines[7];
+    assert_eq!(
+        (last.point["shards"].as_u64(), last.point["cross_shard"].as_f64(), last.point["threads"].as_u64()),
+        (Some(2), Some(0.5), Some(2))
+    );
+    let AnyReport::Sharded(r) = &last.report else { panic!("a sharded point holds a sharded report") };
+    assert_eq!(
+        (r.sharding.shards.as_slice(), r.sharding.cross_share, r.settings.threads.as_slice()),
+        ([2].as_slice(), 0.5, [2].as_slice())
+    );
+    let run = r.results.iter().find(|x| x.shards == 2 && x.threads == 2).unwrap();
+    assert!((run.cross_share - 0.5).abs() < 0.15 && run.cross_overhead > 0.0, "{run:?}");
+    // The bench-only reader leaves the sharded lines out.
+    assert!(read_results(&out).unwrap().is_empty());
+    // Interrupted after three points: the rerun does the other five.
+    let kept: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(&out, kept.join("\n") + "\n").unwrap();
+    assert!(cfg.pending_blocks(&out).unwrap() < total);
+    let s = run_sweep(&cfg, &out, &(), &mut |_, _, _| {}).unwrap();
+    assert_eq!((s.ran, s.skipped), (5, 3));
+    assert_eq!(read_lines(&out).unwrap().len(), 8);
+}
+
+/// Bad values in a sweep file are typed errors that name the key (and the value, for an axis).
+#[test]
+fn sweep_values_are_checked_per_key() {
+    use occam_bench::sweep::{SweepConfig, SweepError};
+    let dir = temp_dir("sweep-errors");
+    let config = dir.join("sweep.toml");
+    let key_of = |toml: &str| {
+        std::fs::write(&config, toml).unwrap();
+        match SweepConfig::load(&config) {
+            Err(SweepError::Value { key, message, .. }) => {
+                assert!(!message.is_empty());
+                key
+            }
+            other => panic!("{toml}: {other:?}"),
+        }
+    };
+    assert_eq!(key_of("[axes]\nthreads = [1, 0]\n"), "axes.threads = 0");
+    assert_eq!(key_of("[base]\nexecutor = [\"auto\", \"fast\"]\n"), "base.executor");
+    assert_eq!(key_of("[base]\nblock_size = 0\n"), "base.block_size");
+    assert_eq!(key_of("[axes]\ntx-cost-us = [1.0, -2.0]\n"), "axes.tx_cost_us = -2.0");
+    assert_eq!(key_of("[axes]\nshards = [2, 0]\n"), "axes.shards = 0");
+    assert_eq!(key_of("[base]\nshards = [2]\n[axes]\ncross_shard = [0.1, 1.5]\n"), "axes.cross_shard = 1.5");
+    assert_eq!(key_of("[base]\nshards = [2]\ncross-batching = \"sometimes\"\n"), "base.cross_batching");
+    // Sharding settings without shard counts would be ignored: refused instead.
+    assert_eq!(key_of("[axes]\ncross_shard = [0.1]\n"), "axes.cross_shard = 0.1");
+    assert_eq!(key_of("[base]\npartitioner = \"range\"\n"), "base.partitioner");
+    // Wrong only in combination: the key and the point.
+    assert_eq!(key_of("[base]\npartitioner = \"range:100\"\n[axes]\nshards = [2, 3]\n"), "partitioner at shards=3");
+    assert_eq!(key_of("[axes]\npartitioner = [\"hash\", \"ranges\"]\nshards = [2]\n"), "partitioner at partitioner=ranges, shards=2");
+    // Unknown keys and wrong types come from the TOML reader, which names them too.
+    std::fs::write(&config, "[axes]\nshard = [2]\n").unwrap();
+    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { message, .. }) if message.contains("shard")));
+    std::fs::write(&config, "[axes]\nthreads = [\"two\"]\n").unwrap();
+    assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { message, .. }) if message.contains("threads")));
+}
+
+/// Results files written before lines named their schema are still read, and resumed.
+#[test]
+fn sweep_results_without_a_schema_field_still_read() {
+    use occam_bench::compare::AnyReport;
+    use occam_bench::sweep::{read_lines, read_results, SweepError};
+    let dir = temp_dir("sweep-old");
+    let mut cfg = config(&["transfer"]);
+    cfg.executors = vec!["sequential".into()];
+    let report = run_bench(&cfg, None, &()).unwrap();
+    let old = serde_json::json!({"point": {"seed": 7}, "report": report});
+    let out = dir.join("old.jsonl");
+    std::fs::write(&out, format!("{old}\n")).unwrap();
+    let lines = read_lines(&out).unwrap();
+    assert!(matches!(&lines[0].report, AnyReport::Bench(r) if r.results.len() == report.results.len()));
+    assert_eq!(read_results(&out).unwrap()[0].point["seed"], 7);
+    // A line whose schema disagrees with its report's is damaged.
+    let bad = serde_json::json!({"point": {}, "schema": "occam-bench-sharded/v1", "report": report});
+    std::fs::write(&out, format!("{old}\n{bad}\n")).unwrap();
+    assert!(matches!(read_lines(&out), Err(SweepError::Results { line: 2, .. })));
 }
