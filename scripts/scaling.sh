@@ -36,3 +36,5 @@ run nft-mint --workload nft-mint:1 --accounts 100000 --block-size 10000 --txs 50
 # Every workload at default contention, and under Zipf skew.
 run workloads --workload transfer,smallbank,ycsb-a,ycsb-b,ycsb-f,token,amm-swap,nft-mint --txs 50000
 run zipf --workload transfer,smallbank,ycsb-a,token --distribution zipf:0.99 --txs 50000
+# The ten application scenarios (README, "Scenarios").
+run scenarios --workload scenarios --txs 50000
