@@ -7,47 +7,75 @@
 //!
 //! **Clearing.** A bid at level `b` is willing at every price level `≤ b`; an ask at level `a`
 //! at every level `≥ a`. The round clears at the level `p` that maximises the matched volume
-//! `min(demand(p), supply(p))` (ties go to the lowest level, the buyers' side). Every eligible order on the
-//! shorter side fills completely; the longer side fills pro rata, in parts per million,
-//! rounded down, so never more is delivered than was matched.
+//! `m = min(demand(p), supply(p))` (ties go to the lowest level, the buyers' side). The book
+//! keeps the last [`ROUNDS`] rounds' results, so an order settles against its own round.
+//!
+//! **Fills conserve.** Every eligible order on the shorter side fills completely. An order of
+//! quantity `q` on the longer side (total `L`) is due `q·m/L`, a fraction: it *receives*
+//! the floor and *gives* the ceiling (a buyer gets ⌊q·m/L⌋ units and pays for ⌈q·m/L⌉; a seller
+//! delivers ⌈q·m/L⌉ units and is paid for ⌊q·m/L⌋). Summed over a side, the floors are at most
+//! `m` and the ceilings at least `m`, so no settlement pays out more goods or money than the
+//! round's escrow holds; the rounding remainder (under one unit per order) stays in escrow.
+//! An order whose round has left the book (more than [`ROUNDS`] rounds ago) cannot settle:
+//! its escrow stays locked, which also creates nothing.
 
 use crate::value::Value;
 
 /// Price levels per book.
 pub const LEVELS: usize = 8;
 
-/// Fill ratios are in parts of this.
-pub const FILL_SCALE: u64 = 1_000_000;
+/// Cleared rounds a book remembers.
+pub const ROUNDS: usize = 16;
+
+/// The result of one cleared round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// The level it cleared at, if it matched anything.
+    pub level: Option<u64>,
+    /// Matched volume.
+    pub matched: u64,
+    /// Eligible bid volume at the clearing level.
+    pub demand: u64,
+    /// Eligible ask volume at the clearing level.
+    pub supply: u64,
+}
+
+/// What one order gets from its round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// Units the trader receives (buy) or is paid for (sell): the floor of its due.
+    pub credited: u64,
+    /// Units the trader pays for (buy) or delivers (sell): the ceiling of its due.
+    pub debited: u64,
+    /// Price per unit.
+    pub price: u64,
+}
 
 /// The state of one market's book.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Book {
     /// Current round; orders placed now carry it.
     pub epoch: u64,
-    /// The level the previous round cleared at, if it matched anything.
-    pub cleared_level: Option<u64>,
-    /// Fill ratio of eligible bids in the previous round, in parts of [`FILL_SCALE`].
-    pub bid_fill: u64,
-    /// Fill ratio of eligible asks in the previous round, in parts of [`FILL_SCALE`].
-    pub ask_fill: u64,
     /// Bid quantity per level in the current round.
     pub bids: [u64; LEVELS],
     /// Ask quantity per level in the current round.
     pub asks: [u64; LEVELS],
+    /// Results of the last [`ROUNDS`] rounds, round `e` at `e % ROUNDS`.
+    pub rounds: [Round; ROUNDS],
 }
 
-const WORDS: usize = 4 + 2 * LEVELS;
+const WORDS: usize = 1 + 2 * LEVELS + 4 * ROUNDS;
 
 impl Book {
     /// The encoded book.
     pub fn to_value(&self) -> Value {
-        let mut words = [0u64; WORDS];
-        words[0] = self.epoch;
-        words[1] = self.cleared_level.map_or(0, |l| l + 1);
-        words[2] = self.bid_fill;
-        words[3] = self.ask_fill;
-        words[4..4 + LEVELS].copy_from_slice(&self.bids);
-        words[4 + LEVELS..].copy_from_slice(&self.asks);
+        let mut words = Vec::with_capacity(WORDS);
+        words.push(self.epoch);
+        words.extend_from_slice(&self.bids);
+        words.extend_from_slice(&self.asks);
+        for r in &self.rounds {
+            words.extend([r.level.map_or(0, |l| l + 1), r.matched, r.demand, r.supply]);
+        }
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         Value::from_slice(&bytes)
     }
@@ -59,46 +87,54 @@ impl Book {
             return None;
         }
         let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let mut book = Book { epoch: w(0), cleared_level: w(1).checked_sub(1), bid_fill: w(2), ask_fill: w(3), ..Book::default() };
+        let mut book = Book { epoch: w(0), ..Book::default() };
         for l in 0..LEVELS {
-            book.bids[l] = w(4 + l);
-            book.asks[l] = w(4 + LEVELS + l);
+            book.bids[l] = w(1 + l);
+            book.asks[l] = w(1 + LEVELS + l);
+        }
+        for (i, r) in book.rounds.iter_mut().enumerate() {
+            let at = 1 + 2 * LEVELS + 4 * i;
+            *r = Round { level: w(at).checked_sub(1), matched: w(at + 1), demand: w(at + 2), supply: w(at + 3) };
         }
         Some(book)
     }
 
-    /// Clears the round: records the clearing level and fill ratios, empties the levels and
-    /// opens the next round. Returns the matched volume.
+    /// Clears the current round: records its result, empties the levels and opens the next
+    /// round. Returns the matched volume.
     pub fn clear(&mut self) -> u64 {
-        let mut best = (0u64, 0usize, 0u64, 0u64); // (matched, level, demand, supply)
+        let mut best = Round::default();
         for p in 0..LEVELS {
             let demand: u64 = self.bids[p..].iter().fold(0, |a, &q| a.saturating_add(q));
             let supply: u64 = self.asks[..=p].iter().fold(0, |a, &q| a.saturating_add(q));
             let matched = demand.min(supply);
-            if matched > best.0 {
-                best = (matched, p, demand, supply);
+            if matched > best.matched {
+                best = Round { level: Some(p as u64), matched, demand, supply };
             }
         }
-        let (matched, level, demand, supply) = best;
-        let ratio = |side: u64| if side == 0 { 0 } else { (matched as u128 * FILL_SCALE as u128 / side as u128) as u64 };
-        self.cleared_level = (matched > 0).then_some(level as u64);
-        self.bid_fill = ratio(demand);
-        self.ask_fill = ratio(supply);
+        self.rounds[(self.epoch % ROUNDS as u64) as usize] = best;
         self.bids = [0; LEVELS];
         self.asks = [0; LEVELS];
         self.epoch += 1;
-        matched
+        best.matched
     }
 
-    /// The filled quantity of an order of the previous round (0 when it was not eligible or
-    /// nothing matched), and the price per unit it fills at.
-    pub fn fill(&self, sell: bool, qty: u64, level: u64) -> (u64, u64) {
-        let Some(p) = self.cleared_level else { return (0, 0) };
-        let (eligible, ratio) = if sell { (level <= p, self.ask_fill) } else { (level >= p, self.bid_fill) };
-        if !eligible {
-            return (0, p + 1);
+    /// The result of round `epoch`, if it has cleared and is still kept.
+    pub fn round(&self, epoch: u64) -> Option<Round> {
+        (epoch < self.epoch && self.epoch - epoch <= ROUNDS as u64).then(|| self.rounds[(epoch % ROUNDS as u64) as usize])
+    }
+
+    /// What an order of `round` gets: nothing when the round matched nothing or the order was
+    /// not eligible (priced out), otherwise its due, rounded as the module doc says.
+    pub fn fill(round: &Round, sell: bool, qty: u64, level: u64) -> Fill {
+        let none = Fill { credited: 0, debited: 0, price: 0 };
+        let Some(p) = round.level else { return none };
+        let (eligible, side) = if sell { (level <= p, round.supply) } else { (level >= p, round.demand) };
+        if !eligible || side == 0 {
+            return none;
         }
-        ((qty as u128 * ratio as u128 / FILL_SCALE as u128) as u64, p + 1)
+        let due = qty as u128 * round.matched as u128;
+        let side = side as u128;
+        Fill { credited: (due / side) as u64, debited: due.div_ceil(side) as u64, price: p + 1 }
     }
 }
 
@@ -107,7 +143,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clears_at_the_level_matching_most_and_fills_the_long_side_pro_rata() {
+    fn clears_at_the_level_matching_most_and_rounds_the_long_side_conservatively() {
         let mut b = Book::default();
         b.bids[5] = 30; // willing up to price 6
         b.bids[2] = 50; // up to price 3
@@ -115,25 +151,71 @@ mod tests {
         b.asks[4] = 40; // from price 5
                         // Levels 1 and 2: demand 80, supply 40 → 40 (the lower wins). Level 4: 30 of 80.
         assert_eq!(b.clear(), 40);
-        assert_eq!(b.cleared_level, Some(1));
-        assert_eq!((b.bid_fill, b.ask_fill), (500_000, 1_000_000));
-        assert_eq!(b.epoch, 1);
-        assert_eq!(b.bids, [0; LEVELS]);
-        assert_eq!(b.fill(false, 30, 5), (15, 2));
-        assert_eq!(b.fill(false, 50, 2), (25, 2));
-        assert_eq!(b.fill(true, 40, 1), (40, 2));
-        assert_eq!(b.fill(true, 40, 4), (0, 2), "an ask above the price is not eligible");
-        assert_eq!(b.fill(false, 10, 0), (0, 2), "a bid below the price is not eligible");
+        let r = b.round(0).unwrap();
+        assert_eq!(r, Round { level: Some(1), matched: 40, demand: 80, supply: 40 });
+        assert_eq!((b.epoch, b.bids), (1, [0; LEVELS]));
+        assert_eq!(Book::fill(&r, false, 30, 5), Fill { credited: 15, debited: 15, price: 2 });
+        assert_eq!(Book::fill(&r, true, 40, 1), Fill { credited: 40, debited: 40, price: 2 });
+        assert_eq!(Book::fill(&r, true, 40, 4).credited, 0, "an ask above the price is not eligible");
+        assert_eq!(Book::fill(&r, false, 10, 0).debited, 0, "a bid below the price is not eligible");
+        // Three bids of 1 against an ask of 2: each bid is due 2/3.
+        let r = Round { level: Some(0), matched: 2, demand: 3, supply: 2 };
+        assert_eq!(Book::fill(&r, false, 1, 0), Fill { credited: 0, debited: 1, price: 1 });
         assert_eq!(Book::from_value(&b.to_value()), Some(b));
     }
 
     #[test]
-    fn an_empty_or_one_sided_round_matches_nothing() {
+    fn rounds_are_kept_for_a_while_and_empty_rounds_match_nothing() {
         let mut b = Book::default();
         b.bids[7] = 10;
         assert_eq!(b.clear(), 0);
-        assert_eq!(b.cleared_level, None);
-        assert_eq!(b.fill(false, 10, 7), (0, 0));
+        assert_eq!(b.round(0).unwrap().level, None);
+        assert_eq!(Book::fill(&b.round(0).unwrap(), false, 10, 7).credited, 0);
+        assert_eq!(b.round(1), None, "not cleared yet");
+        for _ in 0..ROUNDS {
+            b.clear();
+        }
+        assert_eq!(b.round(0), None, "forgotten");
+        assert!(b.round(1).is_some());
         assert_eq!(Book::from_value(&Value::from_u64(3)), None);
+    }
+
+    /// Whatever the orders, settling all of them pays out no more than was escrowed.
+    #[test]
+    fn settling_every_order_never_creates_goods_or_money() {
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..500 {
+            let mut b = Book::default();
+            let orders: Vec<(bool, u64, u64)> = (0..1 + next(12)).map(|_| (next(2) == 1, 1 + next(50), next(LEVELS as u64))).collect();
+            let (mut goods_in, mut money_in) = (0u128, 0u128);
+            for &(sell, qty, level) in &orders {
+                if sell {
+                    b.asks[level as usize] += qty;
+                    goods_in += qty as u128;
+                } else {
+                    b.bids[level as usize] += qty;
+                    money_in += (qty * (level + 1)) as u128;
+                }
+            }
+            b.clear();
+            let r = b.round(0).unwrap();
+            let (mut goods_out, mut money_out) = (0u128, 0u128);
+            for &(sell, qty, level) in &orders {
+                let f = Book::fill(&r, sell, qty, level);
+                assert!(f.credited <= f.debited && f.debited <= qty);
+                if sell {
+                    goods_out += (qty - f.debited) as u128;
+                    money_out += (f.credited * f.price) as u128;
+                } else {
+                    goods_out += f.credited as u128;
+                    money_out += (qty * (level + 1) - f.debited * f.price) as u128;
+                }
+            }
+            assert!(goods_out <= goods_in && money_out <= money_in, "{orders:?}");
+        }
     }
 }

@@ -379,11 +379,16 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if epoch >= b.epoch {
                 return Ok(Err(Failure::NotCleared));
             }
-            let sell = sell != 0;
-            // Only the previous round's clearing is kept; an older order is refunded whole.
-            let (filled, price) = if epoch + 1 == b.epoch { b.fill(sell, qty, level) } else { (0, 0) };
-            let (goods, money) =
-                if sell { (qty - filled, filled.saturating_mul(price)) } else { (filled, qty * (level + 1) - filled * price) };
+            let Some(round) = b.round(epoch) else {
+                return Ok(Err(Failure::Expired));
+            };
+            let f = Book::fill(&round, sell != 0, qty, level);
+            let (goods, money) = if sell != 0 {
+                (qty - f.debited, f.credited.saturating_mul(f.price))
+            } else {
+                (f.credited, qty * (level + 1) - f.debited * f.price)
+            };
+            let filled = f.credited;
             view.delete(order(market, trader));
             if goods > 0 {
                 view.add(token_balance(market, trader), goods);
@@ -764,10 +769,18 @@ mod tests {
         assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 1 }), Ok(5), "asks fill pro rata: 20 of 40");
         assert_eq!((u(&s, account(1)), u(&s, token_balance(1, 1))), (Some(120), Some(95)));
         assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 1 }), Err(Failure::RecordNotFound));
-        // Trader 2's order outlives two clearings and is refunded whole.
+        // Trader 2 settles after a later round cleared, still against its own round.
+        assert_eq!(run(&mut s, order(3, true, 1, 0)), Ok(1));
         assert_eq!(run(&mut s, TxKind::Clear { market: 1 }), Ok(0));
-        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 2 }), Ok(0));
-        assert_eq!((u(&s, account(2)), u(&s, token_balance(1, 2))), (Some(100), Some(100)));
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 2 }), Ok(15));
+        assert_eq!((u(&s, account(2)), u(&s, token_balance(1, 2))), (Some(160), Some(85)));
+        // An order whose round has left the book cannot settle; its escrow stays locked.
+        for _ in 0..crate::native::book::ROUNDS {
+            run(&mut s, TxKind::Clear { market: 1 }).unwrap();
+        }
+        let root = s.root();
+        assert_eq!(run(&mut s, TxKind::Settle { market: 1, trader: 3 }), Err(Failure::Expired));
+        assert_eq!(s.root(), root);
     }
 
     #[test]

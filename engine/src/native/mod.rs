@@ -8,6 +8,12 @@
 //! | `TokenTransfer`/`TokenApprove`/`TokenTransferFrom` | an ERC-20 token | per holder |
 //! | `AmmSwap` | a constant-product pool (Uniswap v2) | per pool: few pools, heavy |
 //! | `NftMint` | a collection minted by many buyers | one counter per collection: a hot key |
+//! | `TokenIssue`/`TokenRetire` | capped assets (carbon allowances) | the registry on issue; retired totals commute |
+//! | `Item*` | unique items with an owner and a hash-chained history | per item, in order |
+//! | `Notarize` | evidence stored once, chained per submitter | per submitter |
+//! | `DocIssue`/`Grant`/`Revoke`/`DocUpdate`/`DocRead` | documents with access grants | issuer serial counters; per subject |
+//! | `Order`/`Clear`/`Settle` | per-market call auctions ([`book`]) | one book per market: a hot key |
+//! | `Receivable*` | supply-chain receivables | credit lines and financiers |
 //!
 //! Every kind declares its keys ([`Vm::declared_keys`]), so the `declared` executor applies.
 //! Failures are typed ([`Failure`]) and write nothing, except the emulated VM cost (below).
@@ -64,7 +70,7 @@ pub mod tag {
     pub const HISTORY: u8 = 16;
     /// Current owner or custodian of a unique item: `(item)`.
     pub const OWNER: u8 = 17;
-    /// A stored document digest, 40 bytes `writer ‖ digest`: `(subject, slot)`.
+    /// A stored document digest, 16 bytes `writer ‖ digest`: `(subject, slot)`.
     pub const DOCUMENT: u8 = 18;
     /// An access grant, `1`: `(subject, grantee)`.
     pub const GRANT: u8 = 19;
@@ -378,7 +384,7 @@ pub enum TxKind {
         market: u64,
     },
     /// Settle a trader's order after its round cleared: fills are paid at the clearing
-    /// price, the rest of the escrow is refunded (all of it for an order of an older round).
+    /// price and the rest of the escrow is refunded (see [`book`] for the rounding).
     Settle {
         /// Market.
         market: u64,
@@ -570,6 +576,9 @@ pub enum Failure {
     /// The order's auction round has not cleared yet.
     #[error("round not cleared")]
     NotCleared,
+    /// The order's round has left the book (see [`book::ROUNDS`]); its escrow stays locked.
+    #[error("round expired")]
+    Expired,
     /// The receivable is already financed.
     #[error("already financed")]
     AlreadyFinanced,
@@ -617,8 +626,8 @@ pub struct GenesisConfig {
 }
 
 impl GenesisConfig {
-    /// State for every kind over ids `0..accounts`: one asset, pool, collection, registry and
-    /// market each (market 1 trades its own asset), and credit lines.
+    /// State for every kind over ids `0..accounts`: one asset, pool, collection and registry,
+    /// two markets (market 1 trades its own asset), and credit lines.
     pub fn full(accounts: u64, balance: u64) -> Self {
         GenesisConfig {
             accounts,
