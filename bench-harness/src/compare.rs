@@ -813,8 +813,7 @@ mod tests {
         assert!(p99.p_value.unwrap() > 0.5);
         // Every block slower: latency and speedup (paired with the unchanged sequential blocks)
         // regress significantly.
-        let slow = scaled(&base, 0.7);
-        let mut slow = slow;
+        let mut slow = scaled(&base, 0.7);
         slow.results[0] = base.results[0].clone();
         let r = &mut slow.results[1];
         r.block_latency_us.p99 /= 0.7;

@@ -51,9 +51,6 @@ pub enum InputError {
     Sweep(#[from] SweepError),
 }
 
-/// A named bench report: the file it came from and its contents.
-pub type Named<'a> = (&'a str, &'a BenchReport);
-
 /// One report to draw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {
@@ -68,6 +65,13 @@ pub struct Input {
     pub group_by: String,
     /// The report.
     pub report: AnyReport,
+}
+
+impl Input {
+    /// A report read from a file of its own, named (and grouped) by `name`.
+    pub fn file(name: &str, report: AnyReport) -> Input {
+        Input { name: name.to_string(), group: name.to_string(), group_by: "report".into(), report }
+    }
 }
 
 /// Sweep axes the charts show by themselves (not part of a group's name).
@@ -94,8 +98,7 @@ pub fn load_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
                 });
             }
         } else {
-            let report = load_any_report(path)?;
-            inputs.push(Input { name: file.clone(), group: file, group_by: "report".into(), report });
+            inputs.push(Input::file(&file, load_any_report(path)?));
         }
     }
     Ok(inputs)
@@ -112,33 +115,6 @@ fn varying(point: &Point, all: &[&Point], skip: &[&str]) -> (String, String) {
     let values: Vec<String> = shown.iter().map(|(k, v)| v.as_str().map_or_else(|| format!("{k}={v}"), str::to_string)).collect();
     let keys: Vec<&str> = shown.iter().map(|(k, _)| k.as_str()).collect();
     (values.join(" / "), keys.join(" / "))
-}
-
-fn from_named(reports: &[Named<'_>]) -> Vec<Input> {
-    reports
-        .iter()
-        .map(|(n, r)| Input {
-            name: n.to_string(),
-            group: n.to_string(),
-            group_by: "report".into(),
-            report: AnyReport::Bench((*r).clone()),
-        })
-        .collect()
-}
-
-/// The self-contained HTML page for bench reports (see [`render_html`]).
-pub fn html(reports: &[Named<'_>]) -> Result<String, ChartError> {
-    render_html(&from_named(reports))
-}
-
-/// One CSV row per result of every bench report (see [`render_csv`]).
-pub fn csv(reports: &[Named<'_>]) -> String {
-    render_csv(&from_named(reports))
-}
-
-/// A Markdown summary of bench reports (see [`render_markdown`]).
-pub fn markdown(reports: &[Named<'_>]) -> String {
-    render_markdown(&from_named(reports))
 }
 
 /// The most lines one chart draws before the page splits it into one chart per executor.
@@ -878,7 +854,6 @@ fn reports_table(inputs: &[Input]) -> String {
                     ),
                 ),
             };
-            let s = settings;
             let mismatches = i.report.mismatches();
             vec![
                 escape(&i.name),
@@ -887,11 +862,11 @@ fn reports_table(inputs: &[Input]) -> String {
                 escape(&format!("{} ({} cores), {}, kernel {}, {}", m.cpu_model, m.cores, m.os, m.kernel, m.arch)),
                 escape(&format!(
                     "{}, tx cost {} µs, threads {:?}, executors {}, interleave {}{sharding}",
-                    settings_text(s),
-                    s.tx_cost_us,
-                    s.threads,
-                    s.executors.join(","),
-                    s.interleave
+                    settings_text(settings),
+                    settings.tx_cost_us,
+                    settings.threads,
+                    settings.executors.join(","),
+                    settings.interleave
                 )),
                 if mismatches.is_empty() {
                     "none".into()

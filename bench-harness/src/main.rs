@@ -7,7 +7,7 @@ use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
 use occam_bench::report::table;
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
-use occam_bench::sharded::{run_sharded, sharded_table, ShardedConfig};
+use occam_bench::sharded::{run_sharded, sharded_blocks, sharded_table, ShardedConfig};
 use occam_bench::sweep::{run_sweep, SweepConfig};
 use std::path::PathBuf;
 
@@ -310,10 +310,7 @@ fn signature_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, workloads: usize, 
 }
 
 fn sharded(cfg: &BenchConfig, sc: &ShardedConfig, workloads: usize, quiet: bool, json: Option<&PathBuf>) -> anyhow::Result<()> {
-    // Every run, plus one 1 x 1 baseline per executor.
-    let runs_per_count = cfg.executors.len() + cfg.executor_runs().len();
-    let blocks = (workloads * sc.shards.len() * runs_per_count * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64;
-    let bar = progress_bar(quiet, blocks);
+    let bar = progress_bar(quiet, sharded_blocks(cfg, sc, workloads));
     let report = run_sharded(cfg, sc, &bar)?;
     bar.finish_and_clear();
     finish(&sharded_table(&report), &report, &report.mismatches, json, quiet, "sharded run(s) disagree with the oracle")

@@ -39,8 +39,10 @@
 //! open order) in a bounded ring; `recall = "NAME"` draws such a record to fill the fields it
 //! names (for instance the item and current owner of a hand-over), and `forget = true` removes
 //! it (the old owner no longer holds the item). A recall draws a random record, or with
-//! `oldest = true` the oldest one (settling orders in the order they were placed). A full
-//! memory drops its oldest record. A recalling template whose memory is still
+//! `oldest = true` the oldest one (redeeming receivables in the order they were financed). A
+//! full memory drops its oldest record. A random recall that forgets moves the newest record
+//! into the gap (O(1)), so on a memory also recalled at random with `forget`, `oldest` means
+//! "among the oldest". A recalling template whose memory is still
 //! empty uses its explicit fields if it has all of them, and otherwise another template.
 //!
 //! **Genesis** follows from the templates: every field that needs state (a paying account, a
@@ -519,7 +521,7 @@ pub fn kinds_help() -> String {
 }
 
 /// Where a field's value comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Source {
     Pool(usize),
     Const(u64),
@@ -986,12 +988,12 @@ impl MixGenerator {
             }
         }
         let i = choice.unwrap_or_else(|| self.bound.templates.iter().position(|t| t.standalone).expect("checked at bind"));
-        let t = self.bound.templates[i].clone();
-        let k = &KINDS[t.kind];
-        let recalled = t.recall.and_then(|m| {
+        let t = &self.bound.templates[i];
+        let (k, recall, oldest, forget, remember) = (&KINDS[t.kind], t.recall, t.oldest, t.forget, t.remember);
+        let recalled = recall.and_then(|m| {
             let mem = &self.memories[m];
             (!mem.is_empty()).then(|| {
-                let at = if t.oldest { 0 } else { rng.gen_range(0..mem.len()) };
+                let at = if oldest { 0 } else { rng.gen_range(0..mem.len()) };
                 (at, mem[at])
             })
         });
@@ -1000,19 +1002,22 @@ impl MixGenerator {
             let slot = k.recall.iter().position(|r| r == name);
             f[j] = match (recalled, slot) {
                 (Some((_, rec)), Some(s)) => rec[s],
-                _ => self.value(&t.sources[j], rng),
+                _ => {
+                    let source = self.bound.templates[i].sources[j];
+                    self.value(&source, rng)
+                }
             };
         }
-        if let (Some(m), Some((at, _))) = (t.recall, recalled) {
-            if t.forget {
-                if t.oldest {
+        if let (Some(m), Some((at, _))) = (recall, recalled) {
+            if forget {
+                if oldest {
                     self.memories[m].pop_front();
                 } else {
                     self.memories[m].swap_remove_back(at);
                 }
             }
         }
-        if let Some(m) = t.remember {
+        if let Some(m) = remember {
             let extra = recalled.map_or(0, |(_, r)| r[2]);
             let mut rec = [0u64; 3];
             for (s, name) in k.produce.iter().enumerate() {

@@ -15,8 +15,7 @@ use crate::report::human_rate;
 use crate::runner::{BenchConfig, Progress};
 use crate::workload::{Generator, Placement, Workload};
 use occam_engine::exec::executor_by_name;
-use occam_engine::key::Key;
-use occam_engine::native::{tag, NativeTx, NativeVm};
+use occam_engine::native::{keys, NativeTx, NativeVm};
 use occam_engine::state::CommittedState;
 use occam_shard::engine::{route, CrossBatching, ShardedEngine};
 use occam_shard::partition::{partitioner_by_spec, Partitioner};
@@ -129,6 +128,13 @@ fn oracle_roots(genesis: &CommittedState, blocks: &[Vec<NativeTx>], p: &dyn Part
     Ok(roots)
 }
 
+/// Blocks a sharded run over `workloads` workloads executes, for a progress bar: per shard
+/// count, every (executor, threads) run and one 1 shard × 1 thread baseline per executor.
+pub fn sharded_blocks(cfg: &BenchConfig, sc: &ShardedConfig, workloads: usize) -> u64 {
+    let runs_per_count = cfg.executors.len() + cfg.executor_runs().len();
+    (workloads * sc.shards.len() * runs_per_count * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64
+}
+
 /// Runs every workload × shard count × executor × threads of `cfg` and `sc`.
 pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progress) -> anyhow::Result<ShardedReport> {
     let (workloads, dist) = cfg.validate()?;
@@ -146,10 +152,8 @@ pub fn run_sharded(cfg: &BenchConfig, sc: &ShardedConfig, progress: &dyn Progres
         for &shards in &sc.shards {
             let p: Arc<dyn Partitioner> = Arc::from(partitioner_by_spec(&sc.partitioner, shards, workload.id_count(cfg.accounts))?);
             let placement_p = Arc::clone(&p);
-            let placement = Placement {
-                shard_of: Arc::new(move |id| placement_p.shard_of(&Key::from_parts(tag::ACCOUNT, id, 0))),
-                cross_share: sc.cross_share,
-            };
+            let placement =
+                Placement { shard_of: Arc::new(move |id| placement_p.shard_of(&keys::account(id))), cross_share: sc.cross_share };
             let mut gen = Generator::new(workload.clone(), cfg.accounts, dist, cfg.seed, 0).with_placement(placement);
             let blocks: Vec<Vec<NativeTx>> = (0..cfg.warmup_blocks + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
             let expected = oracle_roots(&genesis, &blocks, &*p)?;

@@ -36,8 +36,8 @@
 //! ([`SweepError::Value`]).
 
 use crate::compare::AnyReport;
-use crate::runner::{run_bench, total_blocks, BenchConfig, BenchReport, Progress, REPORT_SCHEMA};
-use crate::sharded::{run_sharded, ShardedConfig};
+use crate::runner::{run_bench, total_blocks, BenchConfig, Progress};
+use crate::sharded::{run_sharded, sharded_blocks, ShardedConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -220,13 +220,11 @@ pub struct PlannedPoint {
 impl PlannedPoint {
     /// Blocks the point executes (for a progress bar).
     pub fn blocks(&self) -> u64 {
+        // `scenarios` stands for ten workloads; an invalid point is refused before it runs.
+        let workloads = self.bench.validate().map_or(1, |(w, _)| w.len());
         match &self.sharded {
-            None => total_blocks(&self.bench, 1),
-            // Per shard count: every run and one 1 x 1 baseline per executor.
-            Some(sc) => {
-                let runs = self.bench.executors.len() + self.bench.executor_runs().len();
-                (sc.shards.len() * runs * (self.bench.measured_blocks() + self.bench.warmup_blocks)) as u64
-            }
+            None => total_blocks(&self.bench, workloads),
+            Some(sc) => sharded_blocks(&self.bench, sc, workloads),
         }
     }
 
@@ -433,11 +431,6 @@ impl SweepConfig {
             .collect()
     }
 
-    /// Every point with its bench settings ([`plan`](Self::plan) also gives the sharding).
-    pub fn points(&self) -> Vec<(Point, BenchConfig)> {
-        self.plan().into_iter().map(|p| (p.point, p.bench)).collect()
-    }
-
     /// Blocks the points not yet in `results` will execute (for a progress bar).
     pub fn pending_blocks(&self, results: &Path) -> Result<u64, SweepError> {
         let done: Vec<Point> = read_lines(results)?.into_iter().map(|l| l.point).collect();
@@ -511,15 +504,6 @@ impl<'de> Deserialize<'de> for ResultLine {
     }
 }
 
-/// A results line holding an `occam-bench/v1` report (see [`read_results`]).
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-pub struct SweepLine {
-    /// The point's axis values.
-    pub point: Point,
-    /// Its bench report.
-    pub report: BenchReport,
-}
-
 /// Reads a results file, every line (missing file: empty).
 pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SweepError> {
     let text = match std::fs::read_to_string(path) {
@@ -532,18 +516,6 @@ pub fn read_lines(path: &Path) -> Result<Vec<ResultLine>, SweepError> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| serde_json::from_str(l).map_err(|e| SweepError::Results { path: path.into(), line: i + 1, message: e.to_string() }))
         .collect()
-}
-
-/// Reads the lines of a results file that hold `occam-bench/v1` reports; the sharded ones
-/// are left out ([`read_lines`] has them all).
-pub fn read_results(path: &Path) -> Result<Vec<SweepLine>, SweepError> {
-    Ok(read_lines(path)?
-        .into_iter()
-        .filter_map(|l| match l.report {
-            AnyReport::Bench(report) if report.schema == REPORT_SCHEMA => Some(SweepLine { point: l.point, report }),
-            _ => None,
-        })
-        .collect())
 }
 
 /// What a sweep did.

@@ -166,23 +166,32 @@ impl Workload {
 
     /// The genesis state this workload needs over `accounts` ids.
     pub fn genesis_entries(&self, accounts: u64) -> Vec<(Key, Value)> {
-        match self {
-            Workload::Mix(m) => m.bind(accounts, Distribution::Uniform).map(|b| b.genesis()).unwrap_or_default(),
-            _ => NativeVm::genesis(&self.genesis(accounts)),
+        match self.builtin_genesis(accounts) {
+            Some(g) => NativeVm::genesis(&g),
+            None => self.bound_mix(accounts).map(|b| b.genesis()).unwrap_or_default(),
         }
     }
 
     /// The number of ids the workload draws from (the id space partitioners split).
     pub fn id_count(&self, accounts: u64) -> u64 {
-        match self {
-            Workload::Mix(m) => m.bind(accounts, Distribution::Uniform).map_or(accounts, |b| b.id_count()),
-            _ => self.genesis(accounts).accounts,
+        match self.builtin_genesis(accounts) {
+            Some(g) => g.accounts,
+            None => self.bound_mix(accounts).map_or(accounts, |b| b.id_count()),
         }
     }
 
-    /// The genesis settings of a built-in generator over `accounts` ids (a mix has none: see
-    /// [`Workload::genesis_entries`]).
-    pub fn genesis(&self, accounts: u64) -> GenesisConfig {
+    /// A mix bound to `accounts` (its genesis and id space do not depend on the distribution);
+    /// `None` for a built-in generator, or a mix [`Workload::check`] refuses.
+    fn bound_mix(&self, accounts: u64) -> Option<crate::mix::Bound> {
+        match self {
+            Workload::Mix(m) => m.bind(accounts, Distribution::Uniform).ok(),
+            _ => None,
+        }
+    }
+
+    /// The genesis settings of a built-in generator over `accounts` ids; `None` for a mix,
+    /// whose genesis follows from its templates.
+    fn builtin_genesis(&self, accounts: u64) -> Option<GenesisConfig> {
         let mut g = GenesisConfig { accounts, balance: GENESIS_BALANCE, ..Default::default() };
         match *self {
             Workload::Transfer => g.native_accounts = true,
@@ -194,9 +203,9 @@ impl Workload {
                 g.amm_pools = pools;
             }
             Workload::NftMint { collections } => g.nft_collections = collections,
-            Workload::Mix(_) => g.accounts = self.id_count(accounts),
+            Workload::Mix(_) => return None,
         }
-        g
+        Some(g)
     }
 }
 

@@ -21,8 +21,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use occam_engine::exec::worker_pool;
-use occam_engine::key::Key;
-use occam_engine::native::{tag, NativeTx, NativeVm, TxKind};
+use occam_engine::native::{keys, NativeTx, NativeVm, TxKind};
 use occam_engine::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,9 +92,7 @@ fn block_stm_bookkeeping(c: &mut Criterion) {
 /// A write set of `APPLY_ENTRIES` distinct keys, starting at account `first`.
 fn write_set(first: u64, seed: u64) -> WriteSet {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    WriteSet::from_entries(
-        (first..first + APPLY_ENTRIES).map(|i| (Key::from_parts(tag::ACCOUNT, i, 0), Some(Value::from_u64(rng.gen())))).collect(),
-    )
+    WriteSet::from_entries((first..first + APPLY_ENTRIES).map(|i| (keys::account(i), Some(Value::from_u64(rng.gen())))).collect())
 }
 
 fn state_apply(c: &mut Criterion) {

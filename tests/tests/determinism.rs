@@ -14,7 +14,7 @@
 //! `tests/proptest-regressions/`, and `PROPTEST_CASES=n` raises the number of cases.
 
 use occam_engine::exec::ExecPath;
-use occam_engine::native::{burn, tag, Failure, GenesisConfig, NativeTx, NativeVm, TxKind};
+use occam_engine::native::{burn, keys, tag, Failure, GenesisConfig, NativeTx, NativeVm, TxKind};
 use occam_engine::prelude::*;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -219,7 +219,7 @@ fn every_transaction_on_one_key_transfers() {
         let TxKind::Transfer { amount, .. } = t.kind else { unreachable!() };
         assert_eq!(*o, if amount <= 1_000 { Ok(1_000 - amount) } else { Err(Failure::InsufficientFunds) });
     }
-    assert_eq!(r.final_state.get(&Key::from_parts(tag::ACCOUNT, 0, 0)), Some(&Value::from_u64(1_000)));
+    assert_eq!(r.final_state.get(&keys::account(0)), Some(&Value::from_u64(1_000)));
 }
 
 /// 2000 mints on one collection (a counter every transaction reads and writes), by buyers
@@ -249,7 +249,7 @@ fn long_dependency_chain() {
     let block: Vec<NativeTx> = (0..N).map(|i| tx(TxKind::Transfer { from: i, to: i + 1, amount: 1 })).collect();
     let r = check_all(&NativeVm, &genesis, std::slice::from_ref(&block), &HOT_THREADS);
     assert!(r.outputs[0].iter().all(|o| *o == Ok(0)), "every hop succeeds");
-    assert_eq!(r.final_state.get(&Key::from_parts(tag::ACCOUNT, N, 0)), Some(&Value::from_u64(1)));
+    assert_eq!(r.final_state.get(&keys::account(N)), Some(&Value::from_u64(1)));
 
     // The same chain backwards: nothing is funded when it runs, so every hop fails.
     let backwards: Vec<NativeTx> = (0..N).rev().map(|i| tx(TxKind::Transfer { from: i + 1, to: i + 2, amount: 1 })).collect();

@@ -322,7 +322,8 @@ fn sharded_runs_measure_shards_and_agree_with_the_oracle() {
 /// Lines file, resumed without re-running finished points; bad files are typed errors.
 #[test]
 fn sweeps_run_every_point_once_and_resume() {
-    use occam_bench::sweep::{read_results, run_sweep, SweepConfig, SweepError};
+    use occam_bench::compare::AnyReport;
+    use occam_bench::sweep::{read_lines, run_sweep, SweepConfig, SweepError};
     let dir = temp_dir("sweep");
     let config = dir.join("sweep.toml");
     std::fs::write(
@@ -332,30 +333,30 @@ fn sweeps_run_every_point_once_and_resume() {
     )
     .unwrap();
     let cfg = SweepConfig::load(&config).unwrap();
-    assert_eq!(cfg.points().len(), 4);
+    assert_eq!(cfg.plan().len(), 4);
     let out = dir.join("results.jsonl");
     let mut seen = Vec::new();
     let s = run_sweep(&cfg, &out, &(), &mut |i, n, _| seen.push((i, n))).unwrap();
     assert_eq!((s.ran, s.skipped), (4, 0));
     assert!(s.mismatches.is_empty());
     assert_eq!(seen, vec![(0, 4), (1, 4), (2, 4), (3, 4)]);
-    let lines = read_results(&out).unwrap();
+    let lines = read_lines(&out).unwrap();
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[3].point["workload"], "token");
-    assert_eq!(lines[3].report.settings.distribution, "zipf:0.9");
+    assert!(matches!(&lines[3].report, AnyReport::Bench(r) if r.settings.distribution == "zipf:0.9"));
     // Interrupted after two points: the rerun does only the other two.
     let kept: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().take(2).map(String::from).collect();
     std::fs::write(&out, kept.join("\n") + "\n").unwrap();
     let s = run_sweep(&cfg, &out, &(), &mut |_, _, _| {}).unwrap();
     assert_eq!((s.ran, s.skipped), (2, 2));
-    assert_eq!(read_results(&out).unwrap().len(), 4);
+    assert_eq!(read_lines(&out).unwrap().len(), 4);
     // Bad files.
     std::fs::write(&config, "[base]\nthreadz = [1]\n").unwrap();
     assert!(matches!(SweepConfig::load(&config), Err(SweepError::Config { .. })));
     std::fs::write(&config, "[axes]\ndistribution = [\"pareto\"]\n").unwrap();
     assert!(matches!(SweepConfig::load(&config), Err(SweepError::Value { key, .. }) if key == "axes.distribution = \"pareto\""));
     std::fs::write(&out, "{not json}\n").unwrap();
-    assert!(matches!(read_results(&out), Err(SweepError::Results { line: 1, .. })));
+    assert!(matches!(read_lines(&out), Err(SweepError::Results { line: 1, .. })));
     assert!(matches!(SweepConfig::load(&dir.join("missing.toml")), Err(SweepError::Io { .. })));
 }
 
@@ -365,7 +366,7 @@ fn sweeps_run_every_point_once_and_resume() {
 fn sweeps_over_shards_threads_and_executors_run_the_sharded_bench() {
     use occam_bench::compare::AnyReport;
     use occam_bench::sharded::SHARDED_SCHEMA;
-    use occam_bench::sweep::{read_lines, read_results, run_sweep, SweepConfig};
+    use occam_bench::sweep::{read_lines, run_sweep, SweepConfig};
     let dir = temp_dir("sweep-shards");
     let config = dir.join("sweep.toml");
     std::fs::write(
@@ -405,8 +406,6 @@ fn sweeps_over_shards_threads_and_executors_run_the_sharded_bench() {
     );
     let run = r.results.iter().find(|x| x.shards == 2 && x.threads == 2).unwrap();
     assert!((run.cross_share - 0.5).abs() < 0.15 && run.cross_overhead > 0.0, "{run:?}");
-    // The bench-only reader leaves the sharded lines out.
-    assert!(read_results(&out).unwrap().is_empty());
     // Interrupted after three points: the rerun does the other five.
     let kept: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(&out, kept.join("\n") + "\n").unwrap();
@@ -456,7 +455,7 @@ fn sweep_values_are_checked_per_key() {
 #[test]
 fn sweep_results_without_a_schema_field_still_read() {
     use occam_bench::compare::AnyReport;
-    use occam_bench::sweep::{read_lines, read_results, SweepError};
+    use occam_bench::sweep::{read_lines, SweepError};
     let dir = temp_dir("sweep-old");
     let mut cfg = config(&["transfer"]);
     cfg.executors = vec!["sequential".into()];
@@ -466,7 +465,7 @@ fn sweep_results_without_a_schema_field_still_read() {
     std::fs::write(&out, format!("{old}\n")).unwrap();
     let lines = read_lines(&out).unwrap();
     assert!(matches!(&lines[0].report, AnyReport::Bench(r) if r.results.len() == report.results.len()));
-    assert_eq!(read_results(&out).unwrap()[0].point["seed"], 7);
+    assert_eq!(lines[0].point["seed"], 7);
     // A line whose schema disagrees with its report's is damaged.
     let bad = serde_json::json!({"point": {}, "schema": "occam-bench-sharded/v1", "report": report});
     std::fs::write(&out, format!("{old}\n{bad}\n")).unwrap();

@@ -7,7 +7,7 @@
 //! a failure instead of a skip.
 
 use occam_bench::compare::AnyReport;
-use occam_bench::html::{csv, html, load_inputs, markdown, render_csv, render_html, render_markdown, Input, CSV_HEADER, MAX_SERIES};
+use occam_bench::html::{load_inputs, render_csv, render_html, render_markdown, Input, CSV_HEADER, MAX_SERIES};
 use occam_bench::runner::{run_bench, BenchConfig};
 use occam_bench::sharded::{run_sharded, ShardedConfig, ShardedReport, SHARDED_SCHEMA};
 use occam_bench::sweep::{run_sweep, SweepConfig};
@@ -85,7 +85,8 @@ fn report() -> occam_bench::runner::BenchReport {
 #[test]
 fn html_page_is_self_contained_with_every_chart() {
     let r = report();
-    let page = html(&[("run.json", &r)]).unwrap();
+    let file = |name: &str, r: &occam_bench::runner::BenchReport| vec![Input::file(name, AnyReport::Bench(r.clone()))];
+    let page = render_html(&file("run.json", &r)).unwrap();
     // Four charts per workload: throughput, speedup, latency, per-block series.
     assert_eq!(page.matches("<svg").count(), 8);
     for kind in ["throughput", "speedup", "latency", "per-block"] {
@@ -96,14 +97,14 @@ fn html_page_is_self_contained_with_every_chart() {
     // Text that looks like markup is escaped.
     let mut odd = r.clone();
     odd.commit = "<b>&".into();
-    assert!(html(&[("x", &odd)]).unwrap().contains("&lt;b&gt;&amp;"));
+    assert!(render_html(&file("x", &odd)).unwrap().contains("&lt;b&gt;&amp;"));
 
-    let table = csv(&[("run.json", &r)]);
+    let table = render_csv(&file("run.json", &r));
     assert_eq!(table.lines().count(), 1 + r.results.len());
     assert!(table.lines().next().unwrap().starts_with("report,commit,cpu"));
     let fields = CSV_HEADER.split(',').count();
     assert!(table.lines().all(|l| l.split(',').count() == fields), "{table}");
-    let md = markdown(&[("run.json", &r)]);
+    let md = render_markdown(&file("run.json", &r));
     assert!(md.contains("| workload | executor | threads |") && md.lines().count() > r.results.len());
 }
 
@@ -122,15 +123,7 @@ fn headless_chromium_renders_the_page_offline() {
     let dir = std::env::temp_dir().join(format!("occam-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join("report.html");
-    let inputs = [
-        Input { name: "run.json".into(), group: "run.json".into(), group_by: "report".into(), report: AnyReport::Bench(report()) },
-        Input {
-            name: "shards.json".into(),
-            group: "shards.json".into(),
-            group_by: "report".into(),
-            report: AnyReport::Sharded(sharded_report()),
-        },
-    ];
+    let inputs = [Input::file("run.json", AnyReport::Bench(report())), Input::file("shards.json", AnyReport::Sharded(sharded_report()))];
     std::fs::write(&page, render_html(&inputs).unwrap()).unwrap();
     // Every host resolves to nothing: a page that needed the network would lose content.
     let base = [
@@ -216,7 +209,7 @@ fn sharded_reports_and_sweeps_are_charted() {
 
     // Bench and sharded reports on one page: both sections.
     let mut both = load_inputs(&[file]).unwrap();
-    both.push(Input { name: "bench".into(), group: "bench".into(), group_by: "report".into(), report: AnyReport::Bench(report()) });
+    both.push(Input::file("bench", AnyReport::Bench(report())));
     let page = render_html(&both).unwrap();
     assert!(page.contains("All results") && page.contains("Sharded results"));
     assert_eq!((charts(&page, "throughput"), charts(&page, "sharded-throughput")), (2, 1));

@@ -115,7 +115,7 @@ fn every_cross_shard_share_from_none_to_all() {
     let genesis = CommittedState::from_entries(NativeVm::genesis_accounts(400, 50));
     for shards in [2usize, 5] {
         let p: Arc<dyn Partitioner> = Arc::new(HashPartitioner::new(shards).unwrap());
-        let account = |id: u64| Key::from_parts(occam_engine::native::tag::ACCOUNT, id, 0);
+        let account = |id: u64| occam_engine::native::keys::account(id);
         let by_shard: Vec<Vec<u64>> = (0..shards as u32).map(|s| (0..400).filter(|&a| p.shard_of(&account(a)) == s).collect()).collect();
         for share in [0.0, 0.1, 0.5, 1.0] {
             let mut blocks = Vec::new();

@@ -76,17 +76,13 @@ impl Book {
         for r in &self.rounds {
             words.extend([r.level.map_or(0, |l| l + 1), r.matched, r.demand, r.supply]);
         }
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        Value::from_slice(&bytes)
+        super::logic::words_value(&words)
     }
 
     /// Decodes a book; `None` if the value is not one.
     pub fn from_value(v: &Value) -> Option<Book> {
-        let b = v.as_bytes();
-        if b.len() != WORDS * 8 {
-            return None;
-        }
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let words = super::logic::words::<WORDS>(v)?;
+        let w = |i: usize| words[i];
         let mut book = Book { epoch: w(0), ..Book::default() };
         for l in 0..LEVELS {
             book.bids[l] = w(1 + l);

@@ -648,7 +648,7 @@ impl GenesisConfig {
 impl NativeVm {
     /// Native accounts `0..n`, each holding `balance`.
     pub fn genesis_accounts(n: u64, balance: u64) -> impl Iterator<Item = (Key, Value)> {
-        (0..n).map(move |i| (Key::from_parts(tag::ACCOUNT, i, 0), Value::from_u64(balance)))
+        (0..n).map(move |i| (keys::account(i), Value::from_u64(balance)))
     }
 
     /// The genesis entries described by `cfg`.
@@ -660,25 +660,25 @@ impl NativeVm {
         }
         if cfg.smallbank {
             for i in 0..n {
-                out.push((Key::from_parts(tag::SB_CHECKING, i, 0), Value::from_u64(cfg.balance)));
-                out.push((Key::from_parts(tag::SB_SAVINGS, i, 0), Value::from_u64(cfg.balance)));
+                out.push((keys::checking(i), Value::from_u64(cfg.balance)));
+                out.push((keys::savings(i), Value::from_u64(cfg.balance)));
             }
         }
         if cfg.kv {
             out.extend((0..n).map(Self::kv_record));
         }
         for t in 0..cfg.tokens {
-            out.extend((0..n).map(|i| (Key::from_parts(tag::TOKEN_BALANCE, t, i), Value::from_u64(cfg.balance))));
+            out.extend((0..n).map(|i| (keys::token_balance(t, i), Value::from_u64(cfg.balance))));
         }
         for p in 0..cfg.amm_pools {
             let reserve = cfg.balance.saturating_mul(n.max(1)).min(u64::MAX / 4);
             out.push(Self::amm_pool(p, reserve));
             for side in 0..2 {
-                out.extend((0..n).map(|i| (Key::from_parts(tag::AMM_BALANCE, p * 2 + side, i), Value::from_u64(cfg.balance))));
+                out.extend((0..n).map(|i| (keys::amm_balance(p, side, i), Value::from_u64(cfg.balance))));
             }
         }
         for c in 0..cfg.nft_collections {
-            out.push((Key::from_parts(tag::NFT_COLLECTION, c, 0), logic::collection_value(0, u64::MAX, 1)));
+            out.push(Self::collection(c, 0, u64::MAX, 1));
         }
         for t in 0..cfg.registries {
             out.push(Self::registry(t, 0, cfg.balance.saturating_mul(n.max(1))));
@@ -702,12 +702,12 @@ impl NativeVm {
 
     /// An AMM pool with both reserves at `reserve`.
     pub fn amm_pool(pool: u64, reserve: u64) -> (Key, Value) {
-        (keys::pool(pool), logic::pool_value(reserve, reserve))
+        (keys::pool(pool), logic::words_value(&[reserve, reserve]))
     }
 
     /// The registry of a capped asset with `issued` of `cap` issued.
     pub fn registry(token: u64, issued: u64, cap: u64) -> (Key, Value) {
-        (keys::registry(token), logic::pair_value(issued, cap))
+        (keys::registry(token), logic::words_value(&[issued, cap]))
     }
 
     /// An empty call-auction market (round 0).
@@ -717,7 +717,7 @@ impl NativeVm {
 
     /// An NFT collection with a supply cap and price, for tests and custom genesis.
     pub fn collection(collection: u64, minted: u64, max_supply: u64, price: u64) -> (Key, Value) {
-        (Key::from_parts(tag::NFT_COLLECTION, collection, 0), logic::collection_value(minted, max_supply, price))
+        (keys::collection(collection), logic::words_value(&[minted, max_supply, price]))
     }
 }
 
@@ -730,7 +730,7 @@ impl Vm for NativeVm {
         if tx.work_rounds > 0 {
             let sender = tx.kind.sender();
             let digest = burn(tx.work_rounds, sender);
-            view.write(Key::from_parts(tag::WORK, sender, 0), Value::from_slice(&digest[..8]));
+            view.write(keys::work(sender), Value::from_slice(&digest[..8]));
         }
         logic::execute(&tx.kind, view)
     }
@@ -738,7 +738,7 @@ impl Vm for NativeVm {
     #[inline]
     fn declared_keys(&self, tx: &NativeTx, keys: &mut Vec<Key>) -> bool {
         if tx.work_rounds > 0 {
-            keys.push(Key::from_parts(tag::WORK, tx.kind.sender(), 0));
+            keys.push(keys::work(tx.kind.sender()));
         }
         logic::declared_keys(&tx.kind, keys);
         true
