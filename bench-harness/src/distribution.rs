@@ -89,7 +89,7 @@ impl KeyChooser {
             Distribution::Zipf(theta) => Some(Zipf::new(n, theta).expect("validated theta, n >= 1")),
             _ => None,
         };
-        let stride = if n % SCRAMBLE == 0 { 1 } else { SCRAMBLE % n };
+        let stride = if n.is_multiple_of(SCRAMBLE) { 1 } else { SCRAMBLE % n };
         KeyChooser { n, dist, zipf, stride: stride.max(1) }
     }
 

@@ -18,7 +18,7 @@ use crate::machine::{Machine, COMMIT};
 use crate::runner::{BenchConfig, Progress};
 use crate::workload::Generator;
 use anyhow::Context;
-use occam_engine::crypto::{BatchVerifier, KeyRegistry, SecretKey, SignedMessage};
+use occam_engine::crypto::{deterministic_signers, BatchVerifier, KeyRegistry, SecretKey, SignedMessage};
 use occam_engine::exec::executor_by_name;
 use occam_engine::native::signed::{SignedBlock, SignedOutput, SignedTx, SignedVm, TxHeader, VerifiedTx};
 use occam_engine::native::NativeTx;
@@ -123,27 +123,6 @@ pub struct PipelineReport {
     pub mismatches: Vec<String>,
 }
 
-/// Deterministic signing keys (a benchmark, not a wallet) and their registry, every key
-/// admitted with its proof of possession.
-fn signers(n: u32, seed: u64) -> anyhow::Result<(Vec<SecretKey>, KeyRegistry)> {
-    let keys: Vec<SecretKey> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut material = [0u8; 32];
-            material[..8].copy_from_slice(&seed.to_le_bytes());
-            material[8..12].copy_from_slice(&i.to_le_bytes());
-            material[12..].copy_from_slice(b"occam-bench-signer--");
-            SecretKey::from_seed(&material)
-        })
-        .collect::<Result<_, _>>()?;
-    let proofs: Vec<_> = keys.par_iter().map(SecretKey::prove_possession).collect();
-    let mut registry = KeyRegistry::new();
-    for (k, p) in keys.iter().zip(&proofs) {
-        registry.register(k.public_key(), p)?;
-    }
-    Ok((keys, registry))
-}
-
 /// Signs `blocks` in order: each sender's transactions get consecutive nonces.
 fn sign_blocks(blocks: Vec<Vec<NativeTx>>, keys: &[SecretKey], chain_id: u64) -> Vec<SignedBlock> {
     let mut nonces = vec![0u64; keys.len()];
@@ -213,7 +192,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
         anyhow::bail!("--tx-cost-us is not supported with --verify-signatures (the signature is the cost)");
     }
     let verifier = BatchVerifier::new(pc.verify_threads)?;
-    let (keys, registry) = signers(pc.signers, cfg.seed).context("creating the signers")?;
+    let (keys, registry) = deterministic_signers(pc.signers, cfg.seed).context("creating the signers")?;
     let (mut results, mut forms, mut mismatches) = (Vec::new(), Vec::new(), Vec::new());
     let warm = cfg.warmup_blocks;
     for workload in &workloads {

@@ -150,8 +150,8 @@ pub enum PartitionError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A partitioner spec is not one of `hash`, `range`, `range:B1,...`, `map:PATH`.
-    #[error("unknown partitioner spec `{0}` (expected hash, range, range:B1,B2,... or map:PATH)")]
+    /// A partitioner spec is not one of `hash`, `modulo`, `range`, `range:B1,...`, `map:PATH`.
+    #[error("unknown partitioner spec `{0}` (expected hash, modulo, range, range:B1,B2,... or map:PATH)")]
     UnknownSpec(String),
 }
 
@@ -444,9 +444,43 @@ impl Partitioner for MapPartitioner {
     }
 }
 
+/// Placement by the key's id modulo the shard count: the keys of id `a` (an account's balance,
+/// savings and checking, the nonce of signer `a`) all live on shard `a % shards`. With the
+/// benchmark's signing convention (account `a` signs with key `a % signers`) and `signers` a
+/// multiple of `shards`, an account's transactions and its signer's nonce share a shard, which
+/// is what a node cluster needs to keep single-account transactions single-shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuloPartitioner {
+    shards: usize,
+}
+
+impl ModuloPartitioner {
+    /// A modulo partitioner over `shards` shards (`1..=MAX_SHARDS`).
+    pub fn new(shards: usize) -> Result<Self, PartitionError> {
+        check_shards(shards)?;
+        Ok(ModuloPartitioner { shards })
+    }
+}
+
+impl Partitioner for ModuloPartitioner {
+    fn shards(&self) -> usize {
+        self.shards
+    }
+
+    #[inline]
+    fn shard_of(&self, key: &Key) -> ShardId {
+        (key_id(key) % self.shards as u64) as ShardId
+    }
+
+    fn describe(&self) -> String {
+        format!("modulo ({} shards)", self.shards)
+    }
+}
+
 /// Builds a partitioner over `shards` shards from a spec:
 ///
 /// - `hash`: [`HashPartitioner`];
+/// - `modulo`: [`ModuloPartitioner`];
 /// - `range`: [`RangePartitioner::even`] over ids `0..ids`;
 /// - `range:B1,B2,...`: [`RangePartitioner::new`] with explicit decimal bounds, exactly
 ///   `shards - 1` of them (`range:` alone for one shard);
@@ -457,6 +491,9 @@ pub fn partitioner_by_spec(spec: &str, shards: usize, ids: u64) -> Result<Box<dy
     check_shards(shards)?;
     if spec == "hash" {
         return Ok(Box::new(HashPartitioner::new(shards)?));
+    }
+    if spec == "modulo" {
+        return Ok(Box::new(ModuloPartitioner::new(shards)?));
     }
     if spec == "range" {
         return Ok(Box::new(RangePartitioner::even(shards, ids)?));
@@ -514,6 +551,16 @@ mod tests {
     impl Drop for TempFile {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn modulo_keeps_an_account_and_its_signer_together() {
+        let p = partitioner_by_spec("modulo", 4, 0).unwrap();
+        for a in [0u64, 1, 7, 1_000_003] {
+            let signer = a % 1024;
+            assert_eq!(p.shard_of(&account(a)), (a % 4) as ShardId);
+            assert_eq!(p.shard_of(&Key::from_parts(9, signer, 0)), p.shard_of(&account(a)));
         }
     }
 

@@ -104,6 +104,30 @@ fn check_len(what: &'static str, bytes: &[u8], expected: usize) -> Result<(), Cr
     }
 }
 
+/// `n` deterministic signing keys derived from `seed` (for benchmarks and test clusters, not
+/// wallets: anyone who knows the seed knows the keys), and their registry, every key admitted
+/// with its proof of possession. Signer `i` of a seed is the same key everywhere, so a load
+/// client and the nodes it talks to agree on the registry without exchanging it.
+pub fn deterministic_signers(n: u32, seed: u64) -> Result<(Vec<SecretKey>, KeyRegistry), CryptoError> {
+    use rayon::prelude::*;
+    let keys: Vec<SecretKey> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut material = [0u8; 32];
+            material[..8].copy_from_slice(&seed.to_le_bytes());
+            material[8..12].copy_from_slice(&i.to_le_bytes());
+            material[12..].copy_from_slice(b"occam-bench-signer--");
+            SecretKey::from_seed(&material)
+        })
+        .collect::<Result<_, _>>()?;
+    let proofs: Vec<_> = keys.par_iter().map(SecretKey::prove_possession).collect();
+    let mut registry = KeyRegistry::new();
+    for (k, p) in keys.iter().zip(&proofs) {
+        registry.register(k.public_key(), p)?;
+    }
+    Ok((keys, registry))
+}
+
 /// A secret key. Its `Debug` output never shows the key.
 #[derive(Clone)]
 pub struct SecretKey(min_pk::SecretKey);

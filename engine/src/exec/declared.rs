@@ -903,7 +903,7 @@ fn execute_chains<V: Vm>(
                 }
                 // Singles all taken and the chains not built yet: wait for them.
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();

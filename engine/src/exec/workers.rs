@@ -156,7 +156,7 @@ impl WorkerPool {
         let mut spins = 0u32;
         while shared.done.load(Ordering::Acquire) < self.threads - 1 {
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 thread::yield_now();
             } else {
                 spin_hint();
@@ -206,7 +206,7 @@ fn wait_for_run(shared: &Shared, seen: usize, keep_warm: Duration) -> usize {
                 return e;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 {
+            if spins.is_multiple_of(64) {
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -314,7 +314,7 @@ impl SpinBarrier {
                         return;
                     }
                     spins = spins.wrapping_add(1);
-                    if spins % 256 == 0 && Instant::now() >= deadline {
+                    if spins.is_multiple_of(256) && Instant::now() >= deadline {
                         break;
                     }
                     std::hint::spin_loop();

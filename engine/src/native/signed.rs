@@ -318,9 +318,7 @@ impl SignedBlock {
     /// `version 1 ‖ chain id ‖ count (u32) ‖ (signer ‖ nonce ‖ body ‖ signature)*`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(13 + self.txs.len() * (12 + 40 + SIGNATURE_LEN));
-        out.push(SIGNED_BLOCK_VERSION);
-        out.extend_from_slice(&self.chain_id.to_le_bytes());
-        out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
+        write_block_head(&mut out, self.chain_id, self.txs.len());
         for tx in &self.txs {
             tx.header.encode(&mut out);
             out.extend_from_slice(&tx.signature.to_bytes());
@@ -329,6 +327,71 @@ impl SignedBlock {
     }
 
     /// Decodes [`SignedBlock::encode`]; signatures are validated as points, not verified.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let raw = RawSignedBlock::decode(bytes)?;
+        let txs = raw.txs.into_iter().map(RawSignedTx::validate).collect::<Result<_, _>>()?;
+        Ok(SignedBlock { chain_id: raw.chain_id, txs })
+    }
+
+    /// The same transactions under one aggregate signature.
+    pub fn aggregate(&self) -> Result<AggregatedBlock, CryptoError> {
+        let sigs: Vec<Signature> = self.txs.iter().map(|t| t.signature).collect();
+        Ok(AggregatedBlock {
+            chain_id: self.chain_id,
+            headers: self.txs.iter().map(|t| t.header.clone()).collect(),
+            signature: Signature::aggregate(&sigs)?,
+        })
+    }
+}
+
+/// A signed transaction whose signature is still the 96 bytes it arrived as: decoding it costs
+/// no curve arithmetic. [`RawSignedTx::validate`] decompresses the signature and checks it is
+/// in the subgroup (about as costly as a tenth of a verification), so a node can leave that to
+/// its verification threads instead of doing it on the ingress path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawSignedTx {
+    /// Signer, nonce and body.
+    pub header: TxHeader,
+    /// The compressed signature, not yet validated.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl RawSignedTx {
+    /// Validates the signature as a point (not against the signer's key).
+    pub fn validate(self) -> Result<SignedTx, CodecError> {
+        Ok(SignedTx { header: self.header, signature: Signature::from_bytes(&self.signature)? })
+    }
+}
+
+impl From<&SignedTx> for RawSignedTx {
+    fn from(tx: &SignedTx) -> Self {
+        RawSignedTx { header: tx.header.clone(), signature: tx.signature.to_bytes() }
+    }
+}
+
+/// A [`SignedBlock`] whose signatures are not decoded yet: the same bytes, read without curve
+/// arithmetic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawSignedBlock {
+    /// The chain the transactions were signed for.
+    pub chain_id: u64,
+    /// The transactions, in order.
+    pub txs: Vec<RawSignedTx>,
+}
+
+impl RawSignedBlock {
+    /// The encoding of [`SignedBlock::encode`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + self.txs.len() * (12 + 40 + SIGNATURE_LEN));
+        write_block_head(&mut out, self.chain_id, self.txs.len());
+        for tx in &self.txs {
+            tx.header.encode(&mut out);
+            out.extend_from_slice(&tx.signature);
+        }
+        out
+    }
+
+    /// Decodes [`SignedBlock::encode`] without touching the signatures.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader { bytes };
         let version = r.u8("version")?;
@@ -341,22 +404,18 @@ impl SignedBlock {
         let mut txs = Vec::with_capacity(n.min(r.bytes.len() / 109));
         for _ in 0..n {
             let header = TxHeader::read(&mut r)?;
-            let signature = read_signature(&mut r)?;
-            txs.push(SignedTx { header, signature });
+            let signature = r.take(SIGNATURE_LEN, "signature")?.try_into().expect("took SIGNATURE_LEN bytes");
+            txs.push(RawSignedTx { header, signature });
         }
         r.finish()?;
-        Ok(SignedBlock { chain_id, txs })
+        Ok(RawSignedBlock { chain_id, txs })
     }
+}
 
-    /// The same transactions under one aggregate signature.
-    pub fn aggregate(&self) -> Result<AggregatedBlock, CryptoError> {
-        let sigs: Vec<Signature> = self.txs.iter().map(|t| t.signature).collect();
-        Ok(AggregatedBlock {
-            chain_id: self.chain_id,
-            headers: self.txs.iter().map(|t| t.header.clone()).collect(),
-            signature: Signature::aggregate(&sigs)?,
-        })
-    }
+fn write_block_head(out: &mut Vec<u8>, chain_id: u64, n: usize) {
+    out.push(SIGNED_BLOCK_VERSION);
+    out.extend_from_slice(&chain_id.to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
 }
 
 /// A block whose transactions share one aggregate signature.
