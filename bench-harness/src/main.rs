@@ -11,6 +11,8 @@ use occam_bench::sharded::{run_sharded, sharded_blocks, sharded_table, ShardedCo
 use occam_bench::sweep::{run_sweep, SweepConfig};
 use std::path::PathBuf;
 
+mod netcmd;
+
 fn workloads(a: WorkloadsArgs) -> anyhow::Result<()> {
     use occam_bench::mix::{kinds_help, Mix, SCENARIOS};
     use occam_bench::workload::Workload;
@@ -66,6 +68,16 @@ enum Command {
     /// List the built-in workloads and scenarios, print a scenario's workload file, or list
     /// the transaction kinds a workload file can use.
     Workloads(WorkloadsArgs),
+    /// Generate a node's keys (BLS and TLS) and print its entry for a cluster file.
+    Keygen(netcmd::KeygenArgs),
+    /// Create a cluster's files (`init`) or ask its nodes for their status (`status`).
+    #[command(subcommand)]
+    Cluster(netcmd::ClusterCommand),
+    /// Run a node: host its shard replicas and serve clients over QUIC.
+    Node(netcmd::NodeArgs),
+    /// Drive a running cluster (open or closed loop) and measure commit latency, or measure
+    /// one node's ingress (`--ingress N`).
+    Load(netcmd::LoadArgs),
 }
 
 #[derive(Args)]
@@ -393,6 +405,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => report(a),
         Command::Compare(a) => compare_reports(a),
         Command::Workloads(a) => workloads(a),
+        Command::Keygen(a) => netcmd::keygen(a),
+        Command::Cluster(c) => netcmd::cluster(c),
+        Command::Node(a) => netcmd::node(a),
+        Command::Load(a) => netcmd::load(a),
         Command::Replay(a) => {
             let summaries = replay(&a.dir, &a.executor, a.threads)?;
             for s in summaries {

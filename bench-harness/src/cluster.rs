@@ -1,0 +1,101 @@
+//! Running nodes from cluster files, and the signed transactions clients send them.
+//!
+//! The node library (`occam-net`) takes a genesis state and a signer registry; this module
+//! builds both from the cluster file (`[genesis]`, `signers`, `signer_seed`), so `occam node`,
+//! `occam load` and the tests agree on them.
+
+use crate::workload::Workload;
+use anyhow::Context;
+use occam_engine::crypto::{deterministic_signers, KeyRegistry, SecretKey};
+use occam_engine::native::signed::{RawSignedTx, TxHeader};
+use occam_engine::native::{NativeTx, TxKind};
+use occam_engine::state::CommittedState;
+use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
+use occam_net::node::{Node, NodeSetup};
+use rand::Rng;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The genesis state a cluster file describes.
+pub fn genesis(spec: &GenesisSpec) -> anyhow::Result<CommittedState> {
+    let workload: Workload = spec.workload.parse().with_context(|| format!("genesis workload `{}`", spec.workload))?;
+    Ok(CommittedState::from_entries(workload.genesis_entries(spec.accounts)))
+}
+
+/// The cluster's transaction signers and their registry.
+pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<KeyRegistry>)> {
+    let (keys, registry) = deterministic_signers(cluster.signers, cluster.signer_seed).context("deriving the signers")?;
+    Ok((keys, Arc::new(registry)))
+}
+
+/// Starts node `node` of `cluster` in this process.
+pub fn start_node(
+    cluster: &ClusterConfig,
+    node: u32,
+    keys: NodeKeys,
+    threads: usize,
+    genesis: Arc<CommittedState>,
+    registry: Arc<KeyRegistry>,
+) -> anyhow::Result<Node> {
+    let setup = NodeSetup { node, cluster: cluster.clone(), keys, exec_threads: threads, verify_threads: threads, genesis, registry };
+    Node::start(setup).with_context(|| format!("starting node {node}"))
+}
+
+/// Signed transfers between a cluster's genesis accounts, routed by shard.
+///
+/// Account `a` signs with signer `a % signers`; each signer's nonces count up in generation
+/// order, so the transactions must reach their leader in that order (one client connection per
+/// leader does). A transfer stays on its sender's shard unless drawn as cross-shard.
+pub struct Transfers {
+    accounts: u64,
+    shards: u64,
+    signers: u64,
+    chain_id: u64,
+    nonces: Vec<u64>,
+}
+
+impl Transfers {
+    /// A generator for `cluster`'s accounts.
+    pub fn new(cluster: &ClusterConfig) -> Transfers {
+        Transfers {
+            accounts: cluster.genesis.accounts.max(cluster.shards as u64),
+            shards: cluster.shards as u64,
+            signers: u64::from(cluster.signers),
+            chain_id: cluster.chain_id,
+            nonces: vec![0; cluster.signers as usize],
+        }
+    }
+
+    /// The next transfer's header (unsigned), its shard, and whether it crosses shards.
+    pub fn next_header(&mut self, rng: &mut impl Rng, cross_shard: f64) -> (TxHeader, u32, bool) {
+        let from = rng.gen_range(0..self.accounts);
+        let mut to = rng.gen_range(0..self.accounts);
+        let cross = self.shards > 1 && rng.gen_bool(cross_shard.clamp(0.0, 1.0));
+        if !cross {
+            // The same residue as `from`, so the same shard under the modulo partitioner.
+            to = to - to % self.shards + from % self.shards;
+            if to >= self.accounts {
+                to -= self.shards;
+            }
+        }
+        let signer = from % self.signers;
+        let nonce = self.nonces[signer as usize];
+        self.nonces[signer as usize] += 1;
+        let body = NativeTx { kind: TxKind::Transfer { from, to, amount: 1 }, work_rounds: 0 };
+        (TxHeader { signer: signer as u32, nonce, body }, (from % self.shards) as u32, cross)
+    }
+
+    /// `n` signed transfers (signed in parallel), with their shards.
+    pub fn signed(&mut self, rng: &mut impl Rng, n: usize, cross_shard: f64, keys: &[SecretKey]) -> Vec<(RawSignedTx, u32)> {
+        let headers: Vec<(TxHeader, u32)> = (0..n).map(|_| self.next_header(rng, cross_shard)).map(|(h, s, _)| (h, s)).collect();
+        let chain_id = self.chain_id;
+        headers
+            .into_par_iter()
+            .map(|(h, shard)| {
+                let key = &keys[h.signer as usize];
+                let tx = h.sign(chain_id, key);
+                (RawSignedTx::from(&tx), shard)
+            })
+            .collect()
+    }
+}

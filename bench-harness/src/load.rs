@@ -1,0 +1,587 @@
+//! `occam load`: drives a running cluster over QUIC and measures commit latency.
+//!
+//! - **Open loop** (`--rate R`): transaction `i` is due at `start + i / R`, whatever happened
+//!   before. Its latency runs from that *intended* time to the receipt of its certified block,
+//!   so a stalled cluster (or a client that cannot keep up) shows up as latency and as an
+//!   achieved rate below the offered one, not as fewer samples: the measurement is free of
+//!   coordinated omission.
+//! - **Closed loop** (`--concurrency C`): `C` transactions are outstanding at all times; each
+//!   receipt releases the next.
+//!
+//! Transactions are signed before the clock starts (signing is not the cluster's cost). They
+//! go to their shard's leader in batches of up to `--batch`, one batch in flight per shard so
+//! each signer's nonces arrive in order; a refused batch (throttled, mempool full) is resent
+//! after 2 ms. Every receipt's certificate is verified against the cluster file's validator
+//! set (once per block). Latencies go into an HdrHistogram; the report has p50, p90, p99,
+//! p99.9 and max, offered and achieved rates, and a per-second series.
+
+use crate::cluster::{signers, Transfers};
+use crate::machine::{Machine, COMMIT};
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
+use occam_net::client::{Client, ClientEvent};
+use occam_net::config::ClusterConfig;
+use occam_net::wire::{Refusal, TxStatus, MAX_BATCH_TXS};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Version tag of the load report.
+pub const LOAD_SCHEMA: &str = "occam-load/v1";
+
+/// The most transactions one run signs ahead.
+pub const MAX_LOAD_TXS: usize = 5_000_000;
+
+/// What `occam load` does.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LoadConfig {
+    /// Open loop: transactions per second offered.
+    pub rate: Option<f64>,
+    /// Closed loop: transactions outstanding.
+    pub concurrency: Option<usize>,
+    /// Seconds of load.
+    pub duration_s: f64,
+    /// Share of transfers whose receiver is on another shard.
+    pub cross_shard: f64,
+    /// Transactions per batch.
+    pub batch: usize,
+    /// The workload (`transfer`).
+    pub workload: String,
+    /// Closed loop: transactions signed ahead (the run ends early if they run out).
+    pub max_txs: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// Seconds to wait for the last receipts after the load stops.
+    pub drain_s: f64,
+}
+
+/// Latency summary in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Second {
+    /// Seconds since the start.
+    pub t: u64,
+    /// Transactions due in this second (open loop) or released (closed loop).
+    pub offered: u64,
+    /// Transactions sent.
+    pub sent: u64,
+    /// Transactions committed (receipts with a certificate).
+    pub committed: u64,
+    /// Commit latency of this second's commits.
+    pub latency: Latency,
+}
+
+/// The load report (`--json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LoadReport {
+    /// [`LOAD_SCHEMA`].
+    pub schema: String,
+    /// Commit of the binary.
+    pub commit: String,
+    /// The machine the client ran on.
+    pub machine: Machine,
+    /// Nodes, shards and replicas of the cluster.
+    pub cluster: ClusterShape,
+    /// Settings.
+    pub settings: LoadConfig,
+    /// Transactions per second offered (scheduled), over the load duration.
+    pub offered_tps: f64,
+    /// Transactions per second committed, over the load duration.
+    pub achieved_tps: f64,
+    /// Transactions scheduled.
+    pub scheduled: u64,
+    /// Transactions sent.
+    pub sent: u64,
+    /// Transactions committed with a verified certificate.
+    pub committed: u64,
+    /// Of those, transactions whose body failed (insufficient funds, say).
+    pub failed: u64,
+    /// Of those, transactions refused for their nonce.
+    pub bad_nonce: u64,
+    /// Transactions dropped before a block (bad signature, unknown signer).
+    pub dropped: u64,
+    /// Transactions with no receipt when the run ended.
+    pub lost: u64,
+    /// Batches refused, by reason.
+    pub refused: HashMap<String, u64>,
+    /// Blocks whose certificates were verified.
+    pub certificates: u64,
+    /// Certificates that did not verify (always 0 on a correct cluster).
+    pub bad_certificates: u64,
+    /// Largest delay between a transaction's intended time and its sending, ms: a client
+    /// that cannot keep its schedule shows here.
+    pub max_send_lag_ms: f64,
+    /// Commit latency from the intended send time.
+    pub latency: Latency,
+    /// Per-second series.
+    pub series: Vec<Second>,
+}
+
+/// The shape of the cluster a report was measured on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterShape {
+    /// Nodes.
+    pub nodes: usize,
+    /// Shards.
+    pub shards: usize,
+    /// Replicas per shard.
+    pub replicas: usize,
+    /// Transactions per block at most.
+    pub block_txs: usize,
+}
+
+impl LoadConfig {
+    /// Checks the settings.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match (self.rate, self.concurrency) {
+            (Some(r), None) if r > 0.0 && r.is_finite() => {}
+            (None, Some(c)) if c > 0 => {}
+            (Some(_), Some(_)) => bail!("--rate (open loop) and --concurrency (closed loop) exclude each other"),
+            _ => bail!("give --rate R (open loop) or --concurrency C (closed loop), positive"),
+        }
+        if !(self.duration_s > 0.0 && self.duration_s <= 3600.0) {
+            bail!("--duration must be in (0, 3600] seconds");
+        }
+        if !(0.0..=1.0).contains(&self.cross_shard) {
+            bail!("--cross-shard is a share in [0, 1]");
+        }
+        if self.cross_shard > 0.0 {
+            bail!("--cross-shard > 0: nodes refuse cross-shard transactions (they run in the embedded engine, `occam bench --shards`)");
+        }
+        if self.batch == 0 || self.batch > MAX_BATCH_TXS {
+            bail!("--batch must be in 1..={MAX_BATCH_TXS}");
+        }
+        if self.workload != "transfer" {
+            bail!("--workload {}: `occam load` drives `transfer` (payments between genesis accounts)", self.workload);
+        }
+        Ok(())
+    }
+
+    fn planned(&self) -> anyhow::Result<usize> {
+        let n = match self.rate {
+            Some(r) => (r * self.duration_s).ceil() as usize,
+            None => self.max_txs,
+        };
+        if n == 0 || n > MAX_LOAD_TXS {
+            bail!("the run would sign {n} transactions; the limit is {MAX_LOAD_TXS} (lower --rate, --duration or --max-txs)");
+        }
+        Ok(n)
+    }
+}
+
+struct Shard {
+    queue: VecDeque<(RawSignedTx, Instant)>,
+    in_flight: Option<(u64, Vec<RawSignedTx>, Vec<Instant>)>,
+    retry_at: Option<Instant>,
+    next_batch: u64,
+}
+
+/// Runs the load against `cluster` and returns its report.
+pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> anyhow::Result<LoadReport> {
+    cfg.check()?;
+    let n = cfg.planned()?;
+    let (keys, _) = signers(cluster)?;
+    if progress {
+        eprintln!("signing {n} transfers…");
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let txs = Transfers::new(cluster).signed(&mut rng, n, cfg.cross_shard, &keys);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(drive(cluster, cfg, txs, progress))
+}
+
+async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx, u32)>, progress: bool) -> anyhow::Result<LoadReport> {
+    let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
+    let shards = cluster.shards;
+    let mut state: Vec<Shard> =
+        (0..shards).map(|_| Shard { queue: VecDeque::new(), in_flight: None, retry_at: None, next_batch: 0 }).collect();
+    let duration = Duration::from_secs_f64(cfg.duration_s);
+    let mut pending_txs: VecDeque<(RawSignedTx, u32)> = txs.into();
+    let mut awaiting: HashMap<u64, Vec<Instant>> = HashMap::new();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    let mut series: Vec<(u64, u64, u64, Histogram<u64>)> = Vec::new();
+    let mut refused: HashMap<String, u64> = HashMap::new();
+    let mut seen_blocks: HashSet<(u32, u64)> = HashSet::new();
+    let (mut committed, mut failed, mut bad_nonce, mut dropped, mut sent, mut scheduled) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut certificates, mut bad_certificates) = (0u64, 0u64);
+    let mut max_lag = Duration::ZERO;
+    let mut slots = cfg.concurrency.unwrap_or(0);
+    let mut outstanding = 0u64;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let drain_until = deadline + Duration::from_secs_f64(cfg.drain_s);
+    let second = |t: Instant| t.saturating_duration_since(start).as_secs();
+    let bump = |series: &mut Vec<(u64, u64, u64, Histogram<u64>)>, s: u64| {
+        while series.len() as u64 <= s {
+            series.push((0, 0, 0, Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")));
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_report = start;
+    loop {
+        let now = Instant::now();
+        // Schedule: due transactions join their shard's queue.
+        if now < deadline {
+            match cfg.rate {
+                Some(rate) => {
+                    while let Some((_, _)) = pending_txs.front() {
+                        let due = start + Duration::from_secs_f64(scheduled as f64 / rate);
+                        if due > now {
+                            break;
+                        }
+                        let (tx, shard) = pending_txs.pop_front().expect("front exists");
+                        state[shard as usize].queue.push_back((tx, due));
+                        bump(&mut series, second(due));
+                        series[second(due) as usize].0 += 1;
+                        scheduled += 1;
+                    }
+                }
+                None => {
+                    while slots > 0 {
+                        let Some((tx, shard)) = pending_txs.pop_front() else { break };
+                        state[shard as usize].queue.push_back((tx, now));
+                        bump(&mut series, second(now));
+                        series[second(now) as usize].0 += 1;
+                        scheduled += 1;
+                        slots -= 1;
+                    }
+                }
+            }
+        }
+        // Send: one batch in flight per shard.
+        for (s, sh) in state.iter_mut().enumerate() {
+            if let Some((batch, txs, _)) = &sh.in_flight {
+                if sh.retry_at.is_some_and(|t| t <= now) {
+                    sh.retry_at = None;
+                    client.submit(s as u32, *batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
+                }
+                continue;
+            }
+            if sh.queue.is_empty() {
+                continue;
+            }
+            let k = sh.queue.len().min(cfg.batch);
+            let (txs, due): (Vec<RawSignedTx>, Vec<Instant>) = sh.queue.drain(..k).unzip();
+            for d in &due {
+                max_lag = max_lag.max(now.saturating_duration_since(*d));
+            }
+            let batch = ((s as u64) << 48) | sh.next_batch;
+            sh.next_batch += 1;
+            sent += txs.len() as u64;
+            outstanding += txs.len() as u64;
+            bump(&mut series, second(now));
+            series[second(now) as usize].1 += txs.len() as u64;
+            client.submit(s as u32, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
+            sh.in_flight = Some((batch, txs, due));
+        }
+        if progress && now.duration_since(last_report) >= Duration::from_secs(1) {
+            last_report = now;
+            eprintln!("  t={:>4}s sent {sent} committed {committed} outstanding {outstanding}", now.duration_since(start).as_secs());
+        }
+        let finished_schedule = now >= deadline || (pending_txs.is_empty() && state.iter().all(|s| s.queue.is_empty()));
+        if finished_schedule && (outstanding == 0 || now >= drain_until) {
+            break;
+        }
+        // Answers.
+        tokio::select! {
+            _ = tick.tick() => {}
+            event = client.next_event() => {
+                let Some(event) = event else { bail!("every connection to the cluster closed") };
+                match event {
+                    ClientEvent::Accepted { batch } => {
+                        let sh = &mut state[(batch >> 48) as usize % shards];
+                        if let Some((b, _, due)) = sh.in_flight.take_if(|f| f.0 == batch) {
+                            awaiting.insert(b, due);
+                        }
+                    }
+                    ClientEvent::Refused { batch, reason } => {
+                        *refused.entry(format!("{reason:?}")).or_default() += 1;
+                        let sh = &mut state[(batch >> 48) as usize % shards];
+                        match reason {
+                            Refusal::Throttled | Refusal::QueueFull => sh.retry_at = Some(Instant::now() + Duration::from_millis(2)),
+                            other => bail!("the cluster refused a batch: {other:?}"),
+                        }
+                    }
+                    ClientEvent::Receipts { certificate, entries } => {
+                        let at = Instant::now();
+                        if let Some(c) = &certificate {
+                            if seen_blocks.insert((c.vote.shard, c.vote.height)) {
+                                match client.verify_certificate(c) {
+                                    Ok(()) => certificates += 1,
+                                    Err(_) => bad_certificates += 1,
+                                }
+                            }
+                        }
+                        for e in entries {
+                            let Some(due) = awaiting.get(&e.batch).and_then(|v| v.get(e.index as usize)).copied() else { continue };
+                            outstanding = outstanding.saturating_sub(1);
+                            slots += 1;
+                            if certificate.is_none() || !e.status.is_committed() {
+                                dropped += 1;
+                                continue;
+                            }
+                            committed += 1;
+                            match e.status {
+                                TxStatus::Failed => failed += 1,
+                                TxStatus::BadNonce => bad_nonce += 1,
+                                _ => {}
+                            }
+                            let us = at.saturating_duration_since(due).as_micros().max(1) as u64;
+                            hist.saturating_record(us);
+                            bump(&mut series, second(at));
+                            let slot = &mut series[second(at) as usize];
+                            slot.2 += 1;
+                            slot.3.saturating_record(us);
+                        }
+                    }
+                    ClientEvent::Closed { node, reason } => bail!("node {node} closed the connection: {reason}"),
+                    ClientEvent::Status { .. } => {}
+                }
+            }
+        }
+    }
+    client.close().await;
+    let secs = cfg.duration_s;
+    let committed_in_window: u64 = series.iter().take(secs.ceil() as usize).map(|s| s.2).sum();
+    Ok(LoadReport {
+        schema: LOAD_SCHEMA.into(),
+        commit: COMMIT.into(),
+        machine: Machine::detect(),
+        cluster: ClusterShape {
+            nodes: cluster.nodes.len(),
+            shards: cluster.shards,
+            replicas: cluster.replicas,
+            block_txs: cluster.limits.block_txs,
+        },
+        settings: cfg.clone(),
+        offered_tps: scheduled as f64 / secs,
+        achieved_tps: committed_in_window as f64 / secs,
+        scheduled,
+        sent,
+        committed,
+        failed,
+        bad_nonce,
+        dropped,
+        lost: outstanding,
+        refused,
+        certificates,
+        bad_certificates,
+        max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
+        latency: Latency::of(&hist),
+        series: series
+            .iter()
+            .enumerate()
+            .map(|(t, (offered, sent, committed, h))| Second {
+                t: t as u64,
+                offered: *offered,
+                sent: *sent,
+                committed: *committed,
+                latency: Latency::of(h),
+            })
+            .collect(),
+    })
+}
+
+/// A human summary of a load report.
+pub fn render(r: &LoadReport) -> String {
+    let mode = match (r.settings.rate, r.settings.concurrency) {
+        (Some(rate), _) => format!("open loop at {rate} tx/s"),
+        (_, Some(c)) => format!("closed loop, {c} outstanding"),
+        _ => String::new(),
+    };
+    let l = &r.latency;
+    format!(
+        "occam load: {} nodes, {} shards × {} replicas; {mode}, {} s\n\
+         offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {})\n\
+         commit latency from intended send: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n\
+         certificates verified: {} (bad {}); refused batches: {:?}; max send lag {:.1} ms\n",
+        r.cluster.nodes,
+        r.cluster.shards,
+        r.cluster.replicas,
+        r.settings.duration_s,
+        r.offered_tps,
+        r.achieved_tps,
+        r.committed,
+        r.sent,
+        r.failed,
+        r.bad_nonce,
+        r.dropped,
+        r.lost,
+        l.p50_ms,
+        l.p90_ms,
+        l.p99_ms,
+        l.p999_ms,
+        l.max_ms,
+        r.certificates,
+        r.bad_certificates,
+        r.refused,
+        r.max_send_lag_ms,
+    )
+}
+
+/// Version tag of the ingress report.
+pub const INGRESS_SCHEMA: &str = "occam-ingress/v1";
+
+/// What `occam load --ingress N` measured.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IngressReport {
+    /// [`INGRESS_SCHEMA`].
+    pub schema: String,
+    /// Commit of the binary.
+    pub commit: String,
+    /// The machine the client ran on.
+    pub machine: Machine,
+    /// Shard leaders sent to.
+    pub leaders: usize,
+    /// Transactions accepted into mempools.
+    pub accepted: u64,
+    /// Batches sent (refused ones counted again when resent).
+    pub batches: u64,
+    /// Transactions per batch.
+    pub batch: usize,
+    /// Batches refused (and resent).
+    pub refused: u64,
+    /// From the first send to the last acceptance.
+    pub seconds: f64,
+    /// `accepted / seconds`.
+    pub tps: f64,
+}
+
+/// Batches a shard may have unanswered during an ingress run.
+const INGRESS_WINDOW: usize = 16;
+
+/// Sends `n` transfers to the shard leaders as fast as they are admitted and times it.
+///
+/// Admission decodes each batch and checks routing, chain and limits, but leaves signatures to
+/// the leader's verification stage, so every transaction carries the same (valid-point,
+/// wrong-message) signature and the run needs no signing; the leader later drops them as
+/// `BadSignature`. Run it against a cluster whose blocks do not start during the measurement
+/// (large `block_txs` and `block_ms`, a mempool that holds `n`), or verification competes with
+/// ingress for the cores.
+pub fn run_ingress(cluster: &ClusterConfig, n: usize, batch: usize) -> anyhow::Result<IngressReport> {
+    if n == 0 || n > MAX_LOAD_TXS {
+        bail!("--ingress must be in 1..={MAX_LOAD_TXS}");
+    }
+    if batch == 0 || batch > MAX_BATCH_TXS {
+        bail!("--batch must be in 1..={MAX_BATCH_TXS}");
+    }
+    let (keys, _) = signers(cluster)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut gen = Transfers::new(cluster);
+    let (h0, _, _) = gen.next_header(&mut rng, 0.0);
+    let signature = h0.clone().sign(cluster.chain_id, &keys[h0.signer as usize]).signature.to_bytes();
+    let mut per_shard: Vec<Vec<RawSignedBlock>> = vec![Vec::new(); cluster.shards];
+    let mut open: Vec<Vec<RawSignedTx>> = vec![Vec::new(); cluster.shards];
+    for _ in 0..n {
+        let (header, shard, _) = gen.next_header(&mut rng, 0.0);
+        let s = shard as usize;
+        open[s].push(RawSignedTx { header, signature });
+        if open[s].len() == batch {
+            per_shard[s].push(RawSignedBlock { chain_id: cluster.chain_id, txs: std::mem::take(&mut open[s]) });
+        }
+    }
+    for (s, rest) in open.into_iter().enumerate() {
+        if !rest.is_empty() {
+            per_shard[s].push(RawSignedBlock { chain_id: cluster.chain_id, txs: rest });
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
+        let mut next: Vec<usize> = vec![0; cluster.shards];
+        let mut in_flight: Vec<usize> = vec![0; cluster.shards];
+        let mut retry: Vec<VecDeque<usize>> = vec![VecDeque::new(); cluster.shards];
+        let (mut accepted, mut batches, mut refused) = (0u64, 0u64, 0u64);
+        let start = Instant::now();
+        loop {
+            for s in 0..cluster.shards {
+                while in_flight[s] < INGRESS_WINDOW {
+                    let i = match retry[s].pop_front() {
+                        Some(i) => i,
+                        None if next[s] < per_shard[s].len() => {
+                            next[s] += 1;
+                            next[s] - 1
+                        }
+                        None => break,
+                    };
+                    client.submit(s as u32, ((s as u64) << 48) | i as u64, per_shard[s][i].clone()).await?;
+                    in_flight[s] += 1;
+                    batches += 1;
+                }
+            }
+            if accepted as usize >= n {
+                break;
+            }
+            match client.next_event().await {
+                Some(ClientEvent::Accepted { batch: b }) => {
+                    let (s, i) = ((b >> 48) as usize, (b & ((1 << 48) - 1)) as usize);
+                    in_flight[s] -= 1;
+                    accepted += per_shard[s][i].txs.len() as u64;
+                }
+                Some(ClientEvent::Refused { batch: b, .. }) => {
+                    let (s, i) = ((b >> 48) as usize, (b & ((1 << 48) - 1)) as usize);
+                    in_flight[s] -= 1;
+                    refused += 1;
+                    retry[s].push_back(i);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Some(ClientEvent::Closed { node, reason }) => bail!("node {node} closed the connection: {reason}"),
+                Some(_) => {}
+                None => bail!("every connection to the cluster closed"),
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        client.close().await;
+        Ok(IngressReport {
+            schema: INGRESS_SCHEMA.into(),
+            commit: COMMIT.into(),
+            machine: Machine::detect(),
+            leaders: cluster.shards,
+            accepted,
+            batches,
+            batch,
+            refused,
+            seconds,
+            tps: accepted as f64 / seconds,
+        })
+    })
+}

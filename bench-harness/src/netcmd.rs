@@ -1,0 +1,275 @@
+//! The node commands of `occam`: keygen, cluster init/status, node, load.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use occam_bench::cluster::{genesis, signers, start_node};
+use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
+use occam_net::client::{Client, ClientEvent};
+use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `occam keygen`.
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// The node id the keys are for (its TLS certificate names it).
+    #[arg(long)]
+    node: u32,
+    /// Where to write the key file (refused if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// The address the node will listen on, for the printed cluster entry.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: SocketAddr,
+}
+
+/// `occam cluster …`.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Write a cluster file, and every node's config and keys, into a directory.
+    Init(InitArgs),
+    /// Ask every node of a cluster for its replicas' heights and state roots.
+    Status(StatusArgs),
+}
+
+/// `occam cluster init`.
+#[derive(Args)]
+pub struct InitArgs {
+    /// Nodes.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Shards.
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Replicas per shard (at most --nodes).
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Directory for the files (created; an existing cluster.toml is not overwritten).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Node i listens on UDP port base + i, its metrics on TCP port base + 1000 + i.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// The address nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Genesis accounts (the `transfer` workload's).
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Threads per replica and for signature verification.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Most transactions per block.
+    #[arg(long, default_value_t = Limits::default().block_txs)]
+    block_txs: usize,
+    /// A partial block is proposed once its oldest transaction waited this long (ms).
+    #[arg(long, default_value_t = Limits::default().block_ms)]
+    block_ms: u64,
+    /// Transactions a shard's mempool holds.
+    #[arg(long, default_value_t = Limits::default().mempool)]
+    mempool: usize,
+    /// Transactions one client may have pending at one node.
+    #[arg(long, default_value_t = Limits::default().per_client)]
+    per_client: usize,
+}
+
+/// `occam cluster status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The cluster file.
+    #[arg(long)]
+    cluster: PathBuf,
+}
+
+/// `occam node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's config file (`node-<i>.toml` from `occam cluster init`).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// `occam load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The cluster file.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// Open loop: transactions per second, latency measured from each one's intended time.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: transactions outstanding at all times.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// The workload (`transfer`).
+    #[arg(long, default_value = "transfer")]
+    workload: String,
+    /// Share of cross-shard transfers (nodes take single-shard transactions only: 0).
+    #[arg(long, default_value_t = 0.0)]
+    cross_shard: f64,
+    /// Transactions per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Closed loop: transactions signed ahead.
+    #[arg(long, default_value_t = 50_000)]
+    max_txs: usize,
+    /// Seconds to wait for the last receipts.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Measure ingress instead: send this many transactions as fast as admission takes them
+    /// (signatures are not verified at ingress; see the README).
+    #[arg(long)]
+    ingress: Option<usize>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
+    if a.out.exists() {
+        bail!("{} exists; not overwriting a key file", a.out.display());
+    }
+    let keys = NodeKeys::generate(a.node)?;
+    std::fs::write(&a.out, toml::to_string_pretty(&keys.to_file())?).with_context(|| format!("writing {}", a.out.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&a.out, std::fs::Permissions::from_mode(0o600))?;
+    }
+    eprintln!("wrote {}; the node's entry for cluster.toml:", a.out.display());
+    println!("[[nodes]]\n{}", toml::to_string_pretty(&keys.entry(a.node, a.addr, None))?);
+    Ok(())
+}
+
+pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
+    match c {
+        ClusterCommand::Init(a) => {
+            let spec = InitSpec {
+                nodes: a.nodes,
+                shards: a.shards,
+                replicas: a.replicas,
+                base_port: a.base_port,
+                host: a.host,
+                genesis: GenesisSpec { workload: "transfer".into(), accounts: a.accounts },
+                limits: Limits {
+                    block_txs: a.block_txs,
+                    block_ms: a.block_ms,
+                    pipeline: Limits::default().pipeline,
+                    mempool: a.mempool,
+                    per_client: a.per_client,
+                },
+                threads: a.threads,
+            };
+            let path = init_cluster(&a.dir, &spec)?;
+            println!(
+                "wrote {} and node-0..{} .toml/.key: {} nodes, {} shards × {} replicas",
+                path.display(),
+                a.nodes - 1,
+                a.nodes,
+                a.shards,
+                a.replicas
+            );
+            Ok(())
+        }
+        ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?),
+    }
+}
+
+fn status(cluster: &ClusterConfig) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    let mut down = Vec::new();
+    rt.block_on(async {
+        for node in 0..cluster.nodes.len() as u32 {
+            let asked = async {
+                let mut c = Client::connect_to(cluster, &[node]).await?;
+                c.request_status(node).await?;
+                while let Some(e) = c.next_event().await {
+                    if let ClientEvent::Status { replicas, .. } = e {
+                        c.close().await;
+                        return Ok::<_, anyhow::Error>(replicas);
+                    }
+                }
+                bail!("connection closed")
+            };
+            match tokio::time::timeout(Duration::from_secs(3), asked).await {
+                Ok(Ok(replicas)) => rows.extend(replicas.into_iter().map(|r| (node, r))),
+                Ok(Err(e)) => down.push(format!("node {node}: {e:#}")),
+                Err(_) => down.push(format!("node {node}: no answer in 3 s")),
+            }
+        }
+    });
+    rows.sort_by_key(|(n, r)| (r.shard, r.replica, *n));
+    println!("{:>5} {:>7} {:>4} {:>8} {:>8}  state root", "shard", "replica", "node", "height", "pending");
+    for (node, r) in &rows {
+        let root: String = r.root.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        println!("{:>5} {:>7} {:>4} {:>8} {:>8}  {root}…", r.shard, r.replica, node, r.height, r.pending);
+    }
+    for d in &down {
+        println!("down: {d}");
+    }
+    if !down.is_empty() {
+        bail!("{} of {} nodes did not answer", down.len(), cluster.nodes.len());
+    }
+    Ok(())
+}
+
+pub fn node(a: NodeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let (node_cfg, cluster, keys) = NodeConfig::load(&a.config)?;
+    let genesis = Arc::new(genesis(&cluster.genesis)?);
+    let (_, registry) = signers(&cluster)?;
+    let threads = node_cfg.exec_threads;
+    let node = start_node(&cluster, node_cfg.node, keys, threads, genesis, registry)?;
+    tracing::info!(addr = %node.local_addr(), metrics = ?node.metrics_addr(), "serving; stop with SIGTERM or Ctrl-C");
+    node.wait_for_signal();
+    node.shutdown();
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OCCAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let cluster = ClusterConfig::load(&a.cluster)?;
+    let json = if let Some(n) = a.ingress {
+        let r = run_ingress(&cluster, n, a.batch)?;
+        println!(
+            "occam load --ingress: {} transactions accepted by {} leader(s) in {:.3} s: {:.0} tx/s ({} batches of {}, {} refused)",
+            r.accepted, r.leaders, r.seconds, r.tps, r.batches, r.batch, r.refused
+        );
+        serde_json::to_string_pretty(&r)?
+    } else {
+        let cfg = LoadConfig {
+            rate: a.rate,
+            concurrency: a.concurrency,
+            duration_s: a.duration,
+            cross_shard: a.cross_shard,
+            batch: a.batch,
+            workload: a.workload,
+            max_txs: a.max_txs,
+            seed: a.seed,
+            drain_s: a.drain,
+        };
+        let r = run_load(&cluster, &cfg, true)?;
+        print!("{}", render(&r));
+        if r.bad_certificates > 0 {
+            bail!("{} certificates did not verify", r.bad_certificates);
+        }
+        serde_json::to_string_pretty(&r)?
+    };
+    if let Some(path) = a.json {
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

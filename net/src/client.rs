@@ -1,0 +1,229 @@
+//! A client of a cluster: QUIC connections to nodes, transactions routed to their shard's
+//! leader, answers as a stream of [`ClientEvent`]s.
+//!
+//! The client authenticates every node by its pinned certificate from the cluster file and
+//! presents none of its own. It runs on the caller's tokio runtime.
+
+use crate::config::{ClusterConfig, ConfigError};
+use crate::node::{cluster_partitioner, route_tx};
+use crate::tls::{client_config, node_name, TlsError};
+use crate::transport::{frame, read_frame, spawn_writer};
+use crate::wire::{Message, ReceiptEntry, Refusal, ReplicaStatus, MAX_FRAME_LEN};
+use occam_engine::native::signed::{RawSignedBlock, TxHeader};
+use occam_shard::partition::Partitioner;
+use occam_shard::{Certificate, CertificateError, ValidatorSet};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Answers a client receives, from any node.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// The batch is in its leader's mempool.
+    Accepted {
+        /// The batch id.
+        batch: u64,
+    },
+    /// The whole batch was refused.
+    Refused {
+        /// The batch id.
+        batch: u64,
+        /// Why.
+        reason: Refusal,
+    },
+    /// Transactions committed in a certified block, or dropped (no certificate).
+    Receipts {
+        /// The block's certificate.
+        certificate: Option<Box<Certificate>>,
+        /// This client's transactions in it.
+        entries: Vec<ReceiptEntry>,
+    },
+    /// A node's replicas' positions.
+    Status {
+        /// The node.
+        node: u32,
+        /// Its replicas.
+        replicas: Vec<ReplicaStatus>,
+    },
+    /// A node closed the connection or sent something a node should not.
+    Closed {
+        /// The node.
+        node: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster file is unusable.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// TLS setup failed.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A node could not be reached.
+    #[error("node {node} at {addr}: {reason}")]
+    Connect {
+        /// The node.
+        node: u32,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A transaction whose keys span shards (or that declares none).
+    #[error("the transaction's keys span shards; nodes take single-shard transactions")]
+    CrossShard,
+    /// The connection to a node is gone.
+    #[error("the connection to node {0} is closed")]
+    Disconnected(u32),
+    /// A socket could not be opened.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A connected client.
+pub struct Client {
+    cluster: ClusterConfig,
+    partitioner: Arc<dyn Partitioner>,
+    endpoint: quinn::Endpoint,
+    writers: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    conns: HashMap<u32, quinn::Connection>,
+    events: mpsc::Receiver<ClientEvent>,
+    events_tx: mpsc::Sender<ClientEvent>,
+    sets: HashMap<u32, ValidatorSet>,
+}
+
+/// Events a client buffers before its connections' readers wait (and, through QUIC flow
+/// control, the nodes' writers).
+pub const CLIENT_EVENT_QUEUE: usize = 65_536;
+
+impl Client {
+    /// Connects to every shard leader of `cluster`.
+    pub async fn connect(cluster: &ClusterConfig) -> Result<Client, ClientError> {
+        let mut leaders: Vec<u32> = (0..cluster.shards as u32).map(|s| cluster.leader_of(s)).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        Client::connect_to(cluster, &leaders).await
+    }
+
+    /// Connects to the listed nodes.
+    pub async fn connect_to(cluster: &ClusterConfig, nodes: &[u32]) -> Result<Client, ClientError> {
+        cluster.check()?;
+        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())?;
+        let pinned = cluster.pinned()?;
+        let (events_tx, events) = mpsc::channel(CLIENT_EVENT_QUEUE);
+        let mut client = Client {
+            cluster: cluster.clone(),
+            partitioner: cluster_partitioner(cluster),
+            endpoint,
+            writers: HashMap::new(),
+            conns: HashMap::new(),
+            events,
+            events_tx,
+            sets: HashMap::new(),
+        };
+        for s in 0..cluster.shards as u32 {
+            client.sets.insert(s, cluster.validator_set(s)?);
+        }
+        for &node in nodes {
+            let entry = cluster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
+            let cert = pinned.cert_of(node).expect("every node is pinned");
+            let config = client_config(cert, None)?;
+            let err = |reason: String| ClientError::Connect { node, addr: entry.addr, reason };
+            let conn = client
+                .endpoint
+                .connect_with(config, entry.addr, &node_name(node))
+                .map_err(|e| err(e.to_string()))?
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            client.writers.insert(node, spawn_writer(conn.clone()));
+            tokio::spawn(read_events(conn.clone(), node, client.events_tx.clone()));
+            client.conns.insert(node, conn);
+        }
+        Ok(client)
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// The shard a transaction belongs to, or [`ClientError::CrossShard`].
+    pub fn shard_of(&self, header: &TxHeader) -> Result<u32, ClientError> {
+        route_tx(&*self.partitioner, header).ok_or(ClientError::CrossShard)
+    }
+
+    /// Sends a batch of one shard's transactions to its leader; waits while the connection's
+    /// queue is full.
+    pub async fn submit(&self, shard: u32, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
+        let node = self.cluster.leader_of(shard);
+        let Some(f) = frame(&Message::Submit { batch, txs }) else { return Err(ClientError::CrossShard) };
+        self.send_frame(node, f).await
+    }
+
+    /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).
+    pub async fn request_status(&self, node: u32) -> Result<(), ClientError> {
+        self.send_frame(node, frame(&Message::StatusRequest).expect("a status request encodes")).await
+    }
+
+    /// Sends raw bytes to `node` as they are (for tests of malformed input).
+    pub async fn send_frame(&self, node: u32, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let w = self.writers.get(&node).ok_or(ClientError::Disconnected(node))?;
+        w.send(bytes).await.map_err(|_| ClientError::Disconnected(node))
+    }
+
+    /// The next answer from any node; `None` once every connection is gone.
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// The next answer, if one is already buffered.
+    pub fn try_event(&mut self) -> Option<ClientEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Checks a receipt's certificate against its shard's validator set from the cluster file.
+    /// A certificate for a shard the cluster does not have is refused as having too few
+    /// signers.
+    pub fn verify_certificate(&self, c: &Certificate) -> Result<(), CertificateError> {
+        match self.sets.get(&c.vote.shard) {
+            Some(set) => c.verify(set),
+            None => Err(CertificateError::TooFewSigners { got: 0, need: 1 }),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        for c in self.conns.values() {
+            c.close(0u32.into(), b"done");
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<ClientEvent>) {
+    let reason = match conn.accept_uni().await {
+        Err(e) => e.to_string(),
+        Ok(mut recv) => loop {
+            let event = match read_frame(&mut recv, MAX_FRAME_LEN).await {
+                Ok(Some(Message::Accepted { batch })) => ClientEvent::Accepted { batch },
+                Ok(Some(Message::Refused { batch, reason })) => ClientEvent::Refused { batch, reason },
+                Ok(Some(Message::Receipts { certificate, entries })) => {
+                    ClientEvent::Receipts { certificate: certificate.map(Box::new), entries }
+                }
+                Ok(Some(Message::Status(replicas))) => ClientEvent::Status { node, replicas },
+                Ok(Some(other)) => break format!("unexpected message kind {}", other.kind()),
+                Ok(None) => break "stream finished".to_string(),
+                Err(e) => break e.to_string(),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        },
+    };
+    let _ = tx.send(ClientEvent::Closed { node, reason }).await;
+}

@@ -1,0 +1,500 @@
+//! Cluster and node configuration files, and the keys they name.
+//!
+//! `occam cluster init` writes, into one directory:
+//!
+//! - `cluster.toml`: what every node and client shares: the chain id, the shard layout, the
+//!   genesis, the block limits, and for every node its address, BLS public key with proof of
+//!   possession, and pinned TLS certificate;
+//! - `node-<i>.toml`: one node's own settings (its id, threads, the paths of the cluster file
+//!   and of its key file);
+//! - `node-<i>.key`: the node's secrets (BLS secret key, TLS private key and certificate),
+//!   written with mode 0600.
+//!
+//! Replica placement: replica `r` of shard `s` runs on node `(s + r) % nodes`, so shard
+//! leaders (replica 0) are spread over the first nodes and no node holds two replicas of one
+//! shard. A shard's validator set is its replicas' BLS keys in replica order.
+
+use crate::tls::{Identity, PinnedCerts, TlsError};
+use occam_engine::crypto::{ProofOfPossession, PublicKey, SecretKey};
+use occam_engine::key::{hex_decode, hex_encode};
+use occam_shard::ValidatorSet;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The most nodes a cluster file may list.
+pub const MAX_NODES: usize = 256;
+/// The most shards a cluster may have.
+pub const MAX_CLUSTER_SHARDS: usize = 64;
+
+/// Errors reading, checking or writing configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML for its schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: Box<toml::de::Error>,
+    },
+    /// The settings are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// A key or certificate problem.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Block production and admission limits, shared by the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most transactions in a block.
+    pub block_txs: usize,
+    /// A leader proposes a partial block once its oldest pending transaction has waited this
+    /// long (milliseconds).
+    pub block_ms: u64,
+    /// Blocks a leader may have proposed but not yet certified.
+    pub pipeline: usize,
+    /// Transactions a shard's mempool holds; batches beyond it are refused (`QueueFull`).
+    pub mempool: usize,
+    /// Transactions one client connection may have pending at one node; beyond it, its
+    /// batches are refused (`Throttled`), so one client cannot take the whole mempool.
+    pub per_client: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { block_txs: 4096, block_ms: 20, pipeline: 4, mempool: 200_000, per_client: 50_000 }
+    }
+}
+
+/// The genesis state every replica starts from: a workload's accounts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisSpec {
+    /// A workload name as `occam bench --workload` takes it.
+    pub workload: String,
+    /// Accounts (ids) of the workload.
+    pub accounts: u64,
+}
+
+/// One node as every other node and client sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's id (its index in the list).
+    pub id: u32,
+    /// The QUIC address it listens on.
+    pub addr: SocketAddr,
+    /// The address of its Prometheus metrics endpoint, if any.
+    pub metrics: Option<SocketAddr>,
+    /// Its BLS public key (hex).
+    pub bls_key: String,
+    /// Its BLS proof of possession (hex).
+    pub bls_pop: String,
+    /// Its pinned TLS certificate (DER, hex).
+    pub cert: String,
+}
+
+/// What every node and client of a cluster shares (`cluster.toml`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The chain id transactions are signed for.
+    pub chain_id: u64,
+    /// Number of shards.
+    pub shards: usize,
+    /// Replicas per shard (at most the number of nodes).
+    pub replicas: usize,
+    /// Deterministic transaction signers ([`occam_engine::crypto::deterministic_signers`]);
+    /// a multiple of `shards`.
+    pub signers: u32,
+    /// Their seed.
+    pub signer_seed: u64,
+    /// The genesis state.
+    pub genesis: GenesisSpec,
+    /// Block limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The nodes, in id order.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// A node's own settings (`node-<i>.toml`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id in the cluster file.
+    pub node: u32,
+    /// The cluster file (relative paths are relative to this file).
+    pub cluster: PathBuf,
+    /// The key file (relative paths are relative to this file).
+    pub key: PathBuf,
+    /// Threads each hosted replica executes blocks on.
+    pub exec_threads: usize,
+    /// Threads verifying signatures (shared by the node's leaders).
+    pub verify_threads: usize,
+}
+
+/// A node's secrets (`node-<i>.key`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKeyFile {
+    /// BLS secret key (hex).
+    pub bls_secret: String,
+    /// TLS certificate (DER, hex).
+    pub tls_cert: String,
+    /// TLS private key (PKCS#8 DER, hex).
+    pub tls_key: String,
+}
+
+/// A node's keys, decoded.
+#[derive(Clone, Debug)]
+pub struct NodeKeys {
+    /// Signs votes.
+    pub bls: SecretKey,
+    /// Authenticates the node in TLS.
+    pub tls: Identity,
+}
+
+impl NodeKeys {
+    /// Fresh keys for node `node`.
+    pub fn generate(node: u32) -> Result<NodeKeys, ConfigError> {
+        Ok(NodeKeys { bls: SecretKey::random(&mut rand::rngs::OsRng), tls: Identity::generate(node)? })
+    }
+
+    /// The key file's contents.
+    pub fn to_file(&self) -> NodeKeyFile {
+        NodeKeyFile {
+            bls_secret: hex_encode(&self.bls.to_bytes()),
+            tls_cert: hex_encode(&self.tls.cert),
+            tls_key: hex_encode(&self.tls.key),
+        }
+    }
+
+    /// Decodes a key file's contents.
+    pub fn from_file(f: &NodeKeyFile) -> Result<NodeKeys, ConfigError> {
+        let bls = SecretKey::from_bytes(&hex(&f.bls_secret, "bls_secret")?).map_err(|e| invalid(format!("bls_secret: {e}")))?;
+        Ok(NodeKeys { bls, tls: Identity { cert: hex(&f.tls_cert, "tls_cert")?, key: hex(&f.tls_key, "tls_key")? } })
+    }
+
+    /// This node's entry for the cluster file.
+    pub fn entry(&self, id: u32, addr: SocketAddr, metrics: Option<SocketAddr>) -> NodeEntry {
+        NodeEntry {
+            id,
+            addr,
+            metrics,
+            bls_key: hex_encode(&self.bls.public_key().to_bytes()),
+            bls_pop: hex_encode(&self.bls.prove_possession().to_bytes()),
+            cert: hex_encode(&self.tls.cert),
+        }
+    }
+}
+
+fn hex(s: &str, what: &str) -> Result<Vec<u8>, ConfigError> {
+    hex_decode(s).ok_or_else(|| invalid(format!("{what} is not hex")))
+}
+
+/// Reads and parses a TOML file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+}
+
+fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io { path: path.into(), source };
+    std::fs::write(path, text).map_err(io)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    Ok(())
+}
+
+fn to_toml<T: Serialize>(v: &T) -> String {
+    toml::to_string_pretty(v).expect("configuration types serialise to TOML")
+}
+
+impl ClusterConfig {
+    /// Reads and checks a cluster file.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let c: ClusterConfig = read_toml(path)?;
+        c.check().map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        Ok(c)
+    }
+
+    /// Checks that the settings are consistent and every key and certificate decodes.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let n = self.nodes.len();
+        if n == 0 || n > MAX_NODES {
+            return Err(invalid(format!("{n} nodes; a cluster has 1 to {MAX_NODES}")));
+        }
+        if self.shards == 0 || self.shards > MAX_CLUSTER_SHARDS {
+            return Err(invalid(format!("{} shards; a cluster has 1 to {MAX_CLUSTER_SHARDS}", self.shards)));
+        }
+        if self.replicas == 0 || self.replicas > n {
+            return Err(invalid(format!("{} replicas per shard on {n} nodes; each replica needs its own node", self.replicas)));
+        }
+        if self.signers == 0 || !(self.signers as usize).is_multiple_of(self.shards) {
+            return Err(invalid(format!("signers = {} must be a positive multiple of shards = {}", self.signers, self.shards)));
+        }
+        let l = &self.limits;
+        if l.block_txs == 0 || l.pipeline == 0 || l.mempool < l.block_txs || l.per_client == 0 {
+            return Err(invalid("limits: block_txs, pipeline and per_client must be positive, and mempool at least block_txs"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.id as usize != i {
+                return Err(invalid(format!("node {i} is listed with id {}; ids are the list positions", node.id)));
+            }
+            self.bls_member(i as u32)?;
+        }
+        self.pinned()?;
+        Ok(())
+    }
+
+    fn bls_member(&self, node: u32) -> Result<(PublicKey, ProofOfPossession), ConfigError> {
+        let e = &self.nodes[node as usize];
+        let key = PublicKey::from_bytes(&hex(&e.bls_key, "bls_key")?).map_err(|err| invalid(format!("node {node}: bls_key: {err}")))?;
+        let pop =
+            ProofOfPossession::from_bytes(&hex(&e.bls_pop, "bls_pop")?).map_err(|err| invalid(format!("node {node}: bls_pop: {err}")))?;
+        Ok((key, pop))
+    }
+
+    /// The node hosting replica `replica` of `shard`.
+    pub fn node_of(&self, shard: u32, replica: u32) -> u32 {
+        ((shard as usize + replica as usize) % self.nodes.len()) as u32
+    }
+
+    /// The node leading `shard` (replica 0).
+    pub fn leader_of(&self, shard: u32) -> u32 {
+        self.node_of(shard, 0)
+    }
+
+    /// The `(shard, replica)` pairs node `node` hosts.
+    pub fn hosted_by(&self, node: u32) -> Vec<(u32, u32)> {
+        (0..self.shards as u32)
+            .flat_map(|s| (0..self.replicas as u32).map(move |r| (s, r)))
+            .filter(|&(s, r)| self.node_of(s, r) == node)
+            .collect()
+    }
+
+    /// `shard`'s validator set: its replicas' keys in replica order.
+    pub fn validator_set(&self, shard: u32) -> Result<ValidatorSet, ConfigError> {
+        let members =
+            (0..self.replicas as u32).map(|r| self.bls_member(self.node_of(shard, r))).collect::<Result<Vec<_>, ConfigError>>()?;
+        ValidatorSet::new(&members).map_err(|e| invalid(format!("shard {shard}'s validators: {e}")))
+    }
+
+    /// Every node's pinned certificate.
+    pub fn pinned(&self) -> Result<PinnedCerts, ConfigError> {
+        let certs = self.nodes.iter().map(|n| Ok((n.id, hex(&n.cert, "cert")?))).collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(PinnedCerts::new(certs)?)
+    }
+}
+
+impl NodeConfig {
+    /// Reads a node file, and the cluster and key files it names.
+    pub fn load(path: &Path) -> Result<(NodeConfig, ClusterConfig, NodeKeys), ConfigError> {
+        let node: NodeConfig = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let cluster = ClusterConfig::load(&base.join(&node.cluster))?;
+        let keys = NodeKeys::from_file(&read_toml(&base.join(&node.key))?)?;
+        if node.node as usize >= cluster.nodes.len() {
+            return Err(invalid(format!("{}: node {} is not in the cluster file", path.display(), node.node)));
+        }
+        let entry = &cluster.nodes[node.node as usize];
+        if entry.cert != hex_encode(&keys.tls.cert) || entry.bls_key != hex_encode(&keys.bls.public_key().to_bytes()) {
+            return Err(invalid(format!("{}: the key file's keys are not node {}'s keys in the cluster file", path.display(), node.node)));
+        }
+        if node.exec_threads == 0 || node.verify_threads == 0 {
+            return Err(invalid(format!("{}: exec_threads and verify_threads must be positive", path.display())));
+        }
+        Ok((node, cluster, keys))
+    }
+}
+
+/// What `occam cluster init` creates.
+#[derive(Clone, Debug)]
+pub struct InitSpec {
+    /// Nodes.
+    pub nodes: usize,
+    /// Shards.
+    pub shards: usize,
+    /// Replicas per shard.
+    pub replicas: usize,
+    /// First QUIC port on 127.0.0.1 (node `i` listens on `base_port + i`); metrics on
+    /// `base_port + 1000 + i`.
+    pub base_port: u16,
+    /// The host the nodes listen on.
+    pub host: std::net::IpAddr,
+    /// Genesis.
+    pub genesis: GenesisSpec,
+    /// Block limits.
+    pub limits: Limits,
+    /// Threads per replica and for verification, written into every node file.
+    pub threads: usize,
+}
+
+/// Writes a cluster's files into `dir` (created if needed). Refuses to overwrite an existing
+/// `cluster.toml`. Returns the cluster file's path.
+pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ConfigError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let cluster_path = dir.join("cluster.toml");
+    if cluster_path.exists() {
+        return Err(invalid(format!("{} exists; choose another --dir or remove it", cluster_path.display())));
+    }
+    let port = |offset: u32, i: u32| -> Result<u16, ConfigError> {
+        u16::try_from(u32::from(spec.base_port) + offset + i).map_err(|_| invalid("--base-port leaves too few ports"))
+    };
+    let mut nodes = Vec::with_capacity(spec.nodes);
+    let mut files = Vec::with_capacity(spec.nodes);
+    for i in 0..spec.nodes.min(MAX_NODES + 1) as u32 {
+        let keys = NodeKeys::generate(i)?;
+        nodes.push(keys.entry(i, SocketAddr::new(spec.host, port(0, i)?), Some(SocketAddr::new(spec.host, port(1000, i)?))));
+        let node = NodeConfig {
+            node: i,
+            cluster: "cluster.toml".into(),
+            key: format!("node-{i}.key").into(),
+            exec_threads: spec.threads,
+            verify_threads: spec.threads,
+        };
+        files.push((i, keys.to_file(), node));
+    }
+    let shards = spec.shards.max(1);
+    let cluster = ClusterConfig {
+        chain_id: 1,
+        shards: spec.shards,
+        replicas: spec.replicas,
+        signers: (1024 / shards * shards).max(shards) as u32,
+        signer_seed: 1,
+        genesis: spec.genesis.clone(),
+        limits: spec.limits.clone(),
+        nodes,
+    };
+    cluster.check()?;
+    if spec.threads == 0 {
+        return Err(invalid("threads must be positive"));
+    }
+    for (i, keys, node) in files {
+        write_file(&dir.join(format!("node-{i}.key")), &to_toml(&keys), true)?;
+        write_file(&dir.join(format!("node-{i}.toml")), &to_toml(&node), false)?;
+    }
+    write_file(&cluster_path, &to_toml(&cluster), false)?;
+    Ok(cluster_path)
+}
+
+/// A cluster on 127.0.0.1 with fresh keys and free ports, for tests and in-process
+/// benchmarks: the cluster file and every node's keys (nothing is written to disk).
+pub fn local_cluster(
+    nodes: usize,
+    shards: usize,
+    replicas: usize,
+    genesis: GenesisSpec,
+    limits: Limits,
+) -> Result<(ClusterConfig, Vec<NodeKeys>), ConfigError> {
+    let mut keys = Vec::with_capacity(nodes);
+    let mut entries = Vec::with_capacity(nodes);
+    // Ports are found by binding and releasing; a race with another process is possible but
+    // harmless for tests (the node then fails to bind and says so).
+    let sockets: Vec<std::net::UdpSocket> = (0..nodes)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ConfigError::Io { path: "127.0.0.1:0".into(), source })?;
+    for (i, s) in sockets.iter().enumerate() {
+        let k = NodeKeys::generate(i as u32)?;
+        let addr = s.local_addr().map_err(|source| ConfigError::Io { path: "udp socket".into(), source })?;
+        entries.push(k.entry(i as u32, addr, None));
+        keys.push(k);
+    }
+    drop(sockets);
+    let s = shards.max(1);
+    let cluster = ClusterConfig {
+        chain_id: 1,
+        shards,
+        replicas,
+        signers: (1024 / s * s).max(s) as u32,
+        signer_seed: 1,
+        genesis,
+        limits,
+        nodes: entries,
+    };
+    cluster.check()?;
+    Ok((cluster, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(nodes: usize, shards: usize, replicas: usize) -> InitSpec {
+        InitSpec {
+            nodes,
+            shards,
+            replicas,
+            base_port: 7100,
+            host: "127.0.0.1".parse().unwrap(),
+            genesis: GenesisSpec { workload: "transfer".into(), accounts: 1000 },
+            limits: Limits::default(),
+            threads: 1,
+        }
+    }
+
+    #[test]
+    fn init_writes_files_that_load_back() {
+        let dir = std::env::temp_dir().join(format!("occam-config-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = init_cluster(&dir, &spec(4, 2, 3)).unwrap();
+        let cluster = ClusterConfig::load(&path).unwrap();
+        assert_eq!(cluster.nodes.len(), 4);
+        assert_eq!(cluster.signers % 2, 0);
+        for i in 0..4 {
+            let (node, c, keys) = NodeConfig::load(&dir.join(format!("node-{i}.toml"))).unwrap();
+            assert_eq!(node.node, i);
+            assert_eq!(c, cluster);
+            assert_eq!(hex_encode(&keys.tls.cert), cluster.nodes[i as usize].cert);
+        }
+        // Placement: every replica of a shard on its own node, leaders spread.
+        for s in 0..2 {
+            let nodes: std::collections::BTreeSet<u32> = (0..3).map(|r| cluster.node_of(s, r)).collect();
+            assert_eq!(nodes.len(), 3);
+            assert_eq!(cluster.validator_set(s).unwrap().len(), 3);
+        }
+        assert_eq!(cluster.leader_of(1), 1);
+        assert!(init_cluster(&dir, &spec(4, 2, 3)).is_err(), "an existing cluster is not overwritten");
+        // A key file that does not match the cluster file is refused.
+        std::fs::copy(dir.join("node-1.key"), dir.join("node-0.key")).unwrap();
+        let err = NodeConfig::load(&dir.join("node-0.toml")).unwrap_err().to_string();
+        assert!(err.contains("not node 0's keys"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_layouts_are_refused() {
+        let dir = std::env::temp_dir().join(format!("occam-config-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = init_cluster(&dir, &spec(2, 1, 3)).unwrap_err().to_string();
+        assert!(err.contains("each replica needs its own node"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,130 @@
+use super::*;
+use occam_engine::native::signed::{SignedBlock, TxHeader};
+use occam_engine::native::{NativeTx, TxKind};
+
+fn keys() -> Vec<SecretKey> {
+    (0..4u8).map(|i| SecretKey::from_seed(&[i + 1; 32]).unwrap()).collect()
+}
+
+fn set(keys: &[SecretKey]) -> ValidatorSet {
+    let members: Vec<_> = keys.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
+    ValidatorSet::new(&members).unwrap()
+}
+
+fn proposal(height: u64, parent: [u8; 32], amount: u64) -> Proposal {
+    let body = NativeTx { kind: TxKind::Transfer { from: 1, to: 2, amount }, work_rounds: 0 };
+    let tx = TxHeader { signer: 0, nonce: height - 1, body }.sign(1, &keys()[0]);
+    let block = SignedBlock { chain_id: 1, txs: vec![tx] }.aggregate().unwrap();
+    Proposal { shard: 0, height, parent, cross_writes: Vec::new(), block }
+}
+
+fn certified(out: &[LeaderOut]) -> Vec<u64> {
+    out.iter().filter_map(|o| if let LeaderOut::Certified { height, .. } = o { Some(*height) } else { None }).collect()
+}
+
+#[test]
+fn a_quorum_certifies_and_certificates_verify() {
+    let k = keys();
+    let now = Instant::now();
+    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let mut replicas: Vec<ReplicaCore> = (1..4).map(|i| ReplicaCore::new(0, i)).collect();
+    let p = proposal(1, leader.parent(), 5);
+    let out = leader.propose(p.clone(), [7; 32], &k[0], now).unwrap();
+    assert_eq!(out.iter().filter(|o| matches!(o, LeaderOut::Send { message: Message::Propose(_), .. })).count(), 3);
+    let mut votes = Vec::new();
+    for r in &mut replicas {
+        let ReplicaStep::Execute(p) = r.on_propose(p.clone()).unwrap() else { panic!("next block executes") };
+        votes.push(r.executed(&p, [7; 32], &k[r.index as usize]));
+    }
+    assert!(certified(&leader.on_vote(votes[0], now).unwrap()).is_empty(), "2 of 4 is no quorum");
+    let out = leader.on_vote(votes[1], now).unwrap();
+    assert_eq!(certified(&out), vec![1]);
+    let LeaderOut::Certified { certificate, .. } = out.iter().find(|o| matches!(o, LeaderOut::Certified { .. })).unwrap() else {
+        unreachable!()
+    };
+    certificate.verify(&set(&k)).unwrap();
+    // The replica that did not count yet is told the block is committed.
+    assert!(out.iter().any(|o| matches!(o, LeaderOut::Send { replica: 3, message: Message::Commit(_) })));
+    // A late vote is not in flight any more.
+    assert_eq!(leader.on_vote(votes[2], now), Err(CoreError::NotInFlight(1)));
+}
+
+#[test]
+fn certificates_are_released_in_height_order() {
+    let k = keys();
+    let now = Instant::now();
+    let mut leader = LeaderCore::new(0, set(&k), 2, Duration::from_millis(100));
+    let p1 = proposal(1, leader.parent(), 1);
+    leader.propose(p1.clone(), [1; 32], &k[0], now).unwrap();
+    let p2 = proposal(2, leader.parent(), 2);
+    leader.propose(p2.clone(), [2; 32], &k[0], now).unwrap();
+    assert!(!leader.can_propose());
+    assert_eq!(leader.propose(proposal(3, leader.parent(), 3), [3; 32], &k[0], now), Err(CoreError::PipelineFull));
+    let vote = |p: &Proposal, root: u8, i: usize| {
+        SignedVote::sign(Vote { shard: 0, height: p.height, block_hash: p.hash(), state_root: [root; 32] }, i as u32, &k[i])
+    };
+    for i in 1..3 {
+        assert!(certified(&leader.on_vote(vote(&p2, 2, i), now).unwrap()).is_empty(), "height 2 waits for height 1");
+    }
+    leader.on_vote(vote(&p1, 1, 1), now).unwrap();
+    assert_eq!(certified(&leader.on_vote(vote(&p1, 1, 2), now).unwrap()), vec![1, 2]);
+    assert!(leader.can_propose());
+}
+
+#[test]
+fn a_diverging_replica_is_reported_and_not_counted() {
+    let k = keys();
+    let now = Instant::now();
+    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let p = proposal(1, leader.parent(), 1);
+    leader.propose(p.clone(), [1; 32], &k[0], now).unwrap();
+    let bad = SignedVote::sign(Vote { shard: 0, height: 1, block_hash: p.hash(), state_root: [9; 32] }, 1, &k[1]);
+    assert_eq!(leader.on_vote(bad, now), Err(CoreError::Diverged { signer: 1, height: 1 }));
+    assert_eq!(leader.in_flight(), 1);
+}
+
+#[test]
+fn replicas_hold_early_proposals_and_revote_repeats() {
+    let k = keys();
+    let mut r = ReplicaCore::new(0, 1);
+    let p1 = proposal(1, [0; 32], 1);
+    let p2 = proposal(2, p1.hash(), 2);
+    assert_eq!(r.on_propose(p2.clone()).unwrap(), ReplicaStep::Held);
+    let ReplicaStep::Execute(p) = r.on_propose(p1.clone()).unwrap() else { panic!() };
+    let v1 = r.executed(&p, [1; 32], &k[1]);
+    assert_eq!(r.on_propose(p1.clone()).unwrap(), ReplicaStep::Revote(v1), "a repeat gets the same vote");
+    let Some(Ok(ReplicaStep::Execute(p))) = r.next_ready() else { panic!("height 2 was held") };
+    assert_eq!(p, p2);
+    r.executed(&p, [2; 32], &k[1]);
+    assert_eq!(r.height(), 2);
+    // A proposal that does not extend the chain is refused.
+    let fork = proposal(3, [5; 32], 3);
+    assert_eq!(r.on_propose(fork), Err(CoreError::WrongParent { height: 3, expected: 3 }));
+    let far = proposal(3 + REPLICA_WINDOW as u64 + 1, [0; 32], 1);
+    assert!(matches!(r.on_propose(far), Err(CoreError::TooFarAhead { .. })));
+}
+
+#[test]
+fn unanswered_proposals_are_resent_after_the_timeout() {
+    let k = keys();
+    let t0 = Instant::now();
+    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let p = proposal(1, leader.parent(), 1);
+    leader.propose(p.clone(), [1; 32], &k[0], t0).unwrap();
+    leader.on_vote(SignedVote::sign(Vote { shard: 0, height: 1, block_hash: p.hash(), state_root: [1; 32] }, 1, &k[1]), t0).unwrap();
+    assert!(leader.on_tick(t0 + Duration::from_millis(50)).is_empty());
+    let resent: Vec<u32> = leader
+        .on_tick(t0 + Duration::from_millis(150))
+        .iter()
+        .filter_map(|o| if let LeaderOut::Send { replica, .. } = o { Some(*replica) } else { None })
+        .collect();
+    assert_eq!(resent, vec![2, 3], "only the replicas that have not voted");
+}
+
+#[test]
+fn a_single_replica_shard_certifies_on_its_own_vote() {
+    let k = keys();
+    let mut leader = LeaderCore::new(0, set(&k[..1]), 4, Duration::from_millis(100));
+    let out = leader.propose(proposal(1, [0; 32], 1), [1; 32], &k[0], Instant::now()).unwrap();
+    assert_eq!(certified(&out), vec![1]);
+}

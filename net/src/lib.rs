@@ -1,0 +1,25 @@
+//! # occam-net
+//!
+//! Occam's nodes: shard replicas that talk over authenticated QUIC, certify every block with
+//! aggregated BLS votes, and serve clients.
+//!
+//! - [`wire`]: the versioned, length-prefixed frame codec (bounded, never panics).
+//! - [`tls`]: node identities (self-signed certificates bound to node ids) and pinned
+//!   verification for mutual TLS; `ring` is the one crypto provider.
+//! - [`config`]: cluster, node and key files; `occam cluster init`.
+//! - [`core`]: the replication protocol of a shard (propose, vote, certify) as sans-IO state
+//!   machines.
+//! - [`node`]: the runtime that hosts replicas and carries the cores' messages over QUIC.
+//! - [`client`]: a client that routes transactions to shard leaders and collects receipts.
+//! - [`transport`]: frames over QUIC streams; [`metrics`]: the Prometheus endpoint.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod node;
+pub mod tls;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,769 @@
+//! The node runtime: QUIC endpoints, shard replicas on threads, the protocol cores between them.
+//!
+//! A node hosts the replicas the cluster file places on it. Its parts:
+//!
+//! - **Ingress** (tokio tasks): accepts QUIC connections. A connection with a pinned node
+//!   certificate is a peer; one without a client certificate is a client; any other is refused
+//!   in the handshake. Each connection's frames are read by [`crate::transport::read_frame`];
+//!   a malformed, oversized or forbidden frame closes that connection only. A client's batch is
+//!   admitted to a leader's mempool if this node leads the batch's shard, the mempool has room
+//!   (`limits.mempool`) and the client has fewer than `limits.per_client` transactions pending
+//!   here; otherwise the whole batch is refused with a reason. Admission decodes the batch but
+//!   does no curve arithmetic: signatures are checked by the leader thread, in batches.
+//! - **Leaders** (one thread per led shard): take up to `block_txs` pending transactions (or
+//!   fewer once the oldest has waited `block_ms`), validate and batch-verify their signatures
+//!   on the node's verification threads, aggregate the valid signatures into one, execute the
+//!   block with the parallel executor, and hand it to [`LeaderCore`], which proposes it and
+//!   collects votes. When a block is certified, each client gets one `Receipts` frame with
+//!   the certificate and its transactions' statuses.
+//! - **Replicas** (one thread per followed shard): hand proposals to [`ReplicaCore`], verify
+//!   the block's aggregate signature, execute, and vote.
+//! - **Links** to every other node: one outgoing QUIC connection each, with mutual TLS, fed by
+//!   a bounded queue and re-dialled when it fails. A message for a peer whose queue is full is
+//!   dropped; the protocol resends what matters (proposals), so a dead peer costs nothing.
+//! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
+//!
+//! Transactions whose keys span shards are refused (`WrongShard`): cross-shard transactions
+//! run in the embedded sharded engine (`occam bench --shards`), not yet between nodes.
+
+use crate::config::{ClusterConfig, NodeKeys};
+use crate::core::{CoreError, LeaderCore, LeaderOut, ReplicaCore, ReplicaStep};
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::tls::{client_config, peer_cert, server_config, PinnedCerts};
+use crate::transport::{close, frame, read_frame, spawn_writer};
+use crate::wire::{Message, Proposal, ReceiptEntry, Refusal, ReplicaStatus, TxStatus, MAX_FRAME_LEN};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use occam_engine::crypto::{BatchVerifier, KeyRegistry, SignedMessage};
+use occam_engine::exec::{executor_by_name, BlockExecutor};
+use occam_engine::key::Key;
+use occam_engine::native::signed::{nonce_key, AggregatedBlock, RawSignedTx, SignedFailure, SignedOutput, SignedVm, TxHeader, VerifiedTx};
+use occam_engine::native::NativeVm;
+use occam_engine::state::{CommittedState, WriteSet};
+use occam_engine::vm::Vm;
+use occam_shard::partition::{ModuloPartitioner, Partitioner};
+use occam_shard::{Certificate, ValidatorSet};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// How often leader and replica threads wake up with nothing to do (resends, partial blocks).
+const TICK: Duration = Duration::from_millis(5);
+/// A leader resends a proposal to replicas that have not voted after this long.
+const RESEND_AFTER: Duration = Duration::from_millis(500);
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration does not make a node.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A socket, runtime or thread could not be created.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The executor or verifier could not start.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Everything a node needs to start.
+pub struct NodeSetup {
+    /// This node's id.
+    pub node: u32,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// This node's keys.
+    pub keys: NodeKeys,
+    /// Threads each hosted replica executes on.
+    pub exec_threads: usize,
+    /// Threads verifying signatures.
+    pub verify_threads: usize,
+    /// The whole genesis state (each replica keeps its shard's part).
+    pub genesis: Arc<CommittedState>,
+    /// The transaction signers' registry.
+    pub registry: Arc<KeyRegistry>,
+}
+
+/// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
+/// it declares; `None` if they span shards or the body does not declare its keys.
+pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32> {
+    let mut keys: Vec<Key> = Vec::with_capacity(8);
+    keys.push(nonce_key(header.signer));
+    if !NativeVm.declared_keys(&header.body, &mut keys) {
+        return None;
+    }
+    let shard = partitioner.shard_of(&keys[0]);
+    keys.iter().all(|k| partitioner.shard_of(k) == shard).then_some(shard)
+}
+
+/// The cluster's partitioner: by id modulo the shard count (see
+/// [`occam_shard::partition::ModuloPartitioner`]).
+pub fn cluster_partitioner(cluster: &ClusterConfig) -> Arc<dyn Partitioner> {
+    Arc::new(ModuloPartitioner::new(cluster.shards).expect("the cluster check bounds the shard count"))
+}
+
+/// Where a pending transaction came from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    conn: u64,
+    batch: u64,
+    index: u32,
+}
+
+enum LeaderEvent {
+    Submit(Vec<(RawSignedTx, Origin)>),
+    Vote(Box<occam_shard::SignedVote>),
+}
+
+enum ReplicaEvent {
+    Propose(Proposal),
+    Commit(Certificate),
+}
+
+struct Client {
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+}
+
+struct Shared {
+    node: u32,
+    cluster: ClusterConfig,
+    partitioner: Arc<dyn Partitioner>,
+    clients: Mutex<HashMap<u64, Client>>,
+    next_conn: AtomicU64,
+    links: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    leaders: HashMap<u32, (Sender<LeaderEvent>, Arc<AtomicUsize>)>,
+    replicas: HashMap<u32, Sender<ReplicaEvent>>,
+    status: Mutex<Vec<ReplicaStatus>>,
+    metrics: Arc<Metrics>,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn send_to_node(&self, node: u32, message: &Message) {
+        let Some(link) = self.links.get(&node) else { return };
+        if let Some(f) = frame(message) {
+            if link.try_send(f).is_err() {
+                debug!(peer = node, "link queue full or closed; message dropped (the protocol resends)");
+            }
+        }
+    }
+
+    fn send_to_client(&self, conn: u64, message: &Message) {
+        let clients = self.clients.lock();
+        let Some(c) = clients.get(&conn) else { return };
+        if let Some(f) = frame(message) {
+            if c.frames.try_send(f).is_err() {
+                self.metrics.receipts_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(conn, "client is not reading; a frame to it was dropped");
+            }
+        }
+    }
+
+    /// Marks `n` transactions of `conn` as no longer pending.
+    fn release(&self, conn: u64, n: usize) {
+        if let Some(c) = self.clients.lock().get(&conn) {
+            c.pending.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    fn set_status(&self, s: ReplicaStatus) {
+        let mut all = self.status.lock();
+        if let Some(e) = all.iter_mut().find(|e| e.shard == s.shard) {
+            *e = s;
+        }
+    }
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] leaves its threads running until the
+/// process exits.
+pub struct Node {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoint: quinn::Endpoint,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Node {
+    /// Binds the node's sockets and starts its threads.
+    pub fn start(setup: NodeSetup) -> Result<Node, NodeError> {
+        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry } = setup;
+        cluster.check()?;
+        let entry = cluster.nodes.get(node as usize).ok_or_else(|| NodeError::Engine(format!("node {node} is not in the cluster")))?;
+        let pinned = cluster.pinned()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(format!("occam-net-{node}")).enable_all().build()?;
+        let server = server_config(&keys.tls, pinned.clone())?;
+        let endpoint = {
+            let _guard = runtime.enter();
+            quinn::Endpoint::server(server, entry.addr)?
+        };
+        let addr = endpoint.local_addr()?;
+        let partitioner = cluster_partitioner(&cluster);
+        let metrics = Arc::new(Metrics::new(node));
+        let verifier = Arc::new(BatchVerifier::new(verify_threads).map_err(|e| NodeError::Engine(e.to_string()))?);
+
+        // Links to every other node.
+        let mut links = HashMap::new();
+        for peer in &cluster.nodes {
+            if peer.id == node {
+                continue;
+            }
+            let config = client_config(pinned.cert_of(peer.id).expect("pinned every node"), Some(&keys.tls))?;
+            let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
+            runtime.spawn(run_link(endpoint.clone(), config, peer.addr, peer.id, rx));
+            links.insert(peer.id, tx);
+        }
+
+        // Replica threads.
+        let hosted = cluster.hosted_by(node);
+        let mut leaders = HashMap::new();
+        let mut replicas = HashMap::new();
+        let mut starts: Vec<Box<dyn FnOnce(Arc<Shared>) + Send>> = Vec::new();
+        let mut status = Vec::new();
+        for &(shard, replica) in &hosted {
+            let set = cluster.validator_set(shard)?;
+            let state = shard_state(&genesis, &*partitioner, shard);
+            status.push(ReplicaStatus { shard, replica, height: 0, root: state.root().0, pending: 0 });
+            let exec = executor_by_name::<SignedVm>("parallel", exec_threads).map_err(|e| NodeError::Engine(e.to_string()))?;
+            let shard_metrics = metrics.shard(shard);
+            let ctx = ReplicaCtx {
+                shard,
+                state,
+                exec,
+                verifier: verifier.clone(),
+                registry: registry.clone(),
+                keys: keys.clone(),
+                chain_id: cluster.chain_id,
+                metrics: shard_metrics,
+            };
+            if replica == 0 {
+                let (tx, rx) = crossbeam_channel::unbounded();
+                let depth = Arc::new(AtomicUsize::new(0));
+                leaders.insert(shard, (tx, depth.clone()));
+                let limits = cluster.limits.clone();
+                starts.push(Box::new(move |shared| {
+                    let core = LeaderCore::new(shard, set, limits.pipeline, RESEND_AFTER);
+                    run_leader(ctx, core, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
+                }));
+            } else {
+                let (tx, rx) = crossbeam_channel::bounded(1024);
+                replicas.insert(shard, tx);
+                starts.push(Box::new(move |shared| run_replica(ctx, ReplicaCore::new(shard, replica), set, rx, shared)));
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            node,
+            partitioner,
+            clients: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            links,
+            leaders,
+            replicas,
+            status: Mutex::new(status),
+            metrics: metrics.clone(),
+            stopping: AtomicBool::new(false),
+            cluster: cluster.clone(),
+        });
+        let mut threads = Vec::new();
+        for (start, &(shard, replica)) in starts.into_iter().zip(&hosted) {
+            let shared = shared.clone();
+            let name = format!("occam-shard{shard}-r{replica}");
+            threads.push(std::thread::Builder::new().name(name).spawn(move || start(shared))?);
+        }
+        runtime.spawn(accept_loop(endpoint.clone(), shared.clone(), pinned));
+        let metrics_addr = match entry.metrics {
+            Some(a) => Some(runtime.block_on(crate::metrics::serve(a, metrics.clone(), shared_status(&shared)))?),
+            None => None,
+        };
+        info!(node, %addr, shards = ?hosted, "node started");
+        Ok(Node { shared, runtime: Some(runtime), endpoint, threads, addr, metrics_addr })
+    }
+
+    /// The QUIC address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The metrics endpoint's address, if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's replicas' positions.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.shared.status.lock().clone()
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Blocks until the process is asked to stop (Ctrl-C or SIGTERM).
+    pub fn wait_for_signal(&self) {
+        if let Some(rt) = &self.runtime {
+            rt.block_on(async {
+                #[cfg(unix)]
+                {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        }
+    }
+
+    /// Closes every connection and stops the node's threads. Transactions pending and not yet
+    /// certified are lost (they were never acknowledged with a receipt).
+    pub fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.endpoint.close(close::DONE.into(), b"shutting down");
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+        info!(node = self.shared.node, "node stopped");
+    }
+}
+
+fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
+    let s = Arc::downgrade(shared);
+    Arc::new(move || s.upgrade().map(|s| s.status.lock().clone()).unwrap_or_default())
+}
+
+fn shard_state(genesis: &CommittedState, partitioner: &dyn Partitioner, shard: u32) -> CommittedState {
+    CommittedState::from_entries(genesis.sorted_entries().into_iter().filter(|(k, _)| partitioner.shard_of(k) == shard))
+}
+
+/// Keeps one outgoing connection to `peer` and writes the queued frames on it, re-dialling
+/// when it fails. Frames queued while it is down wait (up to the queue's bound).
+async fn run_link(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr, peer: u32, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let name = crate::tls::node_name(peer);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let conn = match endpoint.connect_with(config.clone(), addr, &name) {
+            Ok(connecting) => connecting.await,
+            Err(e) => {
+                error!(peer, "cannot dial: {e}");
+                return;
+            }
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(peer, "dial failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        info!(peer, "link up");
+        let Ok(mut send) = conn.open_uni().await else { continue };
+        loop {
+            let Some(frame) = rx.recv().await else { return };
+            if let Err(e) = send.write_all(&frame).await {
+                warn!(peer, "link lost: {e}");
+                break;
+            }
+        }
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, pinned: PinnedCerts) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        let pinned = pinned.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    // An unknown certificate ends here, in the handshake.
+                    warn!("refused a connection: {e}");
+                    return;
+                }
+            };
+            serve_connection(conn, shared, pinned).await;
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: PinnedCerts) {
+    let peer = peer_cert(&conn).and_then(|c| pinned.node_of(&c));
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if peer.is_none() {
+        let client = Client { frames: spawn_writer(conn.clone()), pending: Arc::new(AtomicUsize::new(0)) };
+        shared.clients.lock().insert(id, client);
+        shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    }
+    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut recv, MAX_FRAME_LEN).await {
+                    Ok(Some(m)) => {
+                        if let Err(why) = dispatch(&shared, id, peer, m) {
+                            warn!(conn = id, ?peer, "closing the connection: {why}");
+                            shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            conn.close(close::FORBIDDEN.into(), why.as_bytes());
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(crate::transport::FrameError::Wire(e)) => {
+                        error!(conn = id, ?peer, remote = %conn.remote_address(), "bad frame, closing the connection: {e}");
+                        shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(conn = id, "stream ended: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    if shared.clients.lock().remove(&id).is_some() {
+        shared.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Handles one message from connection `conn` (from node `peer`, or a client). An error closes
+/// the connection.
+fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result<(), &'static str> {
+    match (m, peer) {
+        (Message::Submit { batch, txs }, None) => {
+            let refuse = |reason| shared.send_to_client(conn, &Message::Refused { batch, reason });
+            match admit(shared, conn, batch, txs) {
+                Ok(()) => shared.send_to_client(conn, &Message::Accepted { batch }),
+                Err(reason) => {
+                    shared.metrics.refused(reason);
+                    refuse(reason)
+                }
+            }
+            Ok(())
+        }
+        (Message::StatusRequest, None) => {
+            shared.send_to_client(conn, &Message::Status(shared.status.lock().clone()));
+            Ok(())
+        }
+        (Message::Vote(v), Some(from)) => {
+            let shard = v.vote.shard;
+            if from != shared.cluster.node_of(shard, v.signer) {
+                return Err("a vote signed for another node's replica");
+            }
+            if let Some((tx, _)) = shared.leaders.get(&shard) {
+                let _ = tx.send(LeaderEvent::Vote(Box::new(v)));
+            }
+            Ok(())
+        }
+        (Message::Propose(p), Some(from)) => {
+            if from != shared.cluster.leader_of(p.shard) {
+                return Err("a proposal from a node that does not lead the shard");
+            }
+            if let Some(tx) = shared.replicas.get(&p.shard) {
+                if tx.try_send(ReplicaEvent::Propose(p)).is_err() {
+                    debug!("replica queue full; the leader resends");
+                }
+            }
+            Ok(())
+        }
+        (Message::Commit(c), Some(from)) => {
+            if from != shared.cluster.leader_of(c.vote.shard) {
+                return Err("a commit from a node that does not lead the shard");
+            }
+            if let Some(tx) = shared.replicas.get(&c.vote.shard) {
+                let _ = tx.try_send(ReplicaEvent::Commit(c));
+            }
+            Ok(())
+        }
+        (Message::Submit { .. } | Message::StatusRequest, Some(_)) => Err("a client message on a node link"),
+        (Message::Vote(_) | Message::Propose(_) | Message::Commit(_), None) => Err("a node message from a client"),
+        (Message::Cross(_), _) => Err("cross-shard messages between nodes are not supported yet"),
+        (Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_), _) => {
+            Err("a message only nodes send")
+        }
+    }
+}
+
+/// Admits a client batch to a leader's mempool, or says why not.
+fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), Refusal> {
+    if shared.stopping.load(Ordering::Relaxed) {
+        return Err(Refusal::ShuttingDown);
+    }
+    if txs.chain_id != shared.cluster.chain_id {
+        return Err(Refusal::WrongChain);
+    }
+    let n = txs.txs.len();
+    let Some(first) = txs.txs.first() else { return Ok(()) };
+    let shard = route_tx(&*shared.partitioner, &first.header).ok_or(Refusal::WrongShard)?;
+    if txs.txs.iter().any(|t| route_tx(&*shared.partitioner, &t.header) != Some(shard)) {
+        return Err(Refusal::WrongShard);
+    }
+    let (leader, depth) = shared.leaders.get(&shard).ok_or(Refusal::NotLeader)?;
+    let limits = &shared.cluster.limits;
+    let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or(Refusal::ShuttingDown)?;
+    if pending.load(Ordering::Relaxed) + n > limits.per_client {
+        return Err(Refusal::Throttled);
+    }
+    if depth.load(Ordering::Relaxed) + n > limits.mempool {
+        return Err(Refusal::QueueFull);
+    }
+    pending.fetch_add(n, Ordering::Relaxed);
+    depth.fetch_add(n, Ordering::Relaxed);
+    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
+    leader.send(LeaderEvent::Submit(txs)).map_err(|_| Refusal::ShuttingDown)
+}
+
+/// A hosted replica's execution context (leaders and followers alike).
+struct ReplicaCtx {
+    shard: u32,
+    state: CommittedState,
+    exec: Box<dyn BlockExecutor<SignedVm>>,
+    verifier: Arc<BatchVerifier>,
+    registry: Arc<KeyRegistry>,
+    keys: NodeKeys,
+    chain_id: u64,
+    metrics: Arc<ShardMetrics>,
+}
+
+impl ReplicaCtx {
+    /// Applies the block's cross-shard writes, executes its transactions and commits them;
+    /// returns the outputs and the new state root.
+    fn execute(&mut self, p: &Proposal) -> Result<(Vec<SignedOutput>, [u8; 32]), String> {
+        if !p.cross_writes.is_empty() {
+            self.state.apply(&WriteSet::from_entries(p.cross_writes.clone()), None);
+        }
+        let txs: Vec<VerifiedTx> = p.block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
+        let out = self.exec.execute_and_commit(&SignedVm, &mut self.state, &txs).map_err(|e| e.to_string())?;
+        Ok((out.outputs, self.state.root().0))
+    }
+}
+
+fn status_of(output: &SignedOutput) -> TxStatus {
+    match output {
+        Ok(Ok(_)) => TxStatus::Succeeded,
+        Ok(Err(_)) => TxStatus::Failed,
+        Err(SignedFailure::BadNonce { .. }) => TxStatus::BadNonce,
+        Err(SignedFailure::UnknownSigner) => TxStatus::UnknownSigner,
+        Err(_) => TxStatus::BadSignature,
+    }
+}
+
+/// Transactions whose signatures verified, and the statuses of those that did not.
+type Verified = (Vec<(occam_engine::native::signed::SignedTx, Origin)>, Vec<(Origin, TxStatus)>);
+
+/// Validates and batch-verifies `txs`' signatures; returns the valid ones (with their
+/// signatures) and the statuses of the others.
+fn verify(ctx: &ReplicaCtx, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
+    let chain_id = ctx.chain_id;
+    let registry = &*ctx.registry;
+    let decoded: Vec<_> = txs
+        .into_par_iter()
+        .map(|(raw, origin)| {
+            let known = registry.get(raw.header.signer).is_some();
+            let tx = raw.validate().ok();
+            let message = tx.as_ref().map(|t| t.header.signing_bytes(chain_id));
+            (tx, message, origin, known)
+        })
+        .collect();
+    let mut items = Vec::with_capacity(decoded.len());
+    for (tx, message, _, known) in &decoded {
+        if let (Some(tx), Some(m), true) = (tx, message, known) {
+            let key = ctx.registry.get(tx.header.signer).expect("checked above");
+            items.push(SignedMessage { key, message: m, signature: &tx.signature });
+        }
+    }
+    let verdicts = ctx.verifier.verify(&items);
+    let mut verdicts = verdicts.into_iter();
+    let mut good = Vec::with_capacity(decoded.len());
+    let mut bad = Vec::new();
+    for (tx, _, origin, known) in decoded {
+        match (tx, known) {
+            (_, false) => bad.push((origin, TxStatus::UnknownSigner)),
+            (None, true) => bad.push((origin, TxStatus::BadSignature)),
+            (Some(tx), true) => match verdicts.next() {
+                Some(true) => good.push((tx, origin)),
+                _ => bad.push((origin, TxStatus::BadSignature)),
+            },
+        }
+    }
+    (good, bad)
+}
+
+/// Sends each client its entries, with the certificate (or none, for dropped transactions).
+fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
+    let mut by_conn: HashMap<u64, Vec<ReceiptEntry>> = HashMap::new();
+    for (o, status) in entries {
+        by_conn.entry(o.conn).or_default().push(ReceiptEntry { batch: o.batch, index: o.index, status });
+    }
+    for (conn, entries) in by_conn {
+        shared.release(conn, entries.len());
+        shared.send_to_client(conn, &Message::Receipts { certificate: certificate.clone(), entries });
+    }
+}
+
+fn run_leader(
+    mut ctx: ReplicaCtx,
+    mut core: LeaderCore,
+    rx: Receiver<LeaderEvent>,
+    depth: Arc<AtomicUsize>,
+    block_txs: usize,
+    block_time: Duration,
+    shared: Arc<Shared>,
+) {
+    let shard = ctx.shard;
+    let mut mempool: VecDeque<(RawSignedTx, Origin)> = VecDeque::new();
+    let mut oldest: Option<Instant> = None;
+    let mut receipts: HashMap<u64, Vec<(Origin, TxStatus)>> = HashMap::new();
+    let handle = |outs: Vec<LeaderOut>, receipts: &mut HashMap<u64, Vec<(Origin, TxStatus)>>, ctx: &ReplicaCtx| {
+        for out in outs {
+            match out {
+                LeaderOut::Send { replica, message } => shared.send_to_node(shared.cluster.node_of(shard, replica), &message),
+                LeaderOut::Certified { height, certificate, latency } => {
+                    let entries = receipts.remove(&height).unwrap_or_default();
+                    ctx.metrics.certified(height, entries.len() as u64, latency);
+                    send_receipts(&shared, Some(certificate), entries);
+                }
+            }
+        }
+    };
+    while !shared.stopping.load(Ordering::Relaxed) {
+        match rx.recv_timeout(TICK) {
+            Ok(event) => {
+                let mut next = Some(event);
+                // Take everything already queued before deciding on a block.
+                while let Some(event) = next {
+                    match event {
+                        LeaderEvent::Submit(txs) => {
+                            if mempool.is_empty() {
+                                oldest = Some(Instant::now());
+                            }
+                            mempool.extend(txs);
+                        }
+                        LeaderEvent::Vote(v) => match core.on_vote(*v, Instant::now()) {
+                            Ok(outs) => handle(outs, &mut receipts, &ctx),
+                            Err(e @ CoreError::Diverged { .. }) => error!(shard, "{e}"),
+                            Err(e) => debug!(shard, "vote ignored: {e}"),
+                        },
+                    }
+                    next = rx.try_recv().ok();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while core.can_propose() && !mempool.is_empty() && (mempool.len() >= block_txs || oldest.is_some_and(|t| t.elapsed() >= block_time))
+        {
+            let n = mempool.len().min(block_txs);
+            let batch: Vec<_> = mempool.drain(..n).collect();
+            depth.fetch_sub(n, Ordering::Relaxed);
+            oldest = (!mempool.is_empty()).then(Instant::now);
+            let (good, bad) = verify(&ctx, batch);
+            if !bad.is_empty() {
+                send_receipts(&shared, None, bad);
+            }
+            if good.is_empty() {
+                continue;
+            }
+            let signatures: Vec<_> = good.iter().map(|(t, _)| t.signature).collect();
+            let Ok(signature) = occam_engine::crypto::Signature::aggregate(&signatures) else {
+                error!(shard, "the block's signatures do not aggregate; dropped");
+                send_receipts(&shared, None, good.into_iter().map(|(_, o)| (o, TxStatus::BadSignature)).collect());
+                continue;
+            };
+            let (headers, origins): (Vec<_>, Vec<_>) = good.into_iter().map(|(t, o)| (t.header, o)).unzip();
+            let block = AggregatedBlock { chain_id: ctx.chain_id, headers, signature };
+            let proposal = Proposal { shard, height: core.next_height(), parent: core.parent(), cross_writes: Vec::new(), block };
+            let (outputs, root) = match ctx.execute(&proposal) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(shard, "execution failed, the shard stops: {e}");
+                    return;
+                }
+            };
+            let height = proposal.height;
+            receipts.insert(height, origins.into_iter().zip(outputs.iter().map(status_of)).collect());
+            match core.propose(proposal, root, &ctx.keys.bls, Instant::now()) {
+                Ok(outs) => handle(outs, &mut receipts, &ctx),
+                Err(e) => error!(shard, "proposal refused: {e}"),
+            }
+            shared.set_status(ReplicaStatus { shard, replica: 0, height, root, pending: mempool.len() as u64 });
+        }
+        ctx.metrics.mempool.store(depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+        handle(core.on_tick(Instant::now()), &mut receipts, &ctx);
+    }
+    // Pending transactions were never acknowledged; tell their clients.
+    let dropped: Vec<(Origin, TxStatus)> = receipts.into_values().flatten().collect();
+    debug!(shard, dropped = dropped.len() + mempool.len(), "leader stopped");
+}
+
+fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx: Receiver<ReplicaEvent>, shared: Arc<Shared>) {
+    let shard = ctx.shard;
+    let leader = shared.cluster.leader_of(shard);
+    let mut committed = 0u64;
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let event = match rx.recv_timeout(TICK * 20) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut step = match event {
+            ReplicaEvent::Propose(p) => Some(core.on_propose(p)),
+            ReplicaEvent::Commit(c) => {
+                match c.verify(&set) {
+                    Ok(()) => committed = committed.max(c.vote.height),
+                    Err(e) => warn!(shard, "a commit with a bad certificate: {e}"),
+                }
+                None
+            }
+        };
+        while let Some(s) = step.take() {
+            match s {
+                Ok(ReplicaStep::Execute(p)) => {
+                    let started = Instant::now();
+                    if let Err(e) = p.block.verify_on(&ctx.registry, ctx.chain_id, &ctx.verifier) {
+                        error!(shard, height = p.height, "the leader's block does not verify: {e}; not voting");
+                        break;
+                    }
+                    let (outputs, root) = match ctx.execute(&p) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            error!(shard, "execution failed, the replica stops: {e}");
+                            return;
+                        }
+                    };
+                    let vote = core.executed(&p, root, &ctx.keys.bls);
+                    shared.send_to_node(leader, &Message::Vote(vote));
+                    ctx.metrics.executed(p.height, outputs.len() as u64, started.elapsed());
+                    let replica = vote.signer;
+                    shared.set_status(ReplicaStatus { shard, replica, height: p.height, root, pending: 0 });
+                    step = core.next_ready();
+                }
+                Ok(ReplicaStep::Revote(v)) => shared.send_to_node(leader, &Message::Vote(v)),
+                Ok(ReplicaStep::Held) => {}
+                Err(e) => debug!(shard, "proposal ignored: {e}"),
+            }
+        }
+    }
+    debug!(shard, committed, "replica stopped");
+}

@@ -1,0 +1,585 @@
+//! The wire codec: versioned, length-prefixed frames with a hard maximum size.
+//!
+//! A frame is a 6-byte header, `version (u8) ‖ kind (u8) ‖ payload length (u32 LE)`, then the
+//! payload. [`FrameHeader::parse`] refuses a wrong version, an unknown kind or a length above
+//! the receiver's limit before a byte of payload is read, so a peer cannot make a node allocate
+//! more than [`MAX_FRAME_LEN`]. [`Message::decode`] checks every count against the bytes that
+//! are actually there before allocating, refuses trailing bytes, and never panics (fuzzed in
+//! `net/fuzz`, and by the proptests below).
+//!
+//! Transactions travel in the engine's own encodings: a client's batch is a
+//! [`RawSignedBlock`] (one signature per transaction, decoded without curve arithmetic), a proposal carries an [`AggregatedBlock`]
+//! (one aggregate signature for the block), votes and certificates use the shard crate's
+//! codecs.
+
+use occam_engine::key::{Key, KEY_LEN};
+use occam_engine::native::signed::{AggregatedBlock, CodecError, RawSignedBlock};
+use occam_engine::value::Value;
+use occam_shard::protocol::{Entries, Message as CrossMessage};
+use occam_shard::{Certificate, DecodeError, SignedVote};
+
+/// The wire format's version; a frame of another version is refused.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 6;
+
+/// The largest payload any node accepts (8 MiB): about 40,000 signed transactions.
+pub const MAX_FRAME_LEN: usize = 8 << 20;
+
+/// The most transactions in one client batch.
+pub const MAX_BATCH_TXS: usize = 16_384;
+
+/// The most entries (keys or values) in one cross-shard message or one receipt frame.
+pub const MAX_ENTRIES: usize = 1 << 20;
+
+/// The largest value carried in a cross-shard message.
+pub const MAX_VALUE_LEN: usize = 1 << 16;
+
+/// Why bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame's version is not [`WIRE_VERSION`].
+    #[error("wire version {0}, this node speaks version {WIRE_VERSION}")]
+    Version(u8),
+    /// The frame kind is not a known message.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The declared payload is larger than the receiver accepts.
+    #[error("frame of {len} bytes, the limit is {max}")]
+    Oversized {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload ended early.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// Bytes left over after the message.
+    #[error("{0} bytes after the end of the message")]
+    Trailing(usize),
+    /// A count above its limit.
+    #[error("{what}: {got}, the limit is {max}")]
+    TooMany {
+        /// What was counted.
+        what: &'static str,
+        /// The count.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A field that does not hold a valid value.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+    /// A transaction or block encoding error.
+    #[error("transactions: {0}")]
+    Tx(#[from] CodecError),
+    /// A vote or certificate encoding error.
+    #[error("vote or certificate: {0}")]
+    Certificate(#[from] DecodeError),
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The message kind.
+    pub kind: u8,
+    /// Payload bytes that follow.
+    pub len: usize,
+}
+
+impl FrameHeader {
+    /// Parses and checks a header against the receiver's payload limit.
+    pub fn parse(bytes: &[u8; HEADER_LEN], max_len: usize) -> Result<FrameHeader, WireError> {
+        if bytes[0] != WIRE_VERSION {
+            return Err(WireError::Version(bytes[0]));
+        }
+        let kind = bytes[1];
+        if !(Kind::FIRST..=Kind::LAST).contains(&kind) {
+            return Err(WireError::UnknownKind(kind));
+        }
+        let len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;
+        if len > max_len.min(MAX_FRAME_LEN) {
+            return Err(WireError::Oversized { len, max: max_len.min(MAX_FRAME_LEN) });
+        }
+        Ok(FrameHeader { kind, len })
+    }
+}
+
+/// Why a whole batch was refused (nothing of it entered the mempool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// This client already has as many transactions pending at this node as it may: it is
+    /// sending faster than the shard commits. Retry after receipts arrive.
+    Throttled = 0,
+    /// The shard's mempool is full.
+    QueueFull = 1,
+    /// This node does not lead the shard the transactions belong to.
+    NotLeader = 2,
+    /// The batch was signed for another chain.
+    WrongChain = 3,
+    /// The batch mixes shards, or holds a transaction whose keys span shards.
+    WrongShard = 4,
+    /// The node is shutting down.
+    ShuttingDown = 5,
+}
+
+impl Refusal {
+    fn from_u8(b: u8) -> Result<Refusal, WireError> {
+        Ok(match b {
+            0 => Refusal::Throttled,
+            1 => Refusal::QueueFull,
+            2 => Refusal::NotLeader,
+            3 => Refusal::WrongChain,
+            4 => Refusal::WrongShard,
+            5 => Refusal::ShuttingDown,
+            _ => return Err(WireError::Invalid("refusal reason")),
+        })
+    }
+}
+
+/// What became of one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TxStatus {
+    /// Committed in a certified block; its body succeeded.
+    Succeeded = 0,
+    /// Committed in a certified block; its body failed (insufficient funds, say), and only its
+    /// nonce was spent.
+    Failed = 1,
+    /// Committed in a certified block, but refused for its nonce: nothing happened.
+    BadNonce = 2,
+    /// Dropped before any block: its signature did not verify.
+    BadSignature = 3,
+    /// Dropped before any block: its signer is not registered.
+    UnknownSigner = 4,
+}
+
+impl TxStatus {
+    fn from_u8(b: u8) -> Result<TxStatus, WireError> {
+        Ok(match b {
+            0 => TxStatus::Succeeded,
+            1 => TxStatus::Failed,
+            2 => TxStatus::BadNonce,
+            3 => TxStatus::BadSignature,
+            4 => TxStatus::UnknownSigner,
+            _ => return Err(WireError::Invalid("transaction status")),
+        })
+    }
+
+    /// True for the statuses that come with a certified block.
+    pub fn is_committed(self) -> bool {
+        matches!(self, TxStatus::Succeeded | TxStatus::Failed | TxStatus::BadNonce)
+    }
+}
+
+/// One transaction's fate: which batch and position it came in, and its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptEntry {
+    /// The client's batch id.
+    pub batch: u64,
+    /// The transaction's index in its batch.
+    pub index: u32,
+    /// What became of it.
+    pub status: TxStatus,
+}
+
+/// One replica's position, as a node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The shard.
+    pub shard: u32,
+    /// This node's index among the shard's replicas (0 is the leader).
+    pub replica: u32,
+    /// Blocks executed.
+    pub height: u64,
+    /// The state root after them.
+    pub root: [u8; 32],
+    /// Transactions waiting in the shard's mempool (leaders only).
+    pub pending: u64,
+}
+
+/// A block proposal: the leader's block for its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The shard.
+    pub shard: u32,
+    /// Height of this block (the first block is 1).
+    pub height: u64,
+    /// Hash of the previous block (zero before the first).
+    pub parent: [u8; 32],
+    /// Cross-shard writes applied before the block's transactions (see the node docs).
+    pub cross_writes: Entries,
+    /// The transactions, under one aggregate signature.
+    pub block: AggregatedBlock,
+}
+
+impl Proposal {
+    /// The block hash replicas vote on: BLAKE3 over the proposal's encoding.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut w = Vec::with_capacity(64 + self.block.headers.len() * 60);
+        encode_proposal(self, &mut w);
+        let mut h = blake3::Hasher::new();
+        h.update(b"occam/block/v1");
+        h.update(&w);
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Client → leader: transactions to order, under the client's batch id.
+    Submit {
+        /// The client's id for this batch, echoed in answers.
+        batch: u64,
+        /// The signed transactions (signatures validated later, off the ingress path).
+        txs: RawSignedBlock,
+    },
+    /// Leader → client: the batch is in the mempool.
+    Accepted {
+        /// The batch id.
+        batch: u64,
+    },
+    /// Leader → client: the whole batch was refused; nothing of it is pending.
+    Refused {
+        /// The batch id.
+        batch: u64,
+        /// Why.
+        reason: Refusal,
+    },
+    /// Leader → client: transactions committed in one certified block, or dropped.
+    Receipts {
+        /// The block's certificate; `None` for transactions dropped before any block.
+        certificate: Option<Certificate>,
+        /// One entry per transaction of this client.
+        entries: Vec<ReceiptEntry>,
+    },
+    /// Leader → replica: the next block.
+    Propose(Proposal),
+    /// Replica → leader: a signed vote on a block.
+    Vote(SignedVote),
+    /// Leader → replica: the certificate of a block it voted on or missed.
+    Commit(Certificate),
+    /// Anyone → node: report your replicas' positions.
+    StatusRequest,
+    /// Node → asker: its replicas' positions.
+    Status(Vec<ReplicaStatus>),
+    /// Node ↔ node: a cross-shard protocol message between shard leaders.
+    Cross(CrossMessage),
+}
+
+/// Frame kinds.
+struct Kind;
+impl Kind {
+    const SUBMIT: u8 = 1;
+    const ACCEPTED: u8 = 2;
+    const REFUSED: u8 = 3;
+    const RECEIPTS: u8 = 4;
+    const PROPOSE: u8 = 5;
+    const VOTE: u8 = 6;
+    const COMMIT: u8 = 7;
+    const STATUS_REQUEST: u8 = 8;
+    const STATUS: u8 = 9;
+    const CROSS_READ_REQUEST: u8 = 10;
+    const CROSS_READ_REPLY: u8 = 11;
+    const CROSS_APPLY: u8 = 12;
+    const CROSS_APPLIED: u8 = 13;
+    const FIRST: u8 = 1;
+    const LAST: u8 = 13;
+}
+
+impl Message {
+    /// The frame kind of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Submit { .. } => Kind::SUBMIT,
+            Message::Accepted { .. } => Kind::ACCEPTED,
+            Message::Refused { .. } => Kind::REFUSED,
+            Message::Receipts { .. } => Kind::RECEIPTS,
+            Message::Propose(_) => Kind::PROPOSE,
+            Message::Vote(_) => Kind::VOTE,
+            Message::Commit(_) => Kind::COMMIT,
+            Message::StatusRequest => Kind::STATUS_REQUEST,
+            Message::Status(_) => Kind::STATUS,
+            Message::Cross(CrossMessage::ReadRequest { .. }) => Kind::CROSS_READ_REQUEST,
+            Message::Cross(CrossMessage::ReadReply { .. }) => Kind::CROSS_READ_REPLY,
+            Message::Cross(CrossMessage::Apply { .. }) => Kind::CROSS_APPLY,
+            Message::Cross(CrossMessage::Applied { .. }) => Kind::CROSS_APPLIED,
+        }
+    }
+
+    /// The whole frame: header and payload. Fails only if the payload would exceed
+    /// [`MAX_FRAME_LEN`].
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let mut out = vec![WIRE_VERSION, self.kind(), 0, 0, 0, 0];
+        self.encode_payload(&mut out);
+        let len = out.len() - HEADER_LEN;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::Oversized { len, max: MAX_FRAME_LEN });
+        }
+        out[2..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(out)
+    }
+
+    fn encode_payload(&self, w: &mut Vec<u8>) {
+        match self {
+            Message::Submit { batch, txs } => {
+                w.extend_from_slice(&batch.to_le_bytes());
+                w.extend_from_slice(&txs.encode());
+            }
+            Message::Accepted { batch } => w.extend_from_slice(&batch.to_le_bytes()),
+            Message::Refused { batch, reason } => {
+                w.extend_from_slice(&batch.to_le_bytes());
+                w.push(*reason as u8);
+            }
+            Message::Receipts { certificate, entries } => {
+                match certificate {
+                    Some(c) => {
+                        w.push(1);
+                        put_bytes(w, &c.encode());
+                    }
+                    None => w.push(0),
+                }
+                w.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+                for e in entries {
+                    w.extend_from_slice(&e.batch.to_le_bytes());
+                    w.extend_from_slice(&e.index.to_le_bytes());
+                    w.push(e.status as u8);
+                }
+            }
+            Message::Propose(p) => encode_proposal(p, w),
+            Message::Vote(v) => w.extend_from_slice(&v.encode()),
+            Message::Commit(c) => w.extend_from_slice(&c.encode()),
+            Message::StatusRequest => {}
+            Message::Status(replicas) => {
+                w.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
+                for r in replicas {
+                    w.extend_from_slice(&r.shard.to_le_bytes());
+                    w.extend_from_slice(&r.replica.to_le_bytes());
+                    w.extend_from_slice(&r.height.to_le_bytes());
+                    w.extend_from_slice(&r.root);
+                    w.extend_from_slice(&r.pending.to_le_bytes());
+                }
+            }
+            Message::Cross(m) => match m {
+                CrossMessage::ReadRequest { block, keys } => {
+                    w.extend_from_slice(&block.to_le_bytes());
+                    w.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+                    for k in keys {
+                        w.extend_from_slice(&k.0);
+                    }
+                }
+                CrossMessage::ReadReply { block, from, values } => {
+                    w.extend_from_slice(&block.to_le_bytes());
+                    w.extend_from_slice(&from.to_le_bytes());
+                    put_entries(w, values);
+                }
+                CrossMessage::Apply { block, writes } => {
+                    w.extend_from_slice(&block.to_le_bytes());
+                    put_entries(w, writes);
+                }
+                CrossMessage::Applied { block, from } => {
+                    w.extend_from_slice(&block.to_le_bytes());
+                    w.extend_from_slice(&from.to_le_bytes());
+                }
+            },
+        }
+    }
+
+    /// Decodes a payload of kind `kind` (the header already checked by [`FrameHeader::parse`]).
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, WireError> {
+        let mut r = Reader { bytes: payload };
+        let m = match kind {
+            Kind::SUBMIT => {
+                let batch = r.u64("batch id")?;
+                let txs = RawSignedBlock::decode(r.rest())?;
+                if txs.txs.len() > MAX_BATCH_TXS {
+                    return Err(WireError::TooMany { what: "transactions in a batch", got: txs.txs.len(), max: MAX_BATCH_TXS });
+                }
+                Message::Submit { batch, txs }
+            }
+            Kind::ACCEPTED => Message::Accepted { batch: r.u64("batch id")? },
+            Kind::REFUSED => Message::Refused { batch: r.u64("batch id")?, reason: Refusal::from_u8(r.u8("reason")?)? },
+            Kind::RECEIPTS => {
+                let certificate = match r.u8("certificate flag")? {
+                    0 => None,
+                    1 => Some(Certificate::decode(r.bytes_prefixed("certificate")?)?),
+                    _ => return Err(WireError::Invalid("certificate flag")),
+                };
+                let n = r.count("receipt entries", 13, MAX_ENTRIES)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(ReceiptEntry {
+                        batch: r.u64("receipt")?,
+                        index: r.u32("receipt")?,
+                        status: TxStatus::from_u8(r.u8("receipt")?)?,
+                    });
+                }
+                Message::Receipts { certificate, entries }
+            }
+            Kind::PROPOSE => Message::Propose(decode_proposal(&mut r)?),
+            Kind::VOTE => Message::Vote(SignedVote::decode(r.rest())?),
+            Kind::COMMIT => Message::Commit(Certificate::decode(r.rest())?),
+            Kind::STATUS_REQUEST => Message::StatusRequest,
+            Kind::STATUS => {
+                let n = r.count("replica statuses", 56, 4096)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(ReplicaStatus {
+                        shard: r.u32("status")?,
+                        replica: r.u32("status")?,
+                        height: r.u64("status")?,
+                        root: r.array("status")?,
+                        pending: r.u64("status")?,
+                    });
+                }
+                Message::Status(v)
+            }
+            Kind::CROSS_READ_REQUEST => {
+                let block = r.u64("block")?;
+                let n = r.count("keys", KEY_LEN, MAX_ENTRIES)?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(Key(r.array("key")?));
+                }
+                Message::Cross(CrossMessage::ReadRequest { block, keys })
+            }
+            Kind::CROSS_READ_REPLY => {
+                Message::Cross(CrossMessage::ReadReply { block: r.u64("block")?, from: r.u32("shard")?, values: r.entries()? })
+            }
+            Kind::CROSS_APPLY => Message::Cross(CrossMessage::Apply { block: r.u64("block")?, writes: r.entries()? }),
+            Kind::CROSS_APPLIED => Message::Cross(CrossMessage::Applied { block: r.u64("block")?, from: r.u32("shard")? }),
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+
+    /// Decodes one whole frame (header and payload), as a convenience for tests and fuzzing.
+    pub fn decode_frame(frame: &[u8], max_len: usize) -> Result<Message, WireError> {
+        let header: &[u8; HEADER_LEN] = frame.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(WireError::Truncated("header"))?;
+        let h = FrameHeader::parse(header, max_len)?;
+        let payload = &frame[HEADER_LEN..];
+        if payload.len() < h.len {
+            return Err(WireError::Truncated("payload"));
+        }
+        if payload.len() > h.len {
+            return Err(WireError::Trailing(payload.len() - h.len));
+        }
+        Message::decode(h.kind, payload)
+    }
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    w.extend_from_slice(b);
+}
+
+fn put_entries(w: &mut Vec<u8>, entries: &Entries) {
+    w.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (k, v) in entries {
+        w.extend_from_slice(&k.0);
+        match v {
+            Some(v) => {
+                w.push(1);
+                put_bytes(w, v.as_bytes());
+            }
+            None => w.push(0),
+        }
+    }
+}
+
+fn encode_proposal(p: &Proposal, w: &mut Vec<u8>) {
+    w.extend_from_slice(&p.shard.to_le_bytes());
+    w.extend_from_slice(&p.height.to_le_bytes());
+    w.extend_from_slice(&p.parent);
+    put_entries(w, &p.cross_writes);
+    w.extend_from_slice(&p.block.encode());
+}
+
+fn decode_proposal(r: &mut Reader<'_>) -> Result<Proposal, WireError> {
+    let shard = r.u32("shard")?;
+    let height = r.u64("height")?;
+    let parent = r.array("parent hash")?;
+    let cross_writes = r.entries()?;
+    let block = AggregatedBlock::decode(r.rest())?;
+    Ok(Proposal { shard, height, parent, cross_writes, block })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
+        if self.bytes.len() < n {
+            return Err(WireError::Truncated(what));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], WireError> {
+        Ok(self.take(N, what)?.try_into().expect("took N bytes"))
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, WireError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    /// A u32 count, refused above `max` or above what the remaining bytes can hold at
+    /// `min_each` bytes per item (so no allocation exceeds the frame).
+    fn count(&mut self, what: &'static str, min_each: usize, max: usize) -> Result<usize, WireError> {
+        let n = self.u32(what)? as usize;
+        if n > max {
+            return Err(WireError::TooMany { what, got: n, max });
+        }
+        if n.saturating_mul(min_each) > self.bytes.len() {
+            return Err(WireError::Truncated(what));
+        }
+        Ok(n)
+    }
+    fn bytes_prefixed(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+    fn entries(&mut self) -> Result<Entries, WireError> {
+        let n = self.count("entries", KEY_LEN + 1, MAX_ENTRIES)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = Key(self.array("entry key")?);
+            let value = match self.u8("entry flag")? {
+                0 => None,
+                1 => {
+                    let b = self.bytes_prefixed("entry value")?;
+                    if b.len() > MAX_VALUE_LEN {
+                        return Err(WireError::TooMany { what: "value bytes", got: b.len(), max: MAX_VALUE_LEN });
+                    }
+                    Some(Value::from_slice(b))
+                }
+                _ => return Err(WireError::Invalid("entry flag")),
+            };
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+    fn finish(&self) -> Result<(), WireError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

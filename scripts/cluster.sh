@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A local Occam cluster on 127.0.0.1, in one command.
+#
+#   scripts/cluster.sh up       # create the cluster's files (first time), start every node
+#   scripts/cluster.sh status   # each replica's height and state root
+#   scripts/cluster.sh down     # stop every node
+#
+# Settings (environment): DIR (default target/cluster), NODES (4), SHARDS (4), REPLICAS (4),
+# BASE_PORT (7000), ACCOUNTS (100000), THREADS (1), BLOCK_TXS (4096), BLOCK_MS (20),
+# OCCAM (the binary; default target/release/occam, built if missing).
+# Node i logs to $DIR/node-i.log (OCCAM_LOG=debug for more) and serves Prometheus metrics on
+# TCP port BASE_PORT + 1000 + i. Then: occam load --cluster $DIR/cluster.toml --rate 1000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR=${DIR:-target/cluster}
+NODES=${NODES:-4}
+SHARDS=${SHARDS:-4}
+REPLICAS=${REPLICAS:-4}
+BASE_PORT=${BASE_PORT:-7000}
+ACCOUNTS=${ACCOUNTS:-100000}
+THREADS=${THREADS:-1}
+BLOCK_TXS=${BLOCK_TXS:-4096}
+BLOCK_MS=${BLOCK_MS:-20}
+OCCAM=${OCCAM:-target/release/occam}
+
+binary() {
+  if [ ! -x "$OCCAM" ]; then
+    echo "building $OCCAM (first time only)…" >&2
+    cargo build --release --locked -p occam-bench >&2
+  fi
+}
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+up() {
+  binary
+  if [ ! -f "$DIR/cluster.toml" ]; then
+    "$OCCAM" cluster init --nodes "$NODES" --shards "$SHARDS" --replicas "$REPLICAS" --dir "$DIR" \
+      --base-port "$BASE_PORT" --accounts "$ACCOUNTS" --threads "$THREADS" \
+      --block-txs "$BLOCK_TXS" --block-ms "$BLOCK_MS"
+  fi
+  local n
+  n=$(grep -c '^\[\[nodes\]\]' "$DIR/cluster.toml")
+  for ((i = 0; i < n; i++)); do
+    if running "$DIR/node-$i.pid"; then
+      echo "node $i already running (pid $(cat "$DIR/node-$i.pid"))"
+      continue
+    fi
+    nohup "$OCCAM" node --config "$DIR/node-$i.toml" >"$DIR/node-$i.log" 2>&1 &
+    echo $! >"$DIR/node-$i.pid"
+  done
+  for _ in $(seq 1 60); do
+    if "$OCCAM" cluster status --cluster "$DIR/cluster.toml" >/dev/null 2>&1; then
+      echo "cluster up: $n nodes ($DIR/cluster.toml); logs in $DIR/node-*.log"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "the cluster did not come up; see $DIR/node-*.log" >&2
+  "$OCCAM" cluster status --cluster "$DIR/cluster.toml" >&2 || true
+  return 1
+}
+
+down() {
+  local any=0
+  for pidfile in "$DIR"/node-*.pid; do
+    [ -e "$pidfile" ] || continue
+    if running "$pidfile"; then
+      kill -TERM "$(cat "$pidfile")" && any=1
+    fi
+  done
+  for pidfile in "$DIR"/node-*.pid; do
+    [ -e "$pidfile" ] || continue
+    for _ in $(seq 1 50); do running "$pidfile" || break; sleep 0.1; done
+    running "$pidfile" && kill -KILL "$(cat "$pidfile")"
+    rm -f "$pidfile"
+  done
+  [ "$any" = 1 ] && echo "cluster down" || echo "no node was running"
+}
+
+status() {
+  binary
+  "$OCCAM" cluster status --cluster "$DIR/cluster.toml"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,280 @@
+//! Node clusters on loopback, in this process, over real QUIC sockets with mutual TLS: blocks
+//! certified by BLS quorums, replicas agreeing on state roots, a replica killed mid-run,
+//! refused peers, malformed frames and a flooding client.
+
+use occam_bench::cluster::{genesis, signers, start_node, Transfers};
+use occam_engine::crypto::{KeyRegistry, SecretKey};
+use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
+use occam_engine::state::CommittedState;
+use occam_net::client::{Client, ClientEvent};
+use occam_net::config::{local_cluster, ClusterConfig, GenesisSpec, Limits, NodeKeys};
+use occam_net::node::Node;
+use occam_net::tls::{client_config, node_name, Identity};
+use occam_net::wire::{Message, Refusal, TxStatus, MAX_FRAME_LEN, WIRE_VERSION};
+use rand::SeedableRng;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    config: ClusterConfig,
+    nodes: Vec<Option<Node>>,
+    keys: Vec<SecretKey>,
+    _registry: Arc<KeyRegistry>,
+}
+
+fn limits() -> Limits {
+    Limits { block_txs: 64, block_ms: 5, pipeline: 4, mempool: 100_000, per_client: 50_000 }
+}
+
+fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
+    let spec = GenesisSpec { workload: "transfer".into(), accounts: 1000 };
+    let (config, node_keys) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
+    let genesis: Arc<CommittedState> = Arc::new(genesis(&spec).unwrap());
+    let (keys, registry) = signers(&config).unwrap();
+    let nodes = node_keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k): (usize, NodeKeys)| Some(start_node(&config, i as u32, k, 1, genesis.clone(), registry.clone()).unwrap()))
+        .collect();
+    Cluster { config, nodes, keys, _registry: registry }
+}
+
+impl Cluster {
+    fn stop(self) {
+        for n in self.nodes.into_iter().flatten() {
+            n.shutdown();
+        }
+    }
+
+    /// Waits until every live replica of every shard has executed `heights[shard]` blocks,
+    /// then returns each shard's roots by node.
+    fn settled_roots(&self, heights: &BTreeMap<u32, u64>) -> BTreeMap<u32, Vec<(usize, [u8; 32])>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut roots: BTreeMap<u32, Vec<(usize, [u8; 32])>> = BTreeMap::new();
+            let mut behind = false;
+            for (i, n) in self.nodes.iter().enumerate() {
+                let Some(n) = n else { continue };
+                for r in n.status() {
+                    behind |= r.height < heights.get(&r.shard).copied().unwrap_or(0);
+                    roots.entry(r.shard).or_default().push((i, r.root));
+                }
+            }
+            if !behind {
+                return roots;
+            }
+            assert!(Instant::now() < deadline, "replicas did not catch up with the certified heights");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Submits `txs` (in order, per shard), one batch of `batch` per send; returns every
+/// receipt's status by (batch, index), and the highest certified height per shard.
+async fn submit_all(
+    client: &mut Client,
+    txs: &[(RawSignedTx, u32)],
+    batch: usize,
+    first_batch: u64,
+) -> (HashMap<(u64, u32), TxStatus>, BTreeMap<u32, u64>) {
+    let chain_id = client.cluster().chain_id;
+    let mut by_shard: BTreeMap<u32, Vec<RawSignedTx>> = BTreeMap::new();
+    for (tx, s) in txs {
+        by_shard.entry(*s).or_default().push(tx.clone());
+    }
+    let mut expected = 0usize;
+    let mut next = first_batch;
+    for (shard, list) in by_shard {
+        for chunk in list.chunks(batch) {
+            client.submit(shard, next, RawSignedBlock { chain_id, txs: chunk.to_vec() }).await.unwrap();
+            next += 1;
+            expected += chunk.len();
+        }
+    }
+    let mut statuses = HashMap::new();
+    let mut heights = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while statuses.len() < expected {
+        let event = tokio::time::timeout_at(deadline, client.next_event()).await.expect("receipts within 60 s").expect("connected");
+        match event {
+            ClientEvent::Receipts { certificate, entries } => {
+                let c = certificate.expect("valid transactions are committed with a certificate");
+                client.verify_certificate(&c).expect("the certificate verifies against the cluster's validator set");
+                let h = heights.entry(c.vote.shard).or_insert(0);
+                *h = (*h).max(c.vote.height);
+                for e in entries {
+                    assert!(statuses.insert((e.batch, e.index), e.status).is_none(), "one receipt per transaction");
+                }
+            }
+            ClientEvent::Accepted { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (statuses, heights)
+}
+
+fn assert_agree(roots: &BTreeMap<u32, Vec<(usize, [u8; 32])>>, replicas: usize) {
+    for (shard, rs) in roots {
+        assert_eq!(rs.len(), replicas, "shard {shard}: every live replica reports");
+        assert!(rs.iter().all(|(_, r)| *r == rs[0].1), "shard {shard}: replicas disagree: {rs:?}");
+    }
+}
+
+#[test]
+fn four_nodes_certify_blocks_and_replicas_agree() {
+    let cluster = start(4, 2, 4, limits());
+    let rt = runtime();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let txs = Transfers::new(&cluster.config).signed(&mut rng, 600, 0.0, &cluster.keys);
+    let (statuses, heights) = rt.block_on(async {
+        let mut client = Client::connect(&cluster.config).await.unwrap();
+        submit_all(&mut client, &txs, 50, 0).await
+    });
+    assert_eq!(statuses.len(), 600);
+    assert!(statuses.values().all(|s| *s == TxStatus::Succeeded), "every transfer succeeds: {statuses:?}");
+    assert_eq!(heights.len(), 2, "both shards committed blocks");
+    let roots = cluster.settled_roots(&heights);
+    assert_agree(&roots, 4);
+    // The roots moved from genesis.
+    let genesis_roots: Vec<[u8; 32]> = roots.values().map(|v| v[0].1).collect();
+    assert!(genesis_roots.iter().all(|r| *r != [0; 32]));
+    cluster.stop();
+}
+
+#[test]
+fn a_shard_keeps_committing_with_one_replica_down() {
+    let mut cluster = start(4, 1, 4, limits());
+    let rt = runtime();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let mut gen = Transfers::new(&cluster.config);
+    let first = gen.signed(&mut rng, 200, 0.0, &cluster.keys);
+    let second = gen.signed(&mut rng, 200, 0.0, &cluster.keys);
+    let config = cluster.config.clone();
+    let mut client = rt.block_on(Client::connect(&config)).unwrap();
+    let (before, _) = rt.block_on(submit_all(&mut client, &first, 40, 0));
+    assert_eq!(before.len(), 200);
+    // Replica 3 of shard 0 lives on node 3: kill it mid-run.
+    cluster.nodes[3].take().unwrap().shutdown();
+    let (after, heights) = rt.block_on(submit_all(&mut client, &second, 40, 1000));
+    assert_eq!(after.len(), 200, "3 of 4 replicas are a quorum: the shard keeps committing");
+    assert!(before.values().chain(after.values()).all(|s| *s == TxStatus::Succeeded));
+    let roots = cluster.settled_roots(&heights);
+    assert_agree(&roots, 3);
+    rt.block_on(client.close());
+    cluster.stop();
+}
+
+#[test]
+fn peers_with_unknown_certificates_cannot_join() {
+    let cluster = start(2, 1, 2, limits());
+    let rt = runtime();
+    let target = &cluster.config.nodes[0];
+    let rogue = Identity::generate(1).unwrap();
+    let pinned = cluster.config.pinned().unwrap();
+    let refused = rt.block_on(async {
+        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let config = client_config(pinned.cert_of(0).unwrap(), Some(&rogue)).unwrap();
+        let conn = match endpoint.connect_with(config, target.addr, &node_name(0)).unwrap().await {
+            Err(e) => return e.to_string(),
+            Ok(c) => c,
+        };
+        // TLS 1.3: the client may finish before the server has checked its certificate; the
+        // server then closes the connection.
+        match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+            Ok(reason) => reason.to_string(),
+            Err(_) => panic!("a peer with an unknown certificate kept its connection"),
+        }
+    });
+    assert!(refused.contains("certificate"), "{refused}");
+    // And a client that does not pin the node's certificate refuses the node.
+    let wrong = Identity::generate(0).unwrap();
+    let err = rt.block_on(async {
+        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let config = client_config(&wrong.cert, None).unwrap();
+        endpoint.connect_with(config, target.addr, &node_name(0)).unwrap().await.err()
+    });
+    assert!(err.is_some(), "a node whose certificate is not the pinned one is refused");
+    cluster.stop();
+}
+
+#[test]
+fn a_bad_frame_closes_only_its_connection() {
+    let cluster = start(1, 1, 1, limits());
+    let rt = runtime();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let txs = Transfers::new(&cluster.config).signed(&mut rng, 20, 0.0, &cluster.keys);
+    rt.block_on(async {
+        for bad in [
+            // A wrong version.
+            vec![WIRE_VERSION + 1, 1, 0, 0, 0, 0],
+            // An oversized frame: only its header is sent.
+            {
+                let mut h = vec![WIRE_VERSION, 1];
+                h.extend_from_slice(&((MAX_FRAME_LEN + 1) as u32).to_le_bytes());
+                h
+            },
+            // A submit whose payload is garbage.
+            vec![WIRE_VERSION, 1, 3, 0, 0, 0, 1, 2, 3],
+            // A vote from a client.
+            {
+                let k = SecretKey::from_seed(&[1; 32]).unwrap();
+                let v = occam_shard::Vote { shard: 0, height: 1, block_hash: [0; 32], state_root: [0; 32] };
+                Message::Vote(occam_shard::SignedVote::sign(v, 0, &k)).encode().unwrap()
+            },
+        ] {
+            let mut rogue = Client::connect(&cluster.config).await.unwrap();
+            rogue.send_frame(0, bad).await.unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(5), rogue.next_event()).await.expect("the node reacts");
+            assert!(matches!(event, Some(ClientEvent::Closed { .. })), "{event:?}");
+        }
+        // Everyone else is still served.
+        let mut good = Client::connect(&cluster.config).await.unwrap();
+        let (statuses, _) = submit_all(&mut good, &txs, 10, 0).await;
+        assert_eq!(statuses.len(), 20);
+    });
+    assert_eq!(cluster.nodes[0].as_ref().unwrap().metrics().bad_frames.load(std::sync::atomic::Ordering::Relaxed), 4);
+    cluster.stop();
+}
+
+#[test]
+fn a_flooding_client_is_throttled_and_others_still_commit() {
+    // Blocks only every 200 ms, and 100 pending transactions per client.
+    let cluster = start(1, 1, 1, Limits { block_txs: 4096, block_ms: 200, pipeline: 2, mempool: 100_000, per_client: 100 });
+    let rt = runtime();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let mut gen = Transfers::new(&cluster.config);
+    let flood = gen.signed(&mut rng, 500, 0.0, &cluster.keys);
+    let polite = gen.signed(&mut rng, 50, 0.0, &cluster.keys);
+    rt.block_on(async {
+        let chain_id = cluster.config.chain_id;
+        let mut flooder = Client::connect(&cluster.config).await.unwrap();
+        for (i, chunk) in flood.chunks(50).enumerate() {
+            let txs = chunk.iter().map(|(t, _)| t.clone()).collect();
+            flooder.submit(0, i as u64, RawSignedBlock { chain_id, txs }).await.unwrap();
+        }
+        let mut throttled = 0;
+        let mut accepted = 0;
+        while throttled + accepted < 10 {
+            match tokio::time::timeout(Duration::from_secs(5), flooder.next_event()).await.unwrap().unwrap() {
+                ClientEvent::Refused { reason: Refusal::Throttled, .. } => throttled += 1,
+                ClientEvent::Accepted { .. } => accepted += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(accepted, 2, "two batches of 50 fill the client's quota of 100");
+        assert_eq!(throttled, 8);
+        // Another client's transactions (signed after the flood's, by other signers' nonces
+        // where they overlap) still get in and commit.
+        let mut other = Client::connect(&cluster.config).await.unwrap();
+        let fresh: Vec<(RawSignedTx, u32)> = polite.into_iter().filter(|(t, _)| t.header.nonce == 0).collect();
+        let (statuses, _) = submit_all(&mut other, &fresh, 25, 0).await;
+        assert_eq!(statuses.len(), fresh.len());
+    });
+    assert_eq!(cluster.nodes[0].as_ref().unwrap().metrics().refused_count(Refusal::Throttled), 8);
+    cluster.stop();
+}
