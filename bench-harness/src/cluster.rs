@@ -44,8 +44,10 @@ pub fn start_node(
 /// Signed transfers between a cluster's genesis accounts, routed by shard.
 ///
 /// Account `a` signs with signer `a % signers`; each signer's nonces count up in generation
-/// order, so the transactions must reach their leader in that order (one client connection per
-/// leader does). A transfer stays on its sender's shard unless drawn as cross-shard.
+/// order, so a signer's transactions must reach the cluster in that order. Single-shard
+/// transfers go to their shard's leader and cross-shard ones to the coordinator, over different
+/// connections, so when some transfers cross shards the two kinds use disjoint signers (a
+/// quarter of the signers, by `(signer / shards) % 4 == 3`, send the cross-shard ones).
 pub struct Transfers {
     accounts: u64,
     shards: u64,
@@ -66,35 +68,49 @@ impl Transfers {
         }
     }
 
-    /// The next transfer's header (unsigned), its shard, and whether it crosses shards.
-    pub fn next_header(&mut self, rng: &mut impl Rng, cross_shard: f64) -> (TxHeader, u32, bool) {
-        let from = rng.gen_range(0..self.accounts);
-        let mut to = rng.gen_range(0..self.accounts);
+    fn cross_class(&self, account: u64) -> bool {
+        (account % self.signers / self.shards) % 4 == 3
+    }
+
+    /// The next transfer's header (unsigned) and its route: its shard, or `None` when it
+    /// crosses shards (drawn with probability `cross_shard`).
+    pub fn next_header(&mut self, rng: &mut impl Rng, cross_shard: f64) -> (TxHeader, Option<u32>) {
         let cross = self.shards > 1 && rng.gen_bool(cross_shard.clamp(0.0, 1.0));
-        if !cross {
-            // The same residue as `from`, so the same shard under the modulo partitioner.
-            to = to - to % self.shards + from % self.shards;
-            if to >= self.accounts {
-                to -= self.shards;
+        let mut from = rng.gen_range(0..self.accounts);
+        if cross_shard > 0.0 {
+            for _ in 0..1000 {
+                if self.cross_class(from) == cross {
+                    break;
+                }
+                from = rng.gen_range(0..self.accounts);
             }
+        }
+        let mut to = rng.gen_range(0..self.accounts);
+        // The receiver's shard (its residue under the modulo partitioner): the sender's, or
+        // another one.
+        let home = from % self.shards;
+        let target = if cross { (home + 1 + rng.gen_range(0..self.shards - 1)) % self.shards } else { home };
+        to = to - to % self.shards + target;
+        if to >= self.accounts {
+            to -= self.shards;
         }
         let signer = from % self.signers;
         let nonce = self.nonces[signer as usize];
         self.nonces[signer as usize] += 1;
         let body = NativeTx { kind: TxKind::Transfer { from, to, amount: 1 }, work_rounds: 0 };
-        (TxHeader { signer: signer as u32, nonce, body }, (from % self.shards) as u32, cross)
+        (TxHeader { signer: signer as u32, nonce, body }, (!cross).then_some(home as u32))
     }
 
-    /// `n` signed transfers (signed in parallel), with their shards.
-    pub fn signed(&mut self, rng: &mut impl Rng, n: usize, cross_shard: f64, keys: &[SecretKey]) -> Vec<(RawSignedTx, u32)> {
-        let headers: Vec<(TxHeader, u32)> = (0..n).map(|_| self.next_header(rng, cross_shard)).map(|(h, s, _)| (h, s)).collect();
+    /// `n` signed transfers (signed in parallel), with their routes.
+    pub fn signed(&mut self, rng: &mut impl Rng, n: usize, cross_shard: f64, keys: &[SecretKey]) -> Vec<(RawSignedTx, Option<u32>)> {
+        let headers: Vec<(TxHeader, Option<u32>)> = (0..n).map(|_| self.next_header(rng, cross_shard)).collect();
         let chain_id = self.chain_id;
         headers
             .into_par_iter()
-            .map(|(h, shard)| {
+            .map(|(h, route)| {
                 let key = &keys[h.signer as usize];
                 let tx = h.sign(chain_id, key);
-                (RawSignedTx::from(&tx), shard)
+                (RawSignedTx::from(&tx), route)
             })
             .collect()
     }

@@ -183,9 +183,6 @@ impl LoadConfig {
         if !(0.0..=1.0).contains(&self.cross_shard) {
             bail!("--cross-shard is a share in [0, 1]");
         }
-        if self.cross_shard > 0.0 {
-            bail!("--cross-shard > 0: nodes refuse cross-shard transactions (they run in the embedded engine, `occam bench --shards`)");
-        }
         if self.batch == 0 || self.batch > MAX_BATCH_TXS {
             bail!("--batch must be in 1..={MAX_BATCH_TXS}");
         }
@@ -228,13 +225,20 @@ pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> an
     runtime.block_on(drive(cluster, cfg, txs, progress))
 }
 
-async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx, u32)>, progress: bool) -> anyhow::Result<LoadReport> {
+async fn drive(
+    cluster: &ClusterConfig,
+    cfg: &LoadConfig,
+    txs: Vec<(RawSignedTx, Option<u32>)>,
+    progress: bool,
+) -> anyhow::Result<LoadReport> {
     let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
-    let shards = cluster.shards;
+    // One queue per shard, and one for cross-shard transactions (to the coordinator).
+    let shards = cluster.shards + 1;
+    let queue_of = |route: Option<u32>| route.map_or(shards - 1, |s| s as usize);
     let mut state: Vec<Shard> =
         (0..shards).map(|_| Shard { queue: VecDeque::new(), in_flight: None, retry_at: None, next_batch: 0 }).collect();
     let duration = Duration::from_secs_f64(cfg.duration_s);
-    let mut pending_txs: VecDeque<(RawSignedTx, u32)> = txs.into();
+    let mut pending_txs: VecDeque<(RawSignedTx, Option<u32>)> = txs.into();
     let mut awaiting: HashMap<u64, Vec<Instant>> = HashMap::new();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     let mut series: Vec<(u64, u64, u64, Histogram<u64>)> = Vec::new();
@@ -268,8 +272,8 @@ async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx,
                         if due > now {
                             break;
                         }
-                        let (tx, shard) = pending_txs.pop_front().expect("front exists");
-                        state[shard as usize].queue.push_back((tx, due));
+                        let (tx, route) = pending_txs.pop_front().expect("front exists");
+                        state[queue_of(route)].queue.push_back((tx, due));
                         bump(&mut series, second(due));
                         series[second(due) as usize].0 += 1;
                         scheduled += 1;
@@ -277,8 +281,8 @@ async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx,
                 }
                 None => {
                     while slots > 0 {
-                        let Some((tx, shard)) = pending_txs.pop_front() else { break };
-                        state[shard as usize].queue.push_back((tx, now));
+                        let Some((tx, route)) = pending_txs.pop_front() else { break };
+                        state[queue_of(route)].queue.push_back((tx, now));
                         bump(&mut series, second(now));
                         series[second(now) as usize].0 += 1;
                         scheduled += 1;
@@ -289,10 +293,11 @@ async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx,
         }
         // Send: one batch in flight per shard.
         for (s, sh) in state.iter_mut().enumerate() {
+            let route = (s < shards - 1).then_some(s as u32);
             if let Some((batch, txs, _)) = &sh.in_flight {
                 if sh.retry_at.is_some_and(|t| t <= now) {
                     sh.retry_at = None;
-                    client.submit(s as u32, *batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
+                    client.submit_routed(route, *batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
                 }
                 continue;
             }
@@ -310,7 +315,7 @@ async fn drive(cluster: &ClusterConfig, cfg: &LoadConfig, txs: Vec<(RawSignedTx,
             outstanding += txs.len() as u64;
             bump(&mut series, second(now));
             series[second(now) as usize].1 += txs.len() as u64;
-            client.submit(s as u32, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
+            client.submit_routed(route, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
             sh.in_flight = Some((batch, txs, due));
         }
         if progress && now.duration_since(last_report) >= Duration::from_secs(1) {
@@ -507,13 +512,13 @@ pub fn run_ingress(cluster: &ClusterConfig, n: usize, batch: usize) -> anyhow::R
     let (keys, _) = signers(cluster)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut gen = Transfers::new(cluster);
-    let (h0, _, _) = gen.next_header(&mut rng, 0.0);
+    let (h0, _) = gen.next_header(&mut rng, 0.0);
     let signature = h0.clone().sign(cluster.chain_id, &keys[h0.signer as usize]).signature.to_bytes();
     let mut per_shard: Vec<Vec<RawSignedBlock>> = vec![Vec::new(); cluster.shards];
     let mut open: Vec<Vec<RawSignedTx>> = vec![Vec::new(); cluster.shards];
     for _ in 0..n {
-        let (header, shard, _) = gen.next_header(&mut rng, 0.0);
-        let s = shard as usize;
+        let (header, route) = gen.next_header(&mut rng, 0.0);
+        let s = route.expect("single-shard transfers") as usize;
         open[s].push(RawSignedTx { header, signature });
         if open[s].len() == batch {
             per_shard[s].push(RawSignedBlock { chain_id: cluster.chain_id, txs: std::mem::take(&mut open[s]) });

@@ -109,7 +109,7 @@ pub struct LoadArgs {
     /// The workload (`transfer`).
     #[arg(long, default_value = "transfer")]
     workload: String,
-    /// Share of cross-shard transfers (nodes take single-shard transactions only: 0).
+    /// Share of transfers whose receiver is on another shard (they go through the coordinator).
     #[arg(long, default_value_t = 0.0)]
     cross_shard: f64,
     /// Transactions per batch.

@@ -152,7 +152,8 @@ impl Client {
         &self.cluster
     }
 
-    /// The shard a transaction belongs to, or [`ClientError::CrossShard`].
+    /// The shard a transaction belongs to, or [`ClientError::CrossShard`] for one that
+    /// [`Client::submit_cross`] sends to the coordinator.
     pub fn shard_of(&self, header: &TxHeader) -> Result<u32, ClientError> {
         route_tx(&*self.partitioner, header).ok_or(ClientError::CrossShard)
     }
@@ -163,6 +164,22 @@ impl Client {
         let node = self.cluster.leader_of(shard);
         let Some(f) = frame(&Message::Submit { batch, txs }) else { return Err(ClientError::CrossShard) };
         self.send_frame(node, f).await
+    }
+
+    /// Sends a batch of cross-shard transactions to the cluster's coordinator (the node
+    /// leading shard 0).
+    pub async fn submit_cross(&self, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
+        let node = self.cluster.leader_of(0);
+        let Some(f) = frame(&Message::Submit { batch, txs }) else { return Err(ClientError::CrossShard) };
+        self.send_frame(node, f).await
+    }
+
+    /// Sends a batch to shard `route`'s leader, or to the coordinator for `None` (cross-shard).
+    pub async fn submit_routed(&self, route: Option<u32>, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
+        match route {
+            Some(shard) => self.submit(shard, batch, txs).await,
+            None => self.submit_cross(batch, txs).await,
+        }
     }
 
     /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).

@@ -39,12 +39,14 @@ use occam_engine::key::Key;
 use occam_engine::native::signed::{nonce_key, AggregatedBlock, RawSignedTx, SignedFailure, SignedOutput, SignedVm, TxHeader, VerifiedTx};
 use occam_engine::native::NativeVm;
 use occam_engine::state::{CommittedState, WriteSet};
+use occam_engine::value::Value;
 use occam_engine::vm::Vm;
 use occam_shard::partition::{ModuloPartitioner, Partitioner};
+use occam_shard::protocol::{Action, Address, Coordinator, Entries, Envelope, Message as CrossMessage, Participant, Step};
 use occam_shard::{Certificate, ValidatorSet};
 use parking_lot::Mutex;
 use rayon::prelude::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -118,14 +120,26 @@ struct Origin {
     index: u32,
 }
 
+/// A replica's whole state, sorted by key, sent back to [`Node::snapshot`].
+type SnapshotReply = crossbeam_channel::Sender<Vec<(Key, Value)>>;
+
 enum LeaderEvent {
     Submit(Vec<(RawSignedTx, Origin)>),
     Vote(Box<occam_shard::SignedVote>),
+    Cross(CrossMessage),
+    Snapshot(SnapshotReply),
 }
 
 enum ReplicaEvent {
     Propose(Proposal),
-    Commit(Certificate),
+    Commit(Box<Certificate>),
+    Snapshot(SnapshotReply),
+}
+
+enum CoordEvent {
+    Submit(Vec<(RawSignedTx, Origin)>),
+    Cross(CrossMessage),
+    Commit(Box<Certificate>),
 }
 
 struct Client {
@@ -142,6 +156,8 @@ struct Shared {
     links: HashMap<u32, mpsc::Sender<Vec<u8>>>,
     leaders: HashMap<u32, (Sender<LeaderEvent>, Arc<AtomicUsize>)>,
     replicas: HashMap<u32, Sender<ReplicaEvent>>,
+    /// The cross-shard coordinator, on the node leading shard 0.
+    coordinator: Option<(Sender<CoordEvent>, Arc<AtomicUsize>)>,
     status: Mutex<Vec<ReplicaStatus>>,
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
@@ -149,6 +165,13 @@ struct Shared {
 
 impl Shared {
     fn send_to_node(&self, node: u32, message: &Message) {
+        if node == self.node {
+            // The coordinator and shard 0's leader share a node.
+            if let Err(why) = dispatch(self, 0, Some(node), message.clone()) {
+                error!("a message to this node itself was refused: {why}");
+            }
+            return;
+        }
         let Some(link) = self.links.get(&node) else { return };
         if let Some(f) = frame(message) {
             if link.try_send(f).is_err() {
@@ -263,8 +286,32 @@ impl Node {
             }
         }
 
+        // The cross-shard coordinator lives on shard 0's leader.
+        let mut coordinator = None;
+        let mut coord_start = None;
+        if cluster.leader_of(0) == node && cluster.shards > 1 {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let depth = Arc::new(AtomicUsize::new(0));
+            coordinator = Some((tx, depth.clone()));
+            let exec = executor_by_name::<SignedVm>("sequential", 1).map_err(|e| NodeError::Engine(e.to_string()))?;
+            let ctx = ReplicaCtx {
+                shard: u32::MAX,
+                state: CommittedState::new(),
+                exec,
+                verifier: verifier.clone(),
+                registry: registry.clone(),
+                keys: keys.clone(),
+                chain_id: cluster.chain_id,
+                metrics: metrics.shard(u32::MAX),
+            };
+            let limits = cluster.limits.clone();
+            coord_start = Some(move |shared: Arc<Shared>| {
+                run_coordinator(ctx, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
+            });
+        }
         let shared = Arc::new(Shared {
             node,
+            coordinator,
             partitioner,
             clients: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -281,6 +328,10 @@ impl Node {
             let shared = shared.clone();
             let name = format!("occam-shard{shard}-r{replica}");
             threads.push(std::thread::Builder::new().name(name).spawn(move || start(shared))?);
+        }
+        if let Some(start) = coord_start {
+            let shared = shared.clone();
+            threads.push(std::thread::Builder::new().name("occam-coordinator".into()).spawn(move || start(shared))?);
         }
         runtime.spawn(accept_loop(endpoint.clone(), shared.clone(), pinned));
         let metrics_addr = match entry.metrics {
@@ -304,6 +355,19 @@ impl Node {
     /// The node's replicas' positions.
     pub fn status(&self) -> Vec<ReplicaStatus> {
         self.shared.status.lock().clone()
+    }
+
+    /// Every entry of this node's replica of `shard`, sorted by key (`None` if it hosts no
+    /// replica of it, or the replica does not answer within 5 s). For tests and inspection:
+    /// it copies the whole shard.
+    pub fn snapshot(&self, shard: u32) -> Option<Vec<(Key, Value)>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if let Some((leader, _)) = self.shared.leaders.get(&shard) {
+            leader.send(LeaderEvent::Snapshot(tx)).ok()?;
+        } else {
+            self.shared.replicas.get(&shard)?.send(ReplicaEvent::Snapshot(tx)).ok()?;
+        }
+        rx.recv_timeout(Duration::from_secs(5)).ok()
     }
 
     /// The node's metrics.
@@ -490,14 +554,37 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
             if from != shared.cluster.leader_of(c.vote.shard) {
                 return Err("a commit from a node that does not lead the shard");
             }
+            if let Some((tx, _)) = &shared.coordinator {
+                let _ = tx.send(CoordEvent::Commit(Box::new(c.clone())));
+            }
             if let Some(tx) = shared.replicas.get(&c.vote.shard) {
-                let _ = tx.try_send(ReplicaEvent::Commit(c));
+                let _ = tx.try_send(ReplicaEvent::Commit(Box::new(c)));
             }
             Ok(())
         }
+        (Message::Cross { shard, message }, Some(from)) => match &message {
+            CrossMessage::ReadRequest { .. } | CrossMessage::Apply { .. } => {
+                if from != shared.cluster.leader_of(0) {
+                    return Err("a cross-shard request from a node that does not coordinate");
+                }
+                if let Some((tx, _)) = shared.leaders.get(&shard) {
+                    let _ = tx.send(LeaderEvent::Cross(message));
+                }
+                Ok(())
+            }
+            CrossMessage::ReadReply { from: s, .. } | CrossMessage::Applied { from: s, .. } => {
+                if *s != shard || from != shared.cluster.leader_of(shard) {
+                    return Err("a cross-shard reply from a node that does not lead the shard");
+                }
+                if let Some((tx, _)) = &shared.coordinator {
+                    let _ = tx.send(CoordEvent::Cross(message));
+                }
+                Ok(())
+            }
+        },
         (Message::Submit { .. } | Message::StatusRequest, Some(_)) => Err("a client message on a node link"),
         (Message::Vote(_) | Message::Propose(_) | Message::Commit(_), None) => Err("a node message from a client"),
-        (Message::Cross(_), _) => Err("cross-shard messages between nodes are not supported yet"),
+        (Message::Cross { .. }, None) => Err("a node message from a client"),
         (Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_), _) => {
             Err("a message only nodes send")
         }
@@ -514,16 +601,20 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
     }
     let n = txs.txs.len();
     let Some(first) = txs.txs.first() else { return Ok(()) };
-    let shard = route_tx(&*shared.partitioner, &first.header).ok_or(Refusal::WrongShard)?;
-    if txs.txs.iter().any(|t| route_tx(&*shared.partitioner, &t.header) != Some(shard)) {
+    // A batch is one shard's transactions, or cross-shard ones (for the coordinator).
+    let route = route_tx(&*shared.partitioner, &first.header);
+    if txs.txs.iter().any(|t| route_tx(&*shared.partitioner, &t.header) != route) {
         return Err(Refusal::WrongShard);
     }
-    let (leader, depth) = shared.leaders.get(&shard).ok_or(Refusal::NotLeader)?;
     let limits = &shared.cluster.limits;
     let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or(Refusal::ShuttingDown)?;
     if pending.load(Ordering::Relaxed) + n > limits.per_client {
         return Err(Refusal::Throttled);
     }
+    let depth = match route {
+        Some(shard) => &shared.leaders.get(&shard).ok_or(Refusal::NotLeader)?.1,
+        None => &shared.coordinator.as_ref().ok_or(Refusal::NotLeader)?.1,
+    };
     if depth.load(Ordering::Relaxed) + n > limits.mempool {
         return Err(Refusal::QueueFull);
     }
@@ -531,7 +622,11 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
     depth.fetch_add(n, Ordering::Relaxed);
     shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
     let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
-    leader.send(LeaderEvent::Submit(txs)).map_err(|_| Refusal::ShuttingDown)
+    let sent = match route {
+        Some(shard) => shared.leaders[&shard].0.send(LeaderEvent::Submit(txs)).is_ok(),
+        None => shared.coordinator.as_ref().is_some_and(|(c, _)| c.send(CoordEvent::Submit(txs)).is_ok()),
+    };
+    sent.then_some(()).ok_or(Refusal::ShuttingDown)
 }
 
 /// A hosted replica's execution context (leaders and followers alike).
@@ -553,7 +648,8 @@ impl ReplicaCtx {
         if !p.cross_writes.is_empty() {
             self.state.apply(&WriteSet::from_entries(p.cross_writes.clone()), None);
         }
-        let txs: Vec<VerifiedTx> = p.block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
+        let Some(block) = &p.block else { return Ok((Vec::new(), self.state.root().0)) };
+        let txs: Vec<VerifiedTx> = block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
         let out = self.exec.execute_and_commit(&SignedVm, &mut self.state, &txs).map_err(|e| e.to_string())?;
         Ok((out.outputs, self.state.root().0))
     }
@@ -622,6 +718,67 @@ fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec
     }
 }
 
+/// A leader's part in the cross-shard protocol.
+struct CrossSide {
+    participant: Participant,
+    /// A read was answered for this round and its writes are not yet in a block: no block
+    /// may be proposed, or the values read could change.
+    barrier: Option<u64>,
+    /// Writes to put at the head of the next block, with their round.
+    writes: Option<(u64, Entries)>,
+    /// Blocks carrying a round's writes, by height: when certified, the coordinator gets the
+    /// certificate and the round's acknowledgement.
+    acks: HashMap<u64, u64>,
+}
+
+impl CrossSide {
+    fn on_message(&mut self, shard: u32, m: CrossMessage, state: &CommittedState, shared: &Shared) {
+        let round = match &m {
+            CrossMessage::ReadRequest { block, .. } | CrossMessage::Apply { block, .. } => *block,
+            _ => return,
+        };
+        let actions = match self.participant.on_message(&m, |k| state.get(k).cloned()) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(shard, "cross-shard message refused: {e}");
+                return;
+            }
+        };
+        let coordinator = shared.cluster.leader_of(0);
+        // A round whose writes are waiting for a block or its certificate is acknowledged
+        // when that certificate exists, not when the coordinator asks again.
+        let in_progress = self.writes.as_ref().is_some_and(|(r, _)| *r == round) || self.acks.values().any(|r| *r == round);
+        let applies = in_progress || actions.iter().any(|a| matches!(a, Action::ApplyWrites(_)));
+        for action in actions {
+            match action {
+                Action::ApplyWrites(w) => self.writes = Some((round, w)),
+                // The acknowledgement of writes waits for their block's certificate.
+                Action::Send(Envelope { message: CrossMessage::Applied { .. }, .. }) if applies => {}
+                Action::Send(Envelope { message, to: Address::Coordinator }) => {
+                    if matches!(message, CrossMessage::ReadReply { .. }) {
+                        self.barrier = Some(round);
+                    }
+                    shared.send_to_node(coordinator, &Message::Cross { shard, message });
+                }
+                Action::Send(_) => {}
+            }
+        }
+    }
+
+    /// May a block be proposed now?
+    fn open(&self) -> bool {
+        self.barrier.is_none() || self.writes.is_some()
+    }
+
+    fn certified(&mut self, shard: u32, height: u64, certificate: &Certificate, shared: &Shared) {
+        if let Some(round) = self.acks.remove(&height) {
+            let coordinator = shared.cluster.leader_of(0);
+            shared.send_to_node(coordinator, &Message::Commit(certificate.clone()));
+            shared.send_to_node(coordinator, &Message::Cross { shard, message: CrossMessage::Applied { block: round, from: shard } });
+        }
+    }
+}
+
 fn run_leader(
     mut ctx: ReplicaCtx,
     mut core: LeaderCore,
@@ -635,13 +792,15 @@ fn run_leader(
     let mut mempool: VecDeque<(RawSignedTx, Origin)> = VecDeque::new();
     let mut oldest: Option<Instant> = None;
     let mut receipts: HashMap<u64, Vec<(Origin, TxStatus)>> = HashMap::new();
-    let handle = |outs: Vec<LeaderOut>, receipts: &mut HashMap<u64, Vec<(Origin, TxStatus)>>, ctx: &ReplicaCtx| {
+    let mut cross = CrossSide { participant: Participant::new(shard), barrier: None, writes: None, acks: HashMap::new() };
+    let handle = |outs: Vec<LeaderOut>, receipts: &mut HashMap<u64, Vec<(Origin, TxStatus)>>, cross: &mut CrossSide, ctx: &ReplicaCtx| {
         for out in outs {
             match out {
                 LeaderOut::Send { replica, message } => shared.send_to_node(shared.cluster.node_of(shard, replica), &message),
                 LeaderOut::Certified { height, certificate, latency } => {
                     let entries = receipts.remove(&height).unwrap_or_default();
                     ctx.metrics.certified(height, entries.len() as u64, latency);
+                    cross.certified(shard, height, &certificate, &shared);
                     send_receipts(&shared, Some(certificate), entries);
                 }
             }
@@ -661,10 +820,14 @@ fn run_leader(
                             mempool.extend(txs);
                         }
                         LeaderEvent::Vote(v) => match core.on_vote(*v, Instant::now()) {
-                            Ok(outs) => handle(outs, &mut receipts, &ctx),
+                            Ok(outs) => handle(outs, &mut receipts, &mut cross, &ctx),
                             Err(e @ CoreError::Diverged { .. }) => error!(shard, "{e}"),
                             Err(e) => debug!(shard, "vote ignored: {e}"),
                         },
+                        LeaderEvent::Cross(m) => cross.on_message(shard, m, &ctx.state, &shared),
+                        LeaderEvent::Snapshot(reply) => {
+                            let _ = reply.send(ctx.state.sorted_entries());
+                        }
                     }
                     next = rx.try_recv().ok();
                 }
@@ -672,8 +835,11 @@ fn run_leader(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        while core.can_propose() && !mempool.is_empty() && (mempool.len() >= block_txs || oldest.is_some_and(|t| t.elapsed() >= block_time))
-        {
+        loop {
+            let full = mempool.len() >= block_txs || (!mempool.is_empty() && oldest.is_some_and(|t| t.elapsed() >= block_time));
+            if !core.can_propose() || !cross.open() || !(full || cross.writes.is_some()) {
+                break;
+            }
             let n = mempool.len().min(block_txs);
             let batch: Vec<_> = mempool.drain(..n).collect();
             depth.fetch_sub(n, Ordering::Relaxed);
@@ -682,18 +848,19 @@ fn run_leader(
             if !bad.is_empty() {
                 send_receipts(&shared, None, bad);
             }
-            if good.is_empty() {
+            let (block, origins) = match aggregate(ctx.chain_id, good) {
+                Ok(b) => b,
+                Err(dropped) => {
+                    error!(shard, "the block's signatures do not aggregate; dropped");
+                    send_receipts(&shared, None, dropped);
+                    continue;
+                }
+            };
+            let (round, cross_writes) = cross.writes.take().map_or((None, Vec::new()), |(r, w)| (Some(r), w));
+            if block.is_none() && round.is_none() {
                 continue;
             }
-            let signatures: Vec<_> = good.iter().map(|(t, _)| t.signature).collect();
-            let Ok(signature) = occam_engine::crypto::Signature::aggregate(&signatures) else {
-                error!(shard, "the block's signatures do not aggregate; dropped");
-                send_receipts(&shared, None, good.into_iter().map(|(_, o)| (o, TxStatus::BadSignature)).collect());
-                continue;
-            };
-            let (headers, origins): (Vec<_>, Vec<_>) = good.into_iter().map(|(t, o)| (t.header, o)).unzip();
-            let block = AggregatedBlock { chain_id: ctx.chain_id, headers, signature };
-            let proposal = Proposal { shard, height: core.next_height(), parent: core.parent(), cross_writes: Vec::new(), block };
+            let proposal = Proposal { shard, height: core.next_height(), parent: core.parent(), cross_writes, block };
             let (outputs, root) = match ctx.execute(&proposal) {
                 Ok(r) => r,
                 Err(e) => {
@@ -702,19 +869,37 @@ fn run_leader(
                 }
             };
             let height = proposal.height;
+            if let Some(round) = round {
+                cross.barrier = None;
+                cross.acks.insert(height, round);
+            }
             receipts.insert(height, origins.into_iter().zip(outputs.iter().map(status_of)).collect());
             match core.propose(proposal, root, &ctx.keys.bls, Instant::now()) {
-                Ok(outs) => handle(outs, &mut receipts, &ctx),
+                Ok(outs) => handle(outs, &mut receipts, &mut cross, &ctx),
                 Err(e) => error!(shard, "proposal refused: {e}"),
             }
             shared.set_status(ReplicaStatus { shard, replica: 0, height, root, pending: mempool.len() as u64 });
         }
         ctx.metrics.mempool.store(depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
-        handle(core.on_tick(Instant::now()), &mut receipts, &ctx);
+        handle(core.on_tick(Instant::now()), &mut receipts, &mut cross, &ctx);
     }
-    // Pending transactions were never acknowledged; tell their clients.
-    let dropped: Vec<(Origin, TxStatus)> = receipts.into_values().flatten().collect();
-    debug!(shard, dropped = dropped.len() + mempool.len(), "leader stopped");
+    debug!(shard, uncertified = receipts.len(), pending = mempool.len(), "leader stopped");
+}
+
+/// The verified transactions as one aggregated block (`None` when there are none), and their
+/// origins; on failure, every transaction's drop receipt.
+type Aggregated = Result<(Option<AggregatedBlock>, Vec<Origin>), Vec<(Origin, TxStatus)>>;
+
+fn aggregate(chain_id: u64, good: Vec<(occam_engine::native::signed::SignedTx, Origin)>) -> Aggregated {
+    if good.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let signatures: Vec<_> = good.iter().map(|(t, _)| t.signature).collect();
+    let Ok(signature) = occam_engine::crypto::Signature::aggregate(&signatures) else {
+        return Err(good.into_iter().map(|(_, o)| (o, TxStatus::BadSignature)).collect());
+    };
+    let (headers, origins): (Vec<_>, Vec<_>) = good.into_iter().map(|(t, o)| (t.header, o)).unzip();
+    Ok((Some(AggregatedBlock { chain_id, headers, signature }), origins))
 }
 
 fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx: Receiver<ReplicaEvent>, shared: Arc<Shared>) {
@@ -736,14 +921,20 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
                 }
                 None
             }
+            ReplicaEvent::Snapshot(reply) => {
+                let _ = reply.send(ctx.state.sorted_entries());
+                None
+            }
         };
         while let Some(s) = step.take() {
             match s {
                 Ok(ReplicaStep::Execute(p)) => {
                     let started = Instant::now();
-                    if let Err(e) = p.block.verify_on(&ctx.registry, ctx.chain_id, &ctx.verifier) {
-                        error!(shard, height = p.height, "the leader's block does not verify: {e}; not voting");
-                        break;
+                    if let Some(block) = &p.block {
+                        if let Err(e) = block.verify_on(&ctx.registry, ctx.chain_id, &ctx.verifier) {
+                            error!(shard, height = p.height, "the leader's block does not verify: {e}; not voting");
+                            break;
+                        }
                     }
                     let (outputs, root) = match ctx.execute(&p) {
                         Ok(r) => r,
@@ -766,4 +957,183 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
         }
     }
     debug!(shard, committed, "replica stopped");
+}
+
+/// One cross-shard round in progress at the coordinator.
+struct Round {
+    coordinator: Coordinator,
+    txs: Vec<VerifiedTx>,
+    origins: Vec<Origin>,
+    statuses: Vec<TxStatus>,
+    writes: BTreeMap<u32, Entries>,
+    /// The certificate of each participant's block carrying the round's writes.
+    certificates: HashMap<u32, Certificate>,
+    sent_at: Instant,
+}
+
+/// The cross-shard coordinator: orders cross-shard transactions into rounds and runs each
+/// round of the deterministic read exchange (`occam_shard::protocol`) with the participant
+/// shards' leaders. One round at a time; a round's transactions run in submission order over
+/// the values read, and each participant applies its share of the writes at the head of its
+/// next block. A transaction's receipt carries the certificate of that block on its signer's
+/// shard (where its nonce and debit are).
+fn run_coordinator(
+    mut ctx: ReplicaCtx,
+    rx: Receiver<CoordEvent>,
+    depth: Arc<AtomicUsize>,
+    block_txs: usize,
+    block_time: Duration,
+    shared: Arc<Shared>,
+) {
+    let partitioner = shared.partitioner.clone();
+    let mut mempool: VecDeque<(RawSignedTx, Origin)> = VecDeque::new();
+    let mut oldest: Option<Instant> = None;
+    let mut round: Option<Round> = None;
+    let mut next_round = 1u64;
+    // The latest certificate each participant leader sent; it sends the one of the block with
+    // a round's writes just before the round's acknowledgement, on the same ordered link.
+    let mut last_cert: HashMap<u32, Certificate> = HashMap::new();
+    let send = |envelopes: Vec<Envelope>| {
+        for e in envelopes {
+            if let Address::Shard(s) = e.to {
+                shared.send_to_node(shared.cluster.leader_of(s), &Message::Cross { shard: s, message: e.message });
+            }
+        }
+    };
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let mut events = Vec::new();
+        match rx.recv_timeout(TICK) {
+            Ok(e) => events.push(e),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        events.extend(rx.try_iter());
+        for event in events {
+            match event {
+                CoordEvent::Submit(txs) => {
+                    if mempool.is_empty() {
+                        oldest = Some(Instant::now());
+                    }
+                    mempool.extend(txs);
+                }
+                CoordEvent::Commit(c) => {
+                    if round.is_some() {
+                        last_cert.insert(c.vote.shard, *c);
+                    }
+                }
+                CoordEvent::Cross(m) => {
+                    let Some(r) = round.as_mut() else { continue };
+                    match r.coordinator.on_message(&m) {
+                        Ok(Step::Execute(values)) => {
+                            let (statuses, writes) = match execute_cross(&mut ctx, &*partitioner, &r.txs, values) {
+                                Ok(x) => x,
+                                Err(e) => {
+                                    error!("cross-shard execution failed, the coordinator stops: {e}");
+                                    return;
+                                }
+                            };
+                            r.statuses = statuses;
+                            r.writes = writes.clone();
+                            match r.coordinator.on_executed(writes) {
+                                Ok(envelopes) => send(envelopes),
+                                Err(e) => error!("cross-shard round refused its writes: {e}"),
+                            }
+                            r.sent_at = Instant::now();
+                        }
+                        Ok(Step::Wait) => {}
+                        Ok(Step::Done) => {}
+                        Err(e) => warn!("cross-shard message refused: {e}"),
+                    }
+                    if let CrossMessage::Applied { from, block } = m {
+                        if block == r.coordinator.block() {
+                            if let Some(c) = last_cert.remove(&from) {
+                                r.certificates.entry(from).or_insert(c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Finish a round whose writes are applied everywhere.
+        if round.as_ref().is_some_and(|r| r.coordinator.is_done()) {
+            let r = round.take().expect("checked");
+            let mut by_shard: HashMap<u32, Vec<(Origin, TxStatus)>> = HashMap::new();
+            for ((tx, origin), status) in r.txs.iter().zip(r.origins).zip(r.statuses) {
+                let home = partitioner.shard_of(&nonce_key(tx.header.signer));
+                by_shard.entry(home).or_default().push((origin, status));
+            }
+            ctx.metrics.certified(r.coordinator.block(), r.txs.len() as u64, r.sent_at.elapsed());
+            for (home, entries) in by_shard {
+                send_receipts(&shared, r.certificates.get(&home).cloned(), entries);
+            }
+            last_cert.clear();
+        }
+        // Resend what may have been lost.
+        if let Some(r) = round.as_mut() {
+            if r.sent_at.elapsed() >= RESEND_AFTER {
+                r.sent_at = Instant::now();
+                send(r.coordinator.resend(&r.writes));
+            }
+        }
+        // Start the next round.
+        let ready = mempool.len() >= block_txs || oldest.is_some_and(|t| t.elapsed() >= block_time);
+        if round.is_none() && !mempool.is_empty() && ready {
+            let n = mempool.len().min(block_txs);
+            let batch: Vec<_> = mempool.drain(..n).collect();
+            depth.fetch_sub(n, Ordering::Relaxed);
+            oldest = (!mempool.is_empty()).then(Instant::now);
+            let (good, bad) = verify(&ctx, batch);
+            if !bad.is_empty() {
+                send_receipts(&shared, None, bad);
+            }
+            if good.is_empty() {
+                continue;
+            }
+            let mut reads: BTreeMap<u32, Vec<Key>> = BTreeMap::new();
+            let mut keys = Vec::new();
+            for (tx, _) in &good {
+                keys.clear();
+                keys.push(nonce_key(tx.header.signer));
+                NativeVm.declared_keys(&tx.header.body, &mut keys);
+                for k in &keys {
+                    reads.entry(partitioner.shard_of(k)).or_default().push(*k);
+                }
+            }
+            for ks in reads.values_mut() {
+                ks.sort_unstable();
+                ks.dedup();
+            }
+            let (coordinator, envelopes) = Coordinator::start(next_round, reads);
+            next_round += 1;
+            let (txs, origins) = good.into_iter().map(|(t, o)| (VerifiedTx { header: t.header, signature_ok: true }, o)).unzip();
+            round = Some(Round {
+                coordinator,
+                txs,
+                origins,
+                statuses: Vec::new(),
+                writes: BTreeMap::new(),
+                certificates: HashMap::new(),
+                sent_at: Instant::now(),
+            });
+            send(envelopes);
+        }
+        ctx.metrics.mempool.store(depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Executes a round's transactions in order over exactly the values read; returns their
+/// statuses and the writes split by owning shard.
+fn execute_cross(
+    ctx: &mut ReplicaCtx,
+    partitioner: &dyn Partitioner,
+    txs: &[VerifiedTx],
+    values: Entries,
+) -> Result<(Vec<TxStatus>, BTreeMap<u32, Entries>), String> {
+    let state = CommittedState::from_entries(values.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let out = ctx.exec.execute(&SignedVm, &state, txs).map_err(|e| e.to_string())?;
+    let mut writes: BTreeMap<u32, Entries> = BTreeMap::new();
+    for (k, v) in out.write_set.sorted() {
+        writes.entry(partitioner.shard_of(&k)).or_default().push((k, v));
+    }
+    Ok((out.outputs.iter().map(status_of).collect(), writes))
 }

@@ -212,14 +212,22 @@ pub struct Proposal {
     pub parent: [u8; 32],
     /// Cross-shard writes applied before the block's transactions (see the node docs).
     pub cross_writes: Entries,
-    /// The transactions, under one aggregate signature.
-    pub block: AggregatedBlock,
+    /// The transactions, under one aggregate signature; `None` for a block that only applies
+    /// cross-shard writes.
+    pub block: Option<AggregatedBlock>,
+}
+
+impl Proposal {
+    /// The number of transactions in the block.
+    pub fn txs(&self) -> usize {
+        self.block.as_ref().map_or(0, |b| b.headers.len())
+    }
 }
 
 impl Proposal {
     /// The block hash replicas vote on: BLAKE3 over the proposal's encoding.
     pub fn hash(&self) -> [u8; 32] {
-        let mut w = Vec::with_capacity(64 + self.block.headers.len() * 60);
+        let mut w = Vec::with_capacity(64 + self.txs() * 60);
         encode_proposal(self, &mut w);
         let mut h = blake3::Hasher::new();
         h.update(b"occam/block/v1");
@@ -267,8 +275,15 @@ pub enum Message {
     StatusRequest,
     /// Node → asker: its replicas' positions.
     Status(Vec<ReplicaStatus>),
-    /// Node ↔ node: a cross-shard protocol message between shard leaders.
-    Cross(CrossMessage),
+    /// Node ↔ node: a cross-shard protocol message between the coordinator and a shard's
+    /// leader. `shard` is the shard the message is for (requests, applies) or from (replies,
+    /// acknowledgements).
+    Cross {
+        /// The participant shard.
+        shard: u32,
+        /// The protocol message.
+        message: CrossMessage,
+    },
 }
 
 /// Frame kinds.
@@ -304,10 +319,10 @@ impl Message {
             Message::Commit(_) => Kind::COMMIT,
             Message::StatusRequest => Kind::STATUS_REQUEST,
             Message::Status(_) => Kind::STATUS,
-            Message::Cross(CrossMessage::ReadRequest { .. }) => Kind::CROSS_READ_REQUEST,
-            Message::Cross(CrossMessage::ReadReply { .. }) => Kind::CROSS_READ_REPLY,
-            Message::Cross(CrossMessage::Apply { .. }) => Kind::CROSS_APPLY,
-            Message::Cross(CrossMessage::Applied { .. }) => Kind::CROSS_APPLIED,
+            Message::Cross { message: CrossMessage::ReadRequest { .. }, .. } => Kind::CROSS_READ_REQUEST,
+            Message::Cross { message: CrossMessage::ReadReply { .. }, .. } => Kind::CROSS_READ_REPLY,
+            Message::Cross { message: CrossMessage::Apply { .. }, .. } => Kind::CROSS_APPLY,
+            Message::Cross { message: CrossMessage::Applied { .. }, .. } => Kind::CROSS_APPLIED,
         }
     }
 
@@ -364,8 +379,9 @@ impl Message {
                     w.extend_from_slice(&r.pending.to_le_bytes());
                 }
             }
-            Message::Cross(m) => match m {
+            Message::Cross { shard, message } => match message {
                 CrossMessage::ReadRequest { block, keys } => {
+                    w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
                     w.extend_from_slice(&(keys.len() as u32).to_le_bytes());
                     for k in keys {
@@ -373,15 +389,18 @@ impl Message {
                     }
                 }
                 CrossMessage::ReadReply { block, from, values } => {
+                    w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
                     w.extend_from_slice(&from.to_le_bytes());
                     put_entries(w, values);
                 }
                 CrossMessage::Apply { block, writes } => {
+                    w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
                     put_entries(w, writes);
                 }
                 CrossMessage::Applied { block, from } => {
+                    w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
                     w.extend_from_slice(&from.to_le_bytes());
                 }
@@ -438,20 +457,24 @@ impl Message {
                 }
                 Message::Status(v)
             }
-            Kind::CROSS_READ_REQUEST => {
+            Kind::CROSS_READ_REQUEST..=Kind::CROSS_APPLIED => {
+                let shard = r.u32("shard")?;
                 let block = r.u64("block")?;
-                let n = r.count("keys", KEY_LEN, MAX_ENTRIES)?;
-                let mut keys = Vec::with_capacity(n);
-                for _ in 0..n {
-                    keys.push(Key(r.array("key")?));
-                }
-                Message::Cross(CrossMessage::ReadRequest { block, keys })
+                let message = match kind {
+                    Kind::CROSS_READ_REQUEST => {
+                        let n = r.count("keys", KEY_LEN, MAX_ENTRIES)?;
+                        let mut keys = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            keys.push(Key(r.array("key")?));
+                        }
+                        CrossMessage::ReadRequest { block, keys }
+                    }
+                    Kind::CROSS_READ_REPLY => CrossMessage::ReadReply { block, from: r.u32("shard")?, values: r.entries()? },
+                    Kind::CROSS_APPLY => CrossMessage::Apply { block, writes: r.entries()? },
+                    _ => CrossMessage::Applied { block, from: r.u32("shard")? },
+                };
+                Message::Cross { shard, message }
             }
-            Kind::CROSS_READ_REPLY => {
-                Message::Cross(CrossMessage::ReadReply { block: r.u64("block")?, from: r.u32("shard")?, values: r.entries()? })
-            }
-            Kind::CROSS_APPLY => Message::Cross(CrossMessage::Apply { block: r.u64("block")?, writes: r.entries()? }),
-            Kind::CROSS_APPLIED => Message::Cross(CrossMessage::Applied { block: r.u64("block")?, from: r.u32("shard")? }),
             other => return Err(WireError::UnknownKind(other)),
         };
         r.finish()?;
@@ -497,7 +520,13 @@ fn encode_proposal(p: &Proposal, w: &mut Vec<u8>) {
     w.extend_from_slice(&p.height.to_le_bytes());
     w.extend_from_slice(&p.parent);
     put_entries(w, &p.cross_writes);
-    w.extend_from_slice(&p.block.encode());
+    match &p.block {
+        Some(b) => {
+            w.push(1);
+            w.extend_from_slice(&b.encode());
+        }
+        None => w.push(0),
+    }
 }
 
 fn decode_proposal(r: &mut Reader<'_>) -> Result<Proposal, WireError> {
@@ -505,7 +534,11 @@ fn decode_proposal(r: &mut Reader<'_>) -> Result<Proposal, WireError> {
     let height = r.u64("height")?;
     let parent = r.array("parent hash")?;
     let cross_writes = r.entries()?;
-    let block = AggregatedBlock::decode(r.rest())?;
+    let block = match r.u8("block flag")? {
+        0 => None,
+        1 => Some(AggregatedBlock::decode(r.rest())?),
+        _ => return Err(WireError::Invalid("block flag")),
+    };
     Ok(Proposal { shard, height, parent, cross_writes, block })
 }
 

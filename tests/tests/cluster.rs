@@ -78,20 +78,20 @@ fn runtime() -> tokio::runtime::Runtime {
 /// receipt's status by (batch, index), and the highest certified height per shard.
 async fn submit_all(
     client: &mut Client,
-    txs: &[(RawSignedTx, u32)],
+    txs: &[(RawSignedTx, Option<u32>)],
     batch: usize,
     first_batch: u64,
 ) -> (HashMap<(u64, u32), TxStatus>, BTreeMap<u32, u64>) {
     let chain_id = client.cluster().chain_id;
-    let mut by_shard: BTreeMap<u32, Vec<RawSignedTx>> = BTreeMap::new();
-    for (tx, s) in txs {
-        by_shard.entry(*s).or_default().push(tx.clone());
+    let mut by_route: BTreeMap<Option<u32>, Vec<RawSignedTx>> = BTreeMap::new();
+    for (tx, route) in txs {
+        by_route.entry(*route).or_default().push(tx.clone());
     }
     let mut expected = 0usize;
     let mut next = first_batch;
-    for (shard, list) in by_shard {
+    for (route, list) in by_route {
         for chunk in list.chunks(batch) {
-            client.submit(shard, next, RawSignedBlock { chain_id, txs: chunk.to_vec() }).await.unwrap();
+            client.submit_routed(route, next, RawSignedBlock { chain_id, txs: chunk.to_vec() }).await.unwrap();
             next += 1;
             expected += chunk.len();
         }
@@ -143,6 +143,42 @@ fn four_nodes_certify_blocks_and_replicas_agree() {
     // The roots moved from genesis.
     let genesis_roots: Vec<[u8; 32]> = roots.values().map(|v| v[0].1).collect();
     assert!(genesis_roots.iter().all(|r| *r != [0; 32]));
+    cluster.stop();
+}
+
+fn balance_total(entries: &[(occam_engine::key::Key, occam_engine::value::Value)]) -> u64 {
+    let accounts = occam_engine::native::keys::account(0).tag();
+    entries.iter().filter(|(k, _)| k.tag() == accounts).map(|(_, v)| v.as_u64().unwrap()).sum()
+}
+
+#[test]
+fn cross_shard_transfers_commit_atomically_across_nodes() {
+    let cluster = start(4, 3, 3, limits());
+    let rt = runtime();
+    let genesis_total = balance_total(&genesis(&cluster.config.genesis).unwrap().sorted_entries());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let txs = Transfers::new(&cluster.config).signed(&mut rng, 600, 0.3, &cluster.keys);
+    let crossing = txs.iter().filter(|(_, r)| r.is_none()).count();
+    assert!(crossing > 100, "{crossing} cross-shard transfers");
+    let (statuses, heights) = rt.block_on(async {
+        let mut client = Client::connect(&cluster.config).await.unwrap();
+        submit_all(&mut client, &txs, 50, 0).await
+    });
+    assert_eq!(statuses.len(), 600);
+    assert!(statuses.values().all(|s| *s == TxStatus::Succeeded), "{statuses:?}");
+    let roots = cluster.settled_roots(&heights);
+    assert_agree(&roots, 3);
+    // Every replica holds the same entries as its leader, and no money was made or lost.
+    let mut total = 0;
+    for shard in 0..3u32 {
+        let leader = cluster.nodes[cluster.config.leader_of(shard) as usize].as_ref().unwrap().snapshot(shard).unwrap();
+        for r in 1..3 {
+            let node = cluster.config.node_of(shard, r) as usize;
+            assert_eq!(cluster.nodes[node].as_ref().unwrap().snapshot(shard).unwrap(), leader, "shard {shard} replica {r}");
+        }
+        total += balance_total(&leader);
+    }
+    assert_eq!(total, genesis_total, "transfers conserve the total balance across shards");
     cluster.stop();
 }
 
@@ -271,7 +307,7 @@ fn a_flooding_client_is_throttled_and_others_still_commit() {
         // Another client's transactions (signed after the flood's, by other signers' nonces
         // where they overlap) still get in and commit.
         let mut other = Client::connect(&cluster.config).await.unwrap();
-        let fresh: Vec<(RawSignedTx, u32)> = polite.into_iter().filter(|(t, _)| t.header.nonce == 0).collect();
+        let fresh: Vec<(RawSignedTx, Option<u32>)> = polite.into_iter().filter(|(t, _)| t.header.nonce == 0).collect();
         let (statuses, _) = submit_all(&mut other, &fresh, 25, 0).await;
         assert_eq!(statuses.len(), fresh.len());
     });

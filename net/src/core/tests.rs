@@ -15,7 +15,7 @@ fn proposal(height: u64, parent: [u8; 32], amount: u64) -> Proposal {
     let body = NativeTx { kind: TxKind::Transfer { from: 1, to: 2, amount }, work_rounds: 0 };
     let tx = TxHeader { signer: 0, nonce: height - 1, body }.sign(1, &keys()[0]);
     let block = SignedBlock { chain_id: 1, txs: vec![tx] }.aggregate().unwrap();
-    Proposal { shard: 0, height, parent, cross_writes: Vec::new(), block }
+    Proposal { shard: 0, height, parent, cross_writes: Vec::new(), block: Some(block) }
 }
 
 fn certified(out: &[LeaderOut]) -> Vec<u64> {

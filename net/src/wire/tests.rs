@@ -51,15 +51,22 @@ fn every_message() -> Vec<Message> {
             entries: vec![ReceiptEntry { batch: 1, index: 2, status: TxStatus::Failed }],
         },
         Message::Receipts { certificate: None, entries: vec![ReceiptEntry { batch: 1, index: 0, status: TxStatus::BadSignature }] },
-        Message::Propose(Proposal { shard: 2, height: 5, parent: [9; 32], cross_writes: entries(), block: block.aggregate().unwrap() }),
+        Message::Propose(Proposal {
+            shard: 2,
+            height: 5,
+            parent: [9; 32],
+            cross_writes: entries(),
+            block: Some(block.aggregate().unwrap()),
+        }),
+        Message::Propose(Proposal { shard: 2, height: 6, parent: [9; 32], cross_writes: entries(), block: None }),
         Message::Vote(SignedVote::sign(Vote { shard: 0, height: 1, block_hash: [1; 32], state_root: [2; 32] }, 3, &key(3))),
         Message::Commit(certificate()),
         Message::StatusRequest,
         Message::Status(vec![ReplicaStatus { shard: 1, replica: 2, height: 3, root: [4; 32], pending: 5 }]),
-        Message::Cross(CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] }),
-        Message::Cross(CrossMessage::ReadReply { block: 3, from: 1, values: entries() }),
-        Message::Cross(CrossMessage::Apply { block: 3, writes: entries() }),
-        Message::Cross(CrossMessage::Applied { block: 3, from: 1 }),
+        Message::Cross { shard: 1, message: CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] } },
+        Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
+        Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
+        Message::Cross { shard: 1, message: CrossMessage::Applied { block: 3, from: 1 } },
     ]
 }
 
@@ -141,7 +148,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(which in 0usize..14, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(which in 0usize..15, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let m = &MESSAGES[which];
         let mut frame = m.encode().unwrap();
         let i = at.index(frame.len());
