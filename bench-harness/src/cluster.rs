@@ -7,11 +7,13 @@
 use crate::workload::Workload;
 use anyhow::Context;
 use occam_engine::crypto::{deterministic_signers, KeyRegistry, SecretKey};
+use occam_engine::native::signed::nonce_key;
 use occam_engine::native::signed::{RawSignedTx, TxHeader};
 use occam_engine::native::{NativeTx, TxKind};
 use occam_engine::state::CommittedState;
+use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
-use occam_net::node::{Node, NodeSetup};
+use occam_net::node::{cluster_partitioner, Node, NodeSetup};
 use rand::Rng;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -41,6 +43,42 @@ pub fn start_node(
     Node::start(setup).with_context(|| format!("starting node {node}"))
 }
 
+/// Every signer's next nonce, read from the shard leaders (so a load run can follow earlier
+/// ones on the same cluster). Call before other traffic on `client`: other events are
+/// discarded while it waits.
+pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
+    let cluster = client.cluster().clone();
+    let partitioner = cluster_partitioner(&cluster);
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for s in 0..cluster.signers {
+        by_shard.entry(partitioner.shard_of(&nonce_key(s))).or_default().push(s);
+    }
+    for (shard, signers) in &by_shard {
+        client.read(*shard, u64::from(*shard), signers.iter().map(|s| nonce_key(*s)).collect()).await?;
+    }
+    let mut nonces = vec![0u64; cluster.signers as usize];
+    let mut answered = 0;
+    while answered < by_shard.len() {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.next_event())
+            .await
+            .context("no answer to the nonce query in 10 s")?
+            .context("the cluster closed the connection")?;
+        match event {
+            ClientEvent::Values { id, values } => {
+                let signers = by_shard.get(&(id as u32)).context("an answer to a query not sent")?;
+                for (s, (_, v)) in signers.iter().zip(values) {
+                    nonces[*s as usize] = v.and_then(|v| v.as_u64()).unwrap_or(0);
+                }
+                answered += 1;
+            }
+            ClientEvent::Refused { reason, .. } => anyhow::bail!("the nonce query was refused: {reason:?}"),
+            ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
+            _ => {}
+        }
+    }
+    Ok(nonces)
+}
+
 /// Signed transfers between a cluster's genesis accounts, routed by shard.
 ///
 /// Account `a` signs with signer `a % signers`; each signer's nonces count up in generation
@@ -57,7 +95,17 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    /// A generator for `cluster`'s accounts.
+    /// A generator whose signers continue from `nonces` (one per signer, as
+    /// [`fetch_nonces`] returns them).
+    pub fn with_nonces(cluster: &ClusterConfig, nonces: Vec<u64>) -> Transfers {
+        let mut t = Transfers::new(cluster);
+        if nonces.len() == t.nonces.len() {
+            t.nonces = nonces;
+        }
+        t
+    }
+
+    /// A generator for `cluster`'s accounts, every signer at nonce 0 (a fresh cluster).
     pub fn new(cluster: &ClusterConfig) -> Transfers {
         Transfers {
             accounts: cluster.genesis.accounts.max(cluster.shards as u64),

@@ -15,7 +15,7 @@
 //! set (once per block). Latencies go into an HdrHistogram; the report has p50, p90, p99,
 //! p99.9 and max, offered and achieved rates, and a per-second series.
 
-use crate::cluster::{signers, Transfers};
+use crate::cluster::{fetch_nonces, signers, Transfers};
 use crate::machine::{Machine, COMMIT};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -216,22 +216,27 @@ pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> an
     cfg.check()?;
     let n = cfg.planned()?;
     let (keys, _) = signers(cluster)?;
-    if progress {
-        eprintln!("signing {n} transfers…");
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let txs = Transfers::new(cluster).signed(&mut rng, n, cfg.cross_shard, &keys);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(drive(cluster, cfg, txs, progress))
+    runtime.block_on(async {
+        let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
+        // Earlier runs may have used the signers: continue from their nonces.
+        let nonces = fetch_nonces(&mut client).await?;
+        if progress {
+            eprintln!("signing {n} transfers…");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+        let txs = Transfers::with_nonces(cluster, nonces).signed(&mut rng, n, cfg.cross_shard, &keys);
+        drive(client, cluster, cfg, txs, progress).await
+    })
 }
 
 async fn drive(
+    mut client: Client,
     cluster: &ClusterConfig,
     cfg: &LoadConfig,
     txs: Vec<(RawSignedTx, Option<u32>)>,
     progress: bool,
 ) -> anyhow::Result<LoadReport> {
-    let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
     // One queue per shard, and one for cross-shard transactions (to the coordinator).
     let shards = cluster.shards + 1;
     let queue_of = |route: Option<u32>| route.map_or(shards - 1, |s| s as usize);
@@ -379,7 +384,7 @@ async fn drive(
                         }
                     }
                     ClientEvent::Closed { node, reason } => bail!("node {node} closed the connection: {reason}"),
-                    ClientEvent::Status { .. } => {}
+                    ClientEvent::Status { .. } | ClientEvent::Values { .. } => {}
                 }
             }
         }

@@ -39,6 +39,13 @@ pub enum ClientEvent {
         /// This client's transactions in it.
         entries: Vec<ReceiptEntry>,
     },
+    /// The values of keys asked with [`Client::read`].
+    Values {
+        /// The request id.
+        id: u64,
+        /// One entry per key asked.
+        values: occam_shard::protocol::Entries,
+    },
     /// A node's replicas' positions.
     Status {
         /// The node.
@@ -182,6 +189,14 @@ impl Client {
         }
     }
 
+    /// Asks the leader of `shard` for the current values of `keys` (all on that shard),
+    /// answered as [`ClientEvent::Values`] with `id` (or refused as `NotLeader`).
+    pub async fn read(&self, shard: u32, id: u64, keys: Vec<occam_engine::key::Key>) -> Result<(), ClientError> {
+        let node = self.cluster.leader_of(shard);
+        let Some(f) = frame(&Message::Read { id, keys }) else { return Err(ClientError::CrossShard) };
+        self.send_frame(node, f).await
+    }
+
     /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).
     pub async fn request_status(&self, node: u32) -> Result<(), ClientError> {
         self.send_frame(node, frame(&Message::StatusRequest).expect("a status request encodes")).await
@@ -233,6 +248,7 @@ async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<Client
                     ClientEvent::Receipts { certificate: certificate.map(Box::new), entries }
                 }
                 Ok(Some(Message::Status(replicas))) => ClientEvent::Status { node, replicas },
+                Ok(Some(Message::Values { id, values })) => ClientEvent::Values { id, values },
                 Ok(Some(other)) => break format!("unexpected message kind {}", other.kind()),
                 Ok(None) => break "stream finished".to_string(),
                 Err(e) => break e.to_string(),

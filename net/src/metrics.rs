@@ -125,8 +125,10 @@ impl Metrics {
             }
         };
         let shards: Vec<(u32, Arc<ShardMetrics>)> = self.shards.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
+        // The coordinator's figures are filed under shard `u32::MAX`: label it `cross`.
+        let label = |s: u32| if s == u32::MAX { "cross".to_string() } else { s.to_string() };
         let per_shard = |f: &dyn Fn(&ShardMetrics) -> u64| -> Vec<(String, String)> {
-            shards.iter().map(|(s, m)| (format!(",shard=\"{s}\""), f(m).to_string())).collect()
+            shards.iter().map(|(s, m)| (format!(",shard=\"{}\"", label(*s)), f(m).to_string())).collect()
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         family(
@@ -142,9 +144,9 @@ impl Metrics {
         let mut hist = Vec::new();
         for (s, m) in &shards {
             for (b, bound) in m.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-                hist.push((format!(",shard=\"{s}\",le=\"{bound}\""), load(b).to_string()));
+                hist.push((format!(",shard=\"{}\",le=\"{bound}\"", label(*s)), load(b).to_string()));
             }
-            hist.push((format!(",shard=\"{s}\",le=\"+Inf\""), load(&m.latency_count).to_string()));
+            hist.push((format!(",shard=\"{}\",le=\"+Inf\"", label(*s)), load(&m.latency_count).to_string()));
         }
         family("occam_certificate_latency_seconds_bucket", "counter", "Proposal to certificate, per block (histogram buckets).", hist);
         family(

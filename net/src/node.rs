@@ -128,10 +128,11 @@ enum LeaderEvent {
     Vote(Box<occam_shard::SignedVote>),
     Cross(CrossMessage),
     Snapshot(SnapshotReply),
+    Read { conn: u64, id: u64, keys: Vec<Key> },
 }
 
 enum ReplicaEvent {
-    Propose(Proposal),
+    Propose(Box<Proposal>),
     Commit(Box<Certificate>),
     Snapshot(SnapshotReply),
 }
@@ -525,6 +526,17 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
             }
             Ok(())
         }
+        (Message::Read { id, keys }, None) => {
+            let shard = keys.first().map(|k| shared.partitioner.shard_of(k));
+            let leader = shard.filter(|s| keys.iter().all(|k| shared.partitioner.shard_of(k) == *s)).and_then(|s| shared.leaders.get(&s));
+            match leader {
+                Some((tx, _)) => {
+                    let _ = tx.send(LeaderEvent::Read { conn, id, keys });
+                }
+                None => shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader }),
+            }
+            Ok(())
+        }
         (Message::StatusRequest, None) => {
             shared.send_to_client(conn, &Message::Status(shared.status.lock().clone()));
             Ok(())
@@ -544,7 +556,7 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
                 return Err("a proposal from a node that does not lead the shard");
             }
             if let Some(tx) = shared.replicas.get(&p.shard) {
-                if tx.try_send(ReplicaEvent::Propose(p)).is_err() {
+                if tx.try_send(ReplicaEvent::Propose(Box::new(p))).is_err() {
                     debug!("replica queue full; the leader resends");
                 }
             }
@@ -582,12 +594,13 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
                 Ok(())
             }
         },
-        (Message::Submit { .. } | Message::StatusRequest, Some(_)) => Err("a client message on a node link"),
+        (Message::Submit { .. } | Message::StatusRequest | Message::Read { .. }, Some(_)) => Err("a client message on a node link"),
         (Message::Vote(_) | Message::Propose(_) | Message::Commit(_), None) => Err("a node message from a client"),
         (Message::Cross { .. }, None) => Err("a node message from a client"),
-        (Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_), _) => {
-            Err("a message only nodes send")
-        }
+        (
+            Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_) | Message::Values { .. },
+            _,
+        ) => Err("a message only nodes send"),
     }
 }
 
@@ -828,6 +841,10 @@ fn run_leader(
                         LeaderEvent::Snapshot(reply) => {
                             let _ = reply.send(ctx.state.sorted_entries());
                         }
+                        LeaderEvent::Read { conn, id, keys } => {
+                            let values = keys.iter().map(|k| (*k, ctx.state.get(k).cloned())).collect();
+                            shared.send_to_client(conn, &Message::Values { id, values });
+                        }
                     }
                     next = rx.try_recv().ok();
                 }
@@ -913,7 +930,7 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut step = match event {
-            ReplicaEvent::Propose(p) => Some(core.on_propose(p)),
+            ReplicaEvent::Propose(p) => Some(core.on_propose(*p)),
             ReplicaEvent::Commit(c) => {
                 match c.verify(&set) {
                     Ok(()) => committed = committed.max(c.vote.height),

@@ -275,6 +275,22 @@ pub enum Message {
     StatusRequest,
     /// Node → asker: its replicas' positions.
     Status(Vec<ReplicaStatus>),
+    /// Client → shard leader: the current values of these keys (all of the leader's shard),
+    /// answered with [`Message::Values`]. A leader answers from its latest executed state,
+    /// which may include blocks not yet certified.
+    Read {
+        /// The client's id for the request, echoed.
+        id: u64,
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Leader → client: the values asked for, in order (`None`: absent).
+    Values {
+        /// The request id.
+        id: u64,
+        /// One entry per key.
+        values: Entries,
+    },
     /// Node ↔ node: a cross-shard protocol message between the coordinator and a shard's
     /// leader. `shard` is the shard the message is for (requests, applies) or from (replies,
     /// acknowledgements).
@@ -302,8 +318,10 @@ impl Kind {
     const CROSS_READ_REPLY: u8 = 11;
     const CROSS_APPLY: u8 = 12;
     const CROSS_APPLIED: u8 = 13;
+    const READ: u8 = 14;
+    const VALUES: u8 = 15;
     const FIRST: u8 = 1;
-    const LAST: u8 = 13;
+    const LAST: u8 = 15;
 }
 
 impl Message {
@@ -319,6 +337,8 @@ impl Message {
             Message::Commit(_) => Kind::COMMIT,
             Message::StatusRequest => Kind::STATUS_REQUEST,
             Message::Status(_) => Kind::STATUS,
+            Message::Read { .. } => Kind::READ,
+            Message::Values { .. } => Kind::VALUES,
             Message::Cross { message: CrossMessage::ReadRequest { .. }, .. } => Kind::CROSS_READ_REQUEST,
             Message::Cross { message: CrossMessage::ReadReply { .. }, .. } => Kind::CROSS_READ_REPLY,
             Message::Cross { message: CrossMessage::Apply { .. }, .. } => Kind::CROSS_APPLY,
@@ -379,14 +399,19 @@ impl Message {
                     w.extend_from_slice(&r.pending.to_le_bytes());
                 }
             }
+            Message::Read { id, keys } => {
+                w.extend_from_slice(&id.to_le_bytes());
+                put_keys(w, keys);
+            }
+            Message::Values { id, values } => {
+                w.extend_from_slice(&id.to_le_bytes());
+                put_entries(w, values);
+            }
             Message::Cross { shard, message } => match message {
                 CrossMessage::ReadRequest { block, keys } => {
                     w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
-                    w.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-                    for k in keys {
-                        w.extend_from_slice(&k.0);
-                    }
+                    put_keys(w, keys);
                 }
                 CrossMessage::ReadReply { block, from, values } => {
                     w.extend_from_slice(&shard.to_le_bytes());
@@ -461,20 +486,15 @@ impl Message {
                 let shard = r.u32("shard")?;
                 let block = r.u64("block")?;
                 let message = match kind {
-                    Kind::CROSS_READ_REQUEST => {
-                        let n = r.count("keys", KEY_LEN, MAX_ENTRIES)?;
-                        let mut keys = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            keys.push(Key(r.array("key")?));
-                        }
-                        CrossMessage::ReadRequest { block, keys }
-                    }
+                    Kind::CROSS_READ_REQUEST => CrossMessage::ReadRequest { block, keys: r.keys()? },
                     Kind::CROSS_READ_REPLY => CrossMessage::ReadReply { block, from: r.u32("shard")?, values: r.entries()? },
                     Kind::CROSS_APPLY => CrossMessage::Apply { block, writes: r.entries()? },
                     _ => CrossMessage::Applied { block, from: r.u32("shard")? },
                 };
                 Message::Cross { shard, message }
             }
+            Kind::READ => Message::Read { id: r.u64("request id")?, keys: r.keys()? },
+            Kind::VALUES => Message::Values { id: r.u64("request id")?, values: r.entries()? },
             other => return Err(WireError::UnknownKind(other)),
         };
         r.finish()?;
@@ -499,6 +519,13 @@ impl Message {
 fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(&(b.len() as u32).to_le_bytes());
     w.extend_from_slice(b);
+}
+
+fn put_keys(w: &mut Vec<u8>, keys: &[Key]) {
+    w.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+    for k in keys {
+        w.extend_from_slice(&k.0);
+    }
 }
 
 fn put_entries(w: &mut Vec<u8>, entries: &Entries) {
@@ -583,6 +610,15 @@ impl<'a> Reader<'a> {
         let n = self.u32(what)? as usize;
         self.take(n, what)
     }
+    fn keys(&mut self) -> Result<Vec<Key>, WireError> {
+        let n = self.count("keys", KEY_LEN, MAX_ENTRIES)?;
+        let mut keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            keys.push(Key(self.array("key")?));
+        }
+        Ok(keys)
+    }
+
     fn entries(&mut self) -> Result<Entries, WireError> {
         let n = self.count("entries", KEY_LEN + 1, MAX_ENTRIES)?;
         let mut out = Vec::with_capacity(n);

@@ -29,7 +29,11 @@ fn limits() -> Limits {
 
 fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
     let spec = GenesisSpec { workload: "transfer".into(), accounts: 1000 };
-    let (config, node_keys) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
+    let (mut config, node_keys) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
+    // Metrics endpoints on ports the system picks.
+    for n in &mut config.nodes {
+        n.metrics = Some("127.0.0.1:0".parse().unwrap());
+    }
     let genesis: Arc<CommittedState> = Arc::new(genesis(&spec).unwrap());
     let (keys, registry) = signers(&config).unwrap();
     let nodes = node_keys
@@ -118,6 +122,16 @@ async fn submit_all(
     (statuses, heights)
 }
 
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
 fn assert_agree(roots: &BTreeMap<u32, Vec<(usize, [u8; 32])>>, replicas: usize) {
     for (shard, rs) in roots {
         assert_eq!(rs.len(), replicas, "shard {shard}: every live replica reports");
@@ -140,9 +154,18 @@ fn four_nodes_certify_blocks_and_replicas_agree() {
     assert_eq!(heights.len(), 2, "both shards committed blocks");
     let roots = cluster.settled_roots(&heights);
     assert_agree(&roots, 4);
-    // The roots moved from genesis.
-    let genesis_roots: Vec<[u8; 32]> = roots.values().map(|v| v[0].1).collect();
-    assert!(genesis_roots.iter().all(|r| *r != [0; 32]));
+    // The Prometheus endpoints count every committed transaction once, at its leader.
+    let mut committed = 0;
+    for n in cluster.nodes.iter().flatten() {
+        let text = scrape(n.metrics_addr().unwrap());
+        assert!(text.contains("# TYPE occam_certificate_latency_seconds_bucket counter"), "{text}");
+        committed += text
+            .lines()
+            .filter(|l| l.starts_with("occam_committed_txs_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(committed, 600);
     cluster.stop();
 }
 
@@ -312,5 +335,36 @@ fn a_flooding_client_is_throttled_and_others_still_commit() {
         assert_eq!(statuses.len(), fresh.len());
     });
     assert_eq!(cluster.nodes[0].as_ref().unwrap().metrics().refused_count(Refusal::Throttled), 8);
+    cluster.stop();
+}
+
+#[test]
+fn occam_load_drives_a_cluster_twice_and_verifies_every_certificate() {
+    use occam_bench::load::{run_load, LoadConfig};
+    let cluster = start(4, 2, 4, limits());
+    let cfg = LoadConfig {
+        rate: Some(300.0),
+        concurrency: None,
+        duration_s: 2.0,
+        cross_shard: 0.2,
+        batch: 32,
+        workload: "transfer".into(),
+        max_txs: 0,
+        seed: 9,
+        drain_s: 20.0,
+    };
+    // The second run continues from the first one's nonces (read from the leaders).
+    for run in 0..2 {
+        let r = run_load(&cluster.config, &cfg, false).unwrap();
+        assert_eq!(r.scheduled, 600, "run {run}");
+        assert_eq!(r.committed, r.sent, "run {run}: {r:?}");
+        assert_eq!((r.bad_nonce, r.dropped, r.lost, r.bad_certificates), (0, 0, 0, 0), "run {run}");
+        assert!(r.certificates > 0 && r.latency.count == r.committed, "run {run}");
+        assert!(r.latency.p50_ms > 0.0 && r.latency.p50_ms <= r.latency.p99_ms);
+        assert_eq!(r.series.iter().map(|s| s.committed).sum::<u64>(), r.committed);
+    }
+    let closed = LoadConfig { rate: None, concurrency: Some(64), max_txs: 300, ..cfg };
+    let r = run_load(&cluster.config, &closed, false).unwrap();
+    assert_eq!((r.committed, r.bad_nonce, r.lost), (300, 0, 0), "closed loop: {r:?}");
     cluster.stop();
 }

@@ -63,6 +63,8 @@ fn every_message() -> Vec<Message> {
         Message::Commit(certificate()),
         Message::StatusRequest,
         Message::Status(vec![ReplicaStatus { shard: 1, replica: 2, height: 3, root: [4; 32], pending: 5 }]),
+        Message::Read { id: 7, keys: vec![Key::from_parts(1, 2, 3), Key::from_parts(9, 1, 0)] },
+        Message::Values { id: 7, values: entries() },
         Message::Cross { shard: 1, message: CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] } },
         Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
@@ -148,7 +150,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(which in 0usize..15, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(which in 0usize..17, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let m = &MESSAGES[which];
         let mut frame = m.encode().unwrap();
         let i = at.index(frame.len());
@@ -158,4 +160,28 @@ proptest! {
             prop_assert_eq!(Message::decode_frame(&decoded.encode().unwrap(), MAX_FRAME_LEN).unwrap(), decoded);
         }
     }
+}
+
+/// Seeds for the fuzz targets (`net/fuzz`): one valid frame of every kind, so the fuzzer starts
+/// from the signed paths it could not reach from nothing. Run with
+/// `cargo test -p occam-net write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for (target, strip) in [("frame", 0), ("payload", HEADER_LEN - 1)] {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, m) in MESSAGES.iter().enumerate() {
+            let frame = m.encode().unwrap();
+            // The payload target takes the kind byte, then the payload.
+            let bytes = if strip == 0 { frame } else { [&[m.kind()][..], &frame[HEADER_LEN..]].concat() };
+            std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
+        }
+    }
+    let dir = root.join("blocks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let block = signed_block(3);
+    std::fs::write(dir.join("seed-signed"), block.encode()).unwrap();
+    std::fs::write(dir.join("seed-aggregated"), block.aggregate().unwrap().encode()).unwrap();
 }
