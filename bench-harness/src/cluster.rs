@@ -30,7 +30,8 @@ pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<K
     Ok((keys, Arc::new(registry)))
 }
 
-/// Starts node `node` of `cluster` in this process.
+/// Starts node `node` of `cluster` in this process (on `socket` if given, else binding the
+/// cluster file's address).
 pub fn start_node(
     cluster: &ClusterConfig,
     node: u32,
@@ -38,8 +39,19 @@ pub fn start_node(
     threads: usize,
     genesis: Arc<CommittedState>,
     registry: Arc<KeyRegistry>,
+    socket: Option<std::net::UdpSocket>,
 ) -> anyhow::Result<Node> {
-    let setup = NodeSetup { node, cluster: cluster.clone(), keys, exec_threads: threads, verify_threads: threads, genesis, registry };
+    let setup = NodeSetup {
+        node,
+        cluster: cluster.clone(),
+        keys,
+        exec_threads: threads,
+        verify_threads: threads,
+        genesis,
+        registry,
+        socket,
+        hold_blocks: false,
+    };
     Node::start(setup).with_context(|| format!("starting node {node}"))
 }
 

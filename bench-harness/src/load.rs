@@ -25,7 +25,7 @@ use occam_net::config::ClusterConfig;
 use occam_net::wire::{Refusal, TxStatus, MAX_BATCH_TXS};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Version tag of the load report.
@@ -124,7 +124,8 @@ pub struct LoadReport {
     pub settings: LoadConfig,
     /// Transactions per second offered (scheduled), over the load duration.
     pub offered_tps: f64,
-    /// Transactions per second committed, over the load duration.
+    /// Transactions per second committed, over the load duration (commits after it, while
+    /// draining, are not counted here).
     pub achieved_tps: f64,
     /// Transactions scheduled.
     pub scheduled: u64,
@@ -138,8 +139,13 @@ pub struct LoadReport {
     pub bad_nonce: u64,
     /// Transactions dropped before a block (bad signature, unknown signer).
     pub dropped: u64,
-    /// Transactions with no receipt when the run ended.
+    /// Transactions sent with no receipt when the run ended.
     pub lost: u64,
+    /// Transactions scheduled but never sent (the cluster or the client fell behind).
+    pub unsent: u64,
+    /// Latency samples that are lower bounds: transactions lost or unsent, recorded with the
+    /// time they had waited when the run ended.
+    pub censored: u64,
     /// Batches refused, by reason.
     pub refused: HashMap<String, u64>,
     /// Blocks whose certificates were verified.
@@ -179,6 +185,9 @@ impl LoadConfig {
         }
         if !(self.duration_s > 0.0 && self.duration_s <= 3600.0) {
             bail!("--duration must be in (0, 3600] seconds");
+        }
+        if !(self.drain_s >= 0.0 && self.drain_s <= 3600.0) {
+            bail!("--drain must be in [0, 3600] seconds");
         }
         if !(0.0..=1.0).contains(&self.cross_shard) {
             bail!("--cross-shard is a share in [0, 1]");
@@ -244,11 +253,14 @@ async fn drive(
         (0..shards).map(|_| Shard { queue: VecDeque::new(), in_flight: None, retry_at: None, next_batch: 0 }).collect();
     let duration = Duration::from_secs_f64(cfg.duration_s);
     let mut pending_txs: VecDeque<(RawSignedTx, Option<u32>)> = txs.into();
-    let mut awaiting: HashMap<u64, Vec<Instant>> = HashMap::new();
+    // Accepted batches: each transaction's intended time, taken out when its receipt comes.
+    let mut awaiting: HashMap<u64, Vec<Option<Instant>>> = HashMap::new();
+    let mut committed_in_window = 0u64;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     let mut series: Vec<(u64, u64, u64, Histogram<u64>)> = Vec::new();
     let mut refused: HashMap<String, u64> = HashMap::new();
-    let mut seen_blocks: HashSet<(u32, u64)> = HashSet::new();
+    // Each block's certificate is verified once; its verdict counts for every receipt of it.
+    let mut seen_blocks: HashMap<(u32, u64), bool> = HashMap::new();
     let (mut committed, mut failed, mut bad_nonce, mut dropped, mut sent, mut scheduled) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut certificates, mut bad_certificates) = (0u64, 0u64);
     let mut max_lag = Duration::ZERO;
@@ -268,13 +280,14 @@ async fn drive(
     let mut last_report = start;
     loop {
         let now = Instant::now();
-        // Schedule: due transactions join their shard's queue.
-        if now < deadline {
+        // Schedule: due transactions join their shard's queue. Open loop: every transaction due
+        // before the deadline is scheduled, however late the loop wakes.
+        if now < deadline || cfg.rate.is_some() {
             match cfg.rate {
                 Some(rate) => {
                     while let Some((_, _)) = pending_txs.front() {
                         let due = start + Duration::from_secs_f64(scheduled as f64 / rate);
-                        if due > now {
+                        if due > now || due >= deadline {
                             break;
                         }
                         let (tx, route) = pending_txs.pop_front().expect("front exists");
@@ -340,7 +353,7 @@ async fn drive(
                     ClientEvent::Accepted { batch } => {
                         let sh = &mut state[(batch >> 48) as usize % shards];
                         if let Some((b, _, due)) = sh.in_flight.take_if(|f| f.0 == batch) {
-                            awaiting.insert(b, due);
+                            awaiting.insert(b, due.into_iter().map(Some).collect());
                         }
                     }
                     ClientEvent::Refused { batch, reason } => {
@@ -353,23 +366,32 @@ async fn drive(
                     }
                     ClientEvent::Receipts { certificate, entries } => {
                         let at = Instant::now();
-                        if let Some(c) = &certificate {
-                            if seen_blocks.insert((c.vote.shard, c.vote.height)) {
-                                match client.verify_certificate(c) {
-                                    Ok(()) => certificates += 1,
-                                    Err(_) => bad_certificates += 1,
+                        let verified = certificate.as_ref().is_some_and(|c| {
+                            *seen_blocks.entry((c.vote.shard, c.vote.height)).or_insert_with(|| {
+                                let ok = client.verify_certificate(c).is_ok();
+                                match ok {
+                                    true => certificates += 1,
+                                    false => bad_certificates += 1,
                                 }
-                            }
-                        }
+                                ok
+                            })
+                        });
                         for e in entries {
-                            let Some(due) = awaiting.get(&e.batch).and_then(|v| v.get(e.index as usize)).copied() else { continue };
+                            let Some(due) = awaiting.get_mut(&e.batch).and_then(|v| v.get_mut(e.index as usize)).and_then(Option::take)
+                            else {
+                                continue;
+                            };
                             outstanding = outstanding.saturating_sub(1);
                             slots += 1;
-                            if certificate.is_none() || !e.status.is_committed() {
+                            // Committed means: in a block whose certificate verified here.
+                            if !verified || !e.status.is_committed() {
                                 dropped += 1;
                                 continue;
                             }
                             committed += 1;
+                            if at < deadline {
+                                committed_in_window += 1;
+                            }
                             match e.status {
                                 TxStatus::Failed => failed += 1,
                                 TxStatus::BadNonce => bad_nonce += 1,
@@ -390,8 +412,30 @@ async fn drive(
         }
     }
     client.close().await;
+    let end = Instant::now();
+    // What never got a receipt still counts: sent and unanswered (lost), or never sent (the
+    // client could not). Each enters the latency histogram with the time it had waited when
+    // the run ended, a lower bound of its latency, so a stalled cluster cannot hide its
+    // slowest transactions by not answering.
+    let mut censored = 0u64;
+    let mut unsent = 0u64;
+    let mut record_censored = |due: Instant, hist: &mut Histogram<u64>| {
+        censored += 1;
+        hist.saturating_record(end.saturating_duration_since(due).as_micros().max(1) as u64);
+    };
+    for due in awaiting.values().flatten().flatten() {
+        record_censored(*due, &mut hist);
+    }
+    for sh in &state {
+        for due in sh.in_flight.iter().flat_map(|f| f.2.iter()) {
+            record_censored(*due, &mut hist);
+        }
+        for (_, due) in &sh.queue {
+            unsent += 1;
+            record_censored(*due, &mut hist);
+        }
+    }
     let secs = cfg.duration_s;
-    let committed_in_window: u64 = series.iter().take(secs.ceil() as usize).map(|s| s.2).sum();
     Ok(LoadReport {
         schema: LOAD_SCHEMA.into(),
         commit: COMMIT.into(),
@@ -412,6 +456,8 @@ async fn drive(
         bad_nonce,
         dropped,
         lost: outstanding,
+        unsent,
+        censored,
         refused,
         certificates,
         bad_certificates,
@@ -441,7 +487,7 @@ pub fn render(r: &LoadReport) -> String {
     let l = &r.latency;
     format!(
         "occam load: {} nodes, {} shards × {} replicas; {mode}, {} s\n\
-         offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {})\n\
+         offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {}, unsent {})\n\
          commit latency from intended send: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n\
          certificates verified: {} (bad {}); refused batches: {:?}; max send lag {:.1} ms\n",
         r.cluster.nodes,
@@ -456,6 +502,7 @@ pub fn render(r: &LoadReport) -> String {
         r.bad_nonce,
         r.dropped,
         r.lost,
+        r.unsent,
         l.p50_ms,
         l.p90_ms,
         l.p99_ms,

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use occam_bench::cluster::{genesis, signers, start_node};
+use occam_bench::cluster::{genesis, signers};
 use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
@@ -227,8 +227,21 @@ pub fn node(a: NodeArgs) -> anyhow::Result<()> {
     let (node_cfg, cluster, keys) = NodeConfig::load(&a.config)?;
     let genesis = Arc::new(genesis(&cluster.genesis)?);
     let (_, registry) = signers(&cluster)?;
-    let threads = node_cfg.exec_threads;
-    let node = start_node(&cluster, node_cfg.node, keys, threads, genesis, registry)?;
+    let setup = occam_net::node::NodeSetup {
+        node: node_cfg.node,
+        cluster,
+        keys,
+        exec_threads: node_cfg.exec_threads,
+        verify_threads: node_cfg.verify_threads,
+        genesis,
+        registry,
+        socket: None,
+        hold_blocks: node_cfg.hold_blocks,
+    };
+    if setup.hold_blocks {
+        tracing::warn!("hold_blocks is set: this node admits transactions but proposes no blocks");
+    }
+    let node = occam_net::node::Node::start(setup).with_context(|| format!("starting node {}", node_cfg.node))?;
     tracing::info!(addr = %node.local_addr(), metrics = ?node.metrics_addr(), "serving; stop with SIGTERM or Ctrl-C");
     node.wait_for_signal();
     node.shutdown();

@@ -26,6 +26,9 @@ use std::path::{Path, PathBuf};
 pub const MAX_NODES: usize = 256;
 /// The most shards a cluster may have.
 pub const MAX_CLUSTER_SHARDS: usize = 64;
+/// The most transactions in a block (or a cross-shard round): a proposal, with its
+/// cross-shard writes, must fit in one frame.
+pub const MAX_BLOCK_TXS: usize = 16_384;
 
 /// Errors reading, checking or writing configuration.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +151,9 @@ pub struct NodeConfig {
     pub exec_threads: usize,
     /// Threads verifying signatures (shared by the node's leaders).
     pub verify_threads: usize,
+    /// Admit transactions but propose no blocks: for measuring ingress alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_blocks: bool,
 }
 
 /// A node's secrets (`node-<i>.key`).
@@ -256,8 +262,10 @@ impl ClusterConfig {
             return Err(invalid(format!("signers = {} must be a positive multiple of shards = {}", self.signers, self.shards)));
         }
         let l = &self.limits;
-        if l.block_txs == 0 || l.pipeline == 0 || l.mempool < l.block_txs || l.per_client == 0 {
-            return Err(invalid("limits: block_txs, pipeline and per_client must be positive, and mempool at least block_txs"));
+        if l.block_txs == 0 || l.block_txs > MAX_BLOCK_TXS || l.pipeline == 0 || l.mempool < l.block_txs || l.per_client == 0 {
+            return Err(invalid(format!(
+                "limits: block_txs must be in 1..={MAX_BLOCK_TXS}, pipeline and per_client positive, and mempool at least block_txs"
+            )));
         }
         for (i, node) in self.nodes.iter().enumerate() {
             if node.id as usize != i {
@@ -378,6 +386,7 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
             key: format!("node-{i}.key").into(),
             exec_threads: spec.threads,
             verify_threads: spec.threads,
+            hold_blocks: false,
         };
         files.push((i, keys.to_file(), node));
     }
@@ -404,19 +413,19 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
     Ok(cluster_path)
 }
 
-/// A cluster on 127.0.0.1 with fresh keys and free ports, for tests and in-process
-/// benchmarks: the cluster file and every node's keys (nothing is written to disk).
+/// A cluster on 127.0.0.1 with fresh keys, for tests and in-process benchmarks: the cluster
+/// file, every node's keys, and every node's UDP socket, already bound (pass it in
+/// `NodeSetup::socket`, so no other process or test can take the port meanwhile). Nothing is
+/// written to disk.
 pub fn local_cluster(
     nodes: usize,
     shards: usize,
     replicas: usize,
     genesis: GenesisSpec,
     limits: Limits,
-) -> Result<(ClusterConfig, Vec<NodeKeys>), ConfigError> {
+) -> Result<LocalCluster, ConfigError> {
     let mut keys = Vec::with_capacity(nodes);
     let mut entries = Vec::with_capacity(nodes);
-    // Ports are found by binding and releasing; a race with another process is possible but
-    // harmless for tests (the node then fails to bind and says so).
     let sockets: Vec<std::net::UdpSocket> = (0..nodes)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
@@ -427,7 +436,6 @@ pub fn local_cluster(
         entries.push(k.entry(i as u32, addr, None));
         keys.push(k);
     }
-    drop(sockets);
     let s = shards.max(1);
     let cluster = ClusterConfig {
         chain_id: 1,
@@ -440,8 +448,11 @@ pub fn local_cluster(
         nodes: entries,
     };
     cluster.check()?;
-    Ok((cluster, keys))
+    Ok((cluster, keys, sockets))
 }
+
+/// What [`local_cluster`] returns: the cluster file, each node's keys and bound socket.
+pub type LocalCluster = (ClusterConfig, Vec<NodeKeys>, Vec<std::net::UdpSocket>);
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,8 @@ use occam_shard::{Certificate, CertificateError, QuorumCollector, SignedVote, Va
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// How many out-of-order proposals a replica holds, and how many of its votes it remembers.
+/// How many out-of-order proposals a replica holds, how many of its votes it remembers, and
+/// how many certified blocks a leader keeps for replicas that fall behind.
 pub const REPLICA_WINDOW: usize = 64;
 
 /// Protocol violations and refusals.
@@ -112,12 +113,23 @@ pub struct LeaderCore {
     next_height: u64,
     parent: [u8; 32],
     in_flight: BTreeMap<u64, InFlight>,
+    /// The last [`REPLICA_WINDOW`] certified proposals, for [`LeaderCore::on_sync`].
+    recent: VecDeque<Proposal>,
 }
 
 impl LeaderCore {
     /// The leader of `shard` (replica 0 of `set`) with the first block at height 1.
     pub fn new(shard: u32, set: ValidatorSet, pipeline: usize, resend_after: Duration) -> LeaderCore {
-        LeaderCore { set, shard, pipeline: pipeline.max(1), resend_after, next_height: 1, parent: [0; 32], in_flight: BTreeMap::new() }
+        LeaderCore {
+            set,
+            shard,
+            pipeline: pipeline.max(1),
+            resend_after,
+            next_height: 1,
+            parent: [0; 32],
+            in_flight: BTreeMap::new(),
+            recent: VecDeque::new(),
+        }
     }
 
     /// True if another block may be proposed now.
@@ -196,8 +208,29 @@ impl LeaderCore {
                 }
             }
             out.push(LeaderOut::Certified { height, certificate, latency: now.saturating_duration_since(f.proposed_at) });
+            if self.recent.len() == REPLICA_WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(f.proposal);
         }
         out
+    }
+
+    /// A replica asks for the proposals from height `from` on (it missed one): resends those
+    /// the leader still has, certified or in flight, up to [`REPLICA_WINDOW`] of them. A
+    /// replica further behind than that cannot catch up from the leader (it needs a state
+    /// transfer, which nodes do not have yet).
+    pub fn on_sync(&self, replica: u32, from: u64) -> Vec<LeaderOut> {
+        if replica == 0 || replica as usize >= self.set.len() {
+            return Vec::new();
+        }
+        self.recent
+            .iter()
+            .chain(self.in_flight.values().map(|f| &f.proposal))
+            .filter(|p| p.height >= from)
+            .take(REPLICA_WINDOW)
+            .map(|p| LeaderOut::Send { replica, message: Message::Propose(p.clone()) })
+            .collect()
     }
 
     /// Resends proposals that have waited `resend_after` to the replicas that have not voted.
@@ -249,6 +282,11 @@ impl ReplicaCore {
     /// Blocks executed.
     pub fn height(&self) -> u64 {
         self.next_height - 1
+    }
+
+    /// The height this replica needs next.
+    pub fn next_height(&self) -> u64 {
+        self.next_height
     }
 
     /// Handles a proposal.

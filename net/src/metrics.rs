@@ -203,7 +203,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        loop {
+            // An accept error (out of descriptors, say) is transient: wait and go on.
+            let Ok((mut stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let metrics = metrics.clone();
             let status = status.clone();
             tokio::spawn(async move {

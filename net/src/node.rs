@@ -20,11 +20,16 @@
 //!   the block's aggregate signature, execute, and vote.
 //! - **Links** to every other node: one outgoing QUIC connection each, with mutual TLS, fed by
 //!   a bounded queue and re-dialled when it fails. A message for a peer whose queue is full is
-//!   dropped; the protocol resends what matters (proposals), so a dead peer costs nothing.
+//!   dropped; the protocol recovers: leaders resend proposals that are not yet certified, a
+//!   replica that missed a certified one asks for it again (`Sync`), and the coordinator
+//!   resends cross-shard requests.
+//! - **The coordinator** (on shard 0's leader): runs cross-shard transactions in rounds of the
+//!   read-exchange protocol (`occam_shard::protocol`) with the participant shards' leaders.
 //! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
 //!
-//! Transactions whose keys span shards are refused (`WrongShard`): cross-shard transactions
-//! run in the embedded sharded engine (`occam bench --shards`), not yet between nodes.
+//! Limits: at most [`MAX_CLIENTS`] client connections, client frames of at most
+//! [`crate::transport::MAX_CLIENT_FRAME_LEN`], [`MAX_READS_IN_FLIGHT`] reads per client; a
+//! client whose outgoing queue is full (it does not read) is disconnected.
 
 use crate::config::{ClusterConfig, NodeKeys};
 use crate::core::{CoreError, LeaderCore, LeaderOut, ReplicaCore, ReplicaStep};
@@ -58,6 +63,14 @@ use tracing::{debug, error, info, warn};
 const TICK: Duration = Duration::from_millis(5);
 /// A leader resends a proposal to replicas that have not voted after this long.
 const RESEND_AFTER: Duration = Duration::from_millis(500);
+/// A replica asks its leader for missed blocks at most this often.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
+/// The most client connections a node serves at once.
+pub const MAX_CLIENTS: usize = 4096;
+/// The most reads one client may have unanswered at one node.
+pub const MAX_READS_IN_FLIGHT: usize = 8;
+/// Events a leader handles before it looks at its mempool again.
+const EVENTS_PER_TURN: usize = 1024;
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +105,11 @@ pub struct NodeSetup {
     pub genesis: Arc<CommittedState>,
     /// The transaction signers' registry.
     pub registry: Arc<KeyRegistry>,
+    /// A socket already bound to the node's address (tests bind ports before starting
+    /// nodes); `None` binds the cluster file's address.
+    pub socket: Option<std::net::UdpSocket>,
+    /// Admit transactions but propose no blocks (for measuring ingress alone).
+    pub hold_blocks: bool,
 }
 
 /// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
@@ -124,7 +142,8 @@ struct Origin {
 type SnapshotReply = crossbeam_channel::Sender<Vec<(Key, Value)>>;
 
 enum LeaderEvent {
-    Submit(Vec<(RawSignedTx, Origin)>),
+    Submit(Vec<(RawSignedTx, Origin)>, Instant),
+    Sync { replica: u32, from: u64 },
     Vote(Box<occam_shard::SignedVote>),
     Cross(CrossMessage),
     Snapshot(SnapshotReply),
@@ -138,14 +157,16 @@ enum ReplicaEvent {
 }
 
 enum CoordEvent {
-    Submit(Vec<(RawSignedTx, Origin)>),
+    Submit(Vec<(RawSignedTx, Origin)>, Instant),
     Cross(CrossMessage),
     Commit(Box<Certificate>),
 }
 
 struct Client {
+    conn: quinn::Connection,
     frames: mpsc::Sender<Vec<u8>>,
     pending: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
 }
 
 struct Shared {
@@ -182,13 +203,22 @@ impl Shared {
     }
 
     fn send_to_client(&self, conn: u64, message: &Message) {
-        let clients = self.clients.lock();
-        let Some(c) = clients.get(&conn) else { return };
+        let Some((frames, connection)) = self.clients.lock().get(&conn).map(|c| (c.frames.clone(), c.conn.clone())) else { return };
         if let Some(f) = frame(message) {
-            if c.frames.try_send(f).is_err() {
+            if frames.try_send(f).is_err() {
+                // Its queue is full: it does not read. Buffering more would let one client hold
+                // the node's memory; dropping frames silently would lose its receipts.
                 self.metrics.receipts_dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(conn, "client is not reading; a frame to it was dropped");
+                warn!(conn, "client does not read its answers; closing the connection");
+                connection.close(close::NOT_READING.into(), b"not reading");
             }
+        }
+    }
+
+    /// A read of `conn` was answered.
+    fn read_done(&self, conn: u64) {
+        if let Some(c) = self.clients.lock().get(&conn) {
+            c.reads.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -221,16 +251,24 @@ pub struct Node {
 impl Node {
     /// Binds the node's sockets and starts its threads.
     pub fn start(setup: NodeSetup) -> Result<Node, NodeError> {
-        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry } = setup;
+        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry, socket, hold_blocks } = setup;
         cluster.check()?;
         let entry = cluster.nodes.get(node as usize).ok_or_else(|| NodeError::Engine(format!("node {node} is not in the cluster")))?;
+        if entry.bls_key != occam_engine::key::hex_encode(&keys.bls.public_key().to_bytes()) {
+            return Err(NodeError::Engine(format!("node {node}'s BLS key is not the one the cluster file lists for it")));
+        }
         let pinned = cluster.pinned()?;
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(format!("occam-net-{node}")).enable_all().build()?;
         let server = server_config(&keys.tls, pinned.clone())?;
         let endpoint = {
             let _guard = runtime.enter();
-            quinn::Endpoint::server(server, entry.addr)?
+            match socket {
+                Some(socket) => {
+                    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))?
+                }
+                None => quinn::Endpoint::server(server, entry.addr)?,
+            }
         };
         let addr = endpoint.local_addr()?;
         let partitioner = cluster_partitioner(&cluster);
@@ -278,7 +316,9 @@ impl Node {
                 let limits = cluster.limits.clone();
                 starts.push(Box::new(move |shared| {
                     let core = LeaderCore::new(shard, set, limits.pipeline, RESEND_AFTER);
-                    run_leader(ctx, core, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
+                    let block_txs = if hold_blocks { usize::MAX } else { limits.block_txs };
+                    let block_time = if hold_blocks { Duration::MAX } else { Duration::from_millis(limits.block_ms) };
+                    run_leader(ctx, core, rx, depth, block_txs, block_time, shared)
                 }));
             } else {
                 let (tx, rx) = crossbeam_channel::bounded(1024);
@@ -472,17 +512,31 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
     let peer = peer_cert(&conn).and_then(|c| pinned.node_of(&c));
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     if peer.is_none() {
-        let client = Client { frames: spawn_writer(conn.clone()), pending: Arc::new(AtomicUsize::new(0)) };
-        shared.clients.lock().insert(id, client);
+        let mut clients = shared.clients.lock();
+        if clients.len() >= MAX_CLIENTS {
+            drop(clients);
+            warn!(remote = %conn.remote_address(), "refused a client: {MAX_CLIENTS} are connected");
+            conn.close(close::BUSY.into(), b"too many clients");
+            return;
+        }
+        let client = Client {
+            conn: conn.clone(),
+            frames: spawn_writer(conn.clone()),
+            pending: Arc::new(AtomicUsize::new(0)),
+            reads: Arc::new(AtomicUsize::new(0)),
+        };
+        clients.insert(id, client);
         shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
     }
+    // Clients send batches and reads; nodes also send proposals with cross-shard writes.
+    let max_frame = if peer.is_some() { MAX_FRAME_LEN } else { crate::transport::MAX_CLIENT_FRAME_LEN };
     debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
     while let Ok(mut recv) = conn.accept_uni().await {
         let shared = shared.clone();
         let conn = conn.clone();
         tokio::spawn(async move {
             loop {
-                match read_frame(&mut recv, MAX_FRAME_LEN).await {
+                match read_frame(&mut recv, max_frame).await {
                     Ok(Some(m)) => {
                         if let Err(why) = dispatch(&shared, id, peer, m) {
                             warn!(conn = id, ?peer, "closing the connection: {why}");
@@ -518,7 +572,7 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
         (Message::Submit { batch, txs }, None) => {
             let refuse = |reason| shared.send_to_client(conn, &Message::Refused { batch, reason });
             match admit(shared, conn, batch, txs) {
-                Ok(()) => shared.send_to_client(conn, &Message::Accepted { batch }),
+                Ok(()) => {}
                 Err(reason) => {
                     shared.metrics.refused(reason);
                     refuse(reason)
@@ -529,11 +583,19 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
         (Message::Read { id, keys }, None) => {
             let shard = keys.first().map(|k| shared.partitioner.shard_of(k));
             let leader = shard.filter(|s| keys.iter().all(|k| shared.partitioner.shard_of(k) == *s)).and_then(|s| shared.leaders.get(&s));
-            match leader {
-                Some((tx, _)) => {
-                    let _ = tx.send(LeaderEvent::Read { conn, id, keys });
-                }
-                None => shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader }),
+            let Some((tx, _)) = leader else {
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader });
+                return Ok(());
+            };
+            let reads = shared.clients.lock().get(&conn).map(|c| c.reads.clone());
+            let Some(reads) = reads else { return Ok(()) };
+            if reads.fetch_add(1, Ordering::Relaxed) >= MAX_READS_IN_FLIGHT {
+                reads.fetch_sub(1, Ordering::Relaxed);
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::Throttled });
+                return Ok(());
+            }
+            if tx.send(LeaderEvent::Read { conn, id, keys }).is_err() {
+                reads.fetch_sub(1, Ordering::Relaxed);
             }
             Ok(())
         }
@@ -594,6 +656,15 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
                 Ok(())
             }
         },
+        (Message::Sync { shard, from }, Some(node)) => {
+            let replica = (1..shared.cluster.replicas as u32).find(|&r| shared.cluster.node_of(shard, r) == node);
+            let (Some(replica), Some((tx, _))) = (replica, shared.leaders.get(&shard)) else {
+                return Err("a sync request from a node that holds no replica of the shard");
+            };
+            let _ = tx.send(LeaderEvent::Sync { replica, from });
+            Ok(())
+        }
+        (Message::Sync { .. }, None) => Err("a node message from a client"),
         (Message::Submit { .. } | Message::StatusRequest | Message::Read { .. }, Some(_)) => Err("a client message on a node link"),
         (Message::Vote(_) | Message::Propose(_) | Message::Commit(_), None) => Err("a node message from a client"),
         (Message::Cross { .. }, None) => Err("a node message from a client"),
@@ -604,7 +675,12 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
     }
 }
 
-/// Admits a client batch to a leader's mempool, or says why not.
+/// Admits a client batch to a leader's (or the coordinator's) mempool, or says why not.
+///
+/// The quota and the mempool space are reserved first and given back if anything fails, so
+/// two batches admitted at once cannot both squeeze into the last space. `Accepted` is queued
+/// to the client before the batch reaches the leader, so it always precedes the batch's
+/// receipts on the client's stream.
 fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), Refusal> {
     if shared.stopping.load(Ordering::Relaxed) {
         return Err(Refusal::ShuttingDown);
@@ -613,7 +689,10 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
         return Err(Refusal::WrongChain);
     }
     let n = txs.txs.len();
-    let Some(first) = txs.txs.first() else { return Ok(()) };
+    let Some(first) = txs.txs.first() else {
+        shared.send_to_client(conn, &Message::Accepted { batch });
+        return Ok(());
+    };
     // A batch is one shard's transactions, or cross-shard ones (for the coordinator).
     let route = route_tx(&*shared.partitioner, &first.header);
     if txs.txs.iter().any(|t| route_tx(&*shared.partitioner, &t.header) != route) {
@@ -621,25 +700,34 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
     }
     let limits = &shared.cluster.limits;
     let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or(Refusal::ShuttingDown)?;
-    if pending.load(Ordering::Relaxed) + n > limits.per_client {
+    let depth = match route {
+        Some(shard) => shared.leaders.get(&shard).ok_or(Refusal::NotLeader)?.1.clone(),
+        None => shared.coordinator.as_ref().ok_or(Refusal::NotLeader)?.1.clone(),
+    };
+    if pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_client {
+        pending.fetch_sub(n, Ordering::Relaxed);
         return Err(Refusal::Throttled);
     }
-    let depth = match route {
-        Some(shard) => &shared.leaders.get(&shard).ok_or(Refusal::NotLeader)?.1,
-        None => &shared.coordinator.as_ref().ok_or(Refusal::NotLeader)?.1,
-    };
-    if depth.load(Ordering::Relaxed) + n > limits.mempool {
+    if depth.fetch_add(n, Ordering::Relaxed) + n > limits.mempool {
+        depth.fetch_sub(n, Ordering::Relaxed);
+        pending.fetch_sub(n, Ordering::Relaxed);
         return Err(Refusal::QueueFull);
     }
-    pending.fetch_add(n, Ordering::Relaxed);
-    depth.fetch_add(n, Ordering::Relaxed);
-    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    shared.send_to_client(conn, &Message::Accepted { batch });
+    let now = Instant::now();
     let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
     let sent = match route {
-        Some(shard) => shared.leaders[&shard].0.send(LeaderEvent::Submit(txs)).is_ok(),
-        None => shared.coordinator.as_ref().is_some_and(|(c, _)| c.send(CoordEvent::Submit(txs)).is_ok()),
+        Some(shard) => shared.leaders[&shard].0.send(LeaderEvent::Submit(txs, now)).is_ok(),
+        None => shared.coordinator.as_ref().is_some_and(|(c, _)| c.send(CoordEvent::Submit(txs, now)).is_ok()),
     };
-    sent.then_some(()).ok_or(Refusal::ShuttingDown)
+    if !sent {
+        // The leader's thread is gone (the node is stopping): nothing of the batch is pending.
+        depth.fetch_sub(n, Ordering::Relaxed);
+        pending.fetch_sub(n, Ordering::Relaxed);
+        return Err(Refusal::ShuttingDown);
+    }
+    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A hosted replica's execution context (leaders and followers alike).
@@ -731,6 +819,10 @@ fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec
     }
 }
 
+/// Cross-shard rounds whose certificates a participant leader remembers, to send them again
+/// when the coordinator asks again.
+const DONE_ROUNDS: usize = 64;
+
 /// A leader's part in the cross-shard protocol.
 struct CrossSide {
     participant: Participant,
@@ -742,9 +834,15 @@ struct CrossSide {
     /// Blocks carrying a round's writes, by height: when certified, the coordinator gets the
     /// certificate and the round's acknowledgement.
     acks: HashMap<u64, u64>,
+    /// The last rounds applied and certified here, with their blocks' certificates.
+    done: VecDeque<(u64, Certificate)>,
 }
 
 impl CrossSide {
+    fn new(shard: u32) -> CrossSide {
+        CrossSide { participant: Participant::new(shard), barrier: None, writes: None, acks: HashMap::new(), done: VecDeque::new() }
+    }
+
     fn on_message(&mut self, shard: u32, m: CrossMessage, state: &CommittedState, shared: &Shared) {
         let round = match &m {
             CrossMessage::ReadRequest { block, .. } | CrossMessage::Apply { block, .. } => *block,
@@ -758,15 +856,18 @@ impl CrossSide {
             }
         };
         let coordinator = shared.cluster.leader_of(0);
-        // A round whose writes are waiting for a block or its certificate is acknowledged
-        // when that certificate exists, not when the coordinator asks again.
-        let in_progress = self.writes.as_ref().is_some_and(|(r, _)| *r == round) || self.acks.values().any(|r| *r == round);
-        let applies = in_progress || actions.iter().any(|a| matches!(a, Action::ApplyWrites(_)));
         for action in actions {
             match action {
                 Action::ApplyWrites(w) => self.writes = Some((round, w)),
-                // The acknowledgement of writes waits for their block's certificate.
-                Action::Send(Envelope { message: CrossMessage::Applied { .. }, .. }) if applies => {}
+                Action::Send(Envelope { message: CrossMessage::Applied { .. }, .. }) => {
+                    // An acknowledgement goes out with the certificate of the block that
+                    // carries the round's writes: now if that block is certified (a repeated
+                    // request), else when it is.
+                    if let Some((_, c)) = self.done.iter().find(|(r, _)| *r == round) {
+                        let c = c.clone();
+                        self.acknowledge(shard, round, c, shared);
+                    }
+                }
                 Action::Send(Envelope { message, to: Address::Coordinator }) => {
                     if matches!(message, CrossMessage::ReadReply { .. }) {
                         self.barrier = Some(round);
@@ -778,6 +879,12 @@ impl CrossSide {
         }
     }
 
+    fn acknowledge(&self, shard: u32, round: u64, certificate: Certificate, shared: &Shared) {
+        let coordinator = shared.cluster.leader_of(0);
+        shared.send_to_node(coordinator, &Message::Commit(certificate));
+        shared.send_to_node(coordinator, &Message::Cross { shard, message: CrossMessage::Applied { block: round, from: shard } });
+    }
+
     /// May a block be proposed now?
     fn open(&self) -> bool {
         self.barrier.is_none() || self.writes.is_some()
@@ -785,12 +892,20 @@ impl CrossSide {
 
     fn certified(&mut self, shard: u32, height: u64, certificate: &Certificate, shared: &Shared) {
         if let Some(round) = self.acks.remove(&height) {
-            let coordinator = shared.cluster.leader_of(0);
-            shared.send_to_node(coordinator, &Message::Commit(certificate.clone()));
-            shared.send_to_node(coordinator, &Message::Cross { shard, message: CrossMessage::Applied { block: round, from: shard } });
+            self.acknowledge(shard, round, certificate.clone(), shared);
+            if self.done.len() == DONE_ROUNDS {
+                self.done.pop_front();
+            }
+            self.done.push_back((round, certificate.clone()));
         }
     }
 }
+
+/// A leader's pending transactions, each with the time it arrived.
+type Mempool = VecDeque<(RawSignedTx, Origin, Instant)>;
+
+/// Blocks proposed and not yet certified: each transaction's origin and status.
+type PendingReceipts = HashMap<u64, Vec<(Origin, TxStatus)>>;
 
 fn run_leader(
     mut ctx: ReplicaCtx,
@@ -802,11 +917,10 @@ fn run_leader(
     shared: Arc<Shared>,
 ) {
     let shard = ctx.shard;
-    let mut mempool: VecDeque<(RawSignedTx, Origin)> = VecDeque::new();
-    let mut oldest: Option<Instant> = None;
-    let mut receipts: HashMap<u64, Vec<(Origin, TxStatus)>> = HashMap::new();
-    let mut cross = CrossSide { participant: Participant::new(shard), barrier: None, writes: None, acks: HashMap::new() };
-    let handle = |outs: Vec<LeaderOut>, receipts: &mut HashMap<u64, Vec<(Origin, TxStatus)>>, cross: &mut CrossSide, ctx: &ReplicaCtx| {
+    let mut mempool: Mempool = VecDeque::new();
+    let mut receipts: PendingReceipts = HashMap::new();
+    let mut cross = CrossSide::new(shard);
+    let handle = |outs: Vec<LeaderOut>, receipts: &mut PendingReceipts, cross: &mut CrossSide, ctx: &ReplicaCtx| {
         for out in outs {
             match out {
                 LeaderOut::Send { replica, message } => shared.send_to_node(shared.cluster.node_of(shard, replica), &message),
@@ -820,47 +934,41 @@ fn run_leader(
         }
     };
     while !shared.stopping.load(Ordering::Relaxed) {
-        match rx.recv_timeout(TICK) {
-            Ok(event) => {
-                let mut next = Some(event);
-                // Take everything already queued before deciding on a block.
-                while let Some(event) = next {
-                    match event {
-                        LeaderEvent::Submit(txs) => {
-                            if mempool.is_empty() {
-                                oldest = Some(Instant::now());
-                            }
-                            mempool.extend(txs);
-                        }
-                        LeaderEvent::Vote(v) => match core.on_vote(*v, Instant::now()) {
-                            Ok(outs) => handle(outs, &mut receipts, &mut cross, &ctx),
-                            Err(e @ CoreError::Diverged { .. }) => error!(shard, "{e}"),
-                            Err(e) => debug!(shard, "vote ignored: {e}"),
-                        },
-                        LeaderEvent::Cross(m) => cross.on_message(shard, m, &ctx.state, &shared),
-                        LeaderEvent::Snapshot(reply) => {
-                            let _ = reply.send(ctx.state.sorted_entries());
-                        }
-                        LeaderEvent::Read { conn, id, keys } => {
-                            let values = keys.iter().map(|k| (*k, ctx.state.get(k).cloned())).collect();
-                            shared.send_to_client(conn, &Message::Values { id, values });
-                        }
-                    }
-                    next = rx.try_recv().ok();
+        let first = match rx.recv_timeout(TICK) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Take what is already queued (up to a bound, so a stream of events cannot keep the
+        // shard from proposing) before deciding on a block.
+        for event in first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)) {
+            match event {
+                LeaderEvent::Submit(txs, at) => mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at))),
+                LeaderEvent::Vote(v) => match core.on_vote(*v, Instant::now()) {
+                    Ok(outs) => handle(outs, &mut receipts, &mut cross, &ctx),
+                    Err(e @ CoreError::Diverged { .. }) => error!(shard, "{e}"),
+                    Err(e) => debug!(shard, "vote ignored: {e}"),
+                },
+                LeaderEvent::Sync { replica, from } => handle(core.on_sync(replica, from), &mut receipts, &mut cross, &ctx),
+                LeaderEvent::Cross(m) => cross.on_message(shard, m, &ctx.state, &shared),
+                LeaderEvent::Snapshot(reply) => {
+                    let _ = reply.send(ctx.state.sorted_entries());
+                }
+                LeaderEvent::Read { conn, id, keys } => {
+                    let values = keys.iter().map(|k| (*k, ctx.state.get(k).cloned())).collect();
+                    shared.send_to_client(conn, &Message::Values { id, values });
+                    shared.read_done(conn);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
         loop {
-            let full = mempool.len() >= block_txs || (!mempool.is_empty() && oldest.is_some_and(|t| t.elapsed() >= block_time));
+            let full = mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time);
             if !core.can_propose() || !cross.open() || !(full || cross.writes.is_some()) {
                 break;
             }
             let n = mempool.len().min(block_txs);
-            let batch: Vec<_> = mempool.drain(..n).collect();
+            let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
             depth.fetch_sub(n, Ordering::Relaxed);
-            oldest = (!mempool.is_empty()).then(Instant::now);
             let (good, bad) = verify(&ctx, batch);
             if !bad.is_empty() {
                 send_receipts(&shared, None, bad);
@@ -893,7 +1001,12 @@ fn run_leader(
             receipts.insert(height, origins.into_iter().zip(outputs.iter().map(status_of)).collect());
             match core.propose(proposal, root, &ctx.keys.bls, Instant::now()) {
                 Ok(outs) => handle(outs, &mut receipts, &mut cross, &ctx),
-                Err(e) => error!(shard, "proposal refused: {e}"),
+                Err(e) => {
+                    // The block is in this leader's state but was never proposed: the shard
+                    // cannot go on consistently.
+                    error!(shard, "proposal refused, the shard stops: {e}");
+                    return;
+                }
             }
             shared.set_status(ReplicaStatus { shard, replica: 0, height, root, pending: mempool.len() as u64 });
         }
@@ -923,10 +1036,24 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
     let shard = ctx.shard;
     let leader = shared.cluster.leader_of(shard);
     let mut committed = 0u64;
+    let mut last_sync: Option<Instant> = None;
+    // Asks the leader for the blocks from this replica's next height on, at most every
+    // SYNC_EVERY.
+    let mut sync = |core: &ReplicaCore| {
+        if last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
+            last_sync = Some(Instant::now());
+            shared.send_to_node(leader, &Message::Sync { shard, from: core.next_height() });
+        }
+    };
     while !shared.stopping.load(Ordering::Relaxed) {
         let event = match rx.recv_timeout(TICK * 20) {
             Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                if committed > core.height() {
+                    sync(&core);
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut step = match event {
@@ -935,6 +1062,10 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
                 match c.verify(&set) {
                     Ok(()) => committed = committed.max(c.vote.height),
                     Err(e) => warn!(shard, "a commit with a bad certificate: {e}"),
+                }
+                // A block certified without this replica's vote: it may have missed it.
+                if committed > core.height() {
+                    sync(&core);
                 }
                 None
             }
@@ -968,7 +1099,8 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
                     step = core.next_ready();
                 }
                 Ok(ReplicaStep::Revote(v)) => shared.send_to_node(leader, &Message::Vote(v)),
-                Ok(ReplicaStep::Held) => {}
+                // A proposal ahead of this replica: the ones before it were missed.
+                Ok(ReplicaStep::Held) | Err(CoreError::TooFarAhead { .. }) => sync(&core),
                 Err(e) => debug!(shard, "proposal ignored: {e}"),
             }
         }
@@ -979,13 +1111,22 @@ fn run_replica(mut ctx: ReplicaCtx, mut core: ReplicaCore, set: ValidatorSet, rx
 /// One cross-shard round in progress at the coordinator.
 struct Round {
     coordinator: Coordinator,
+    participants: Vec<u32>,
     txs: Vec<VerifiedTx>,
     origins: Vec<Origin>,
     statuses: Vec<TxStatus>,
     writes: BTreeMap<u32, Entries>,
     /// The certificate of each participant's block carrying the round's writes.
     certificates: HashMap<u32, Certificate>,
+    /// Aborted: nothing was applied anywhere and no certificate is awaited.
+    aborted: bool,
     sent_at: Instant,
+}
+
+impl Round {
+    fn finished(&self) -> bool {
+        self.coordinator.is_done() && (self.aborted || self.participants.iter().all(|s| self.certificates.contains_key(s)))
+    }
 }
 
 /// The cross-shard coordinator: orders cross-shard transactions into rounds and runs each
@@ -994,6 +1135,11 @@ struct Round {
 /// the values read, and each participant applies its share of the writes at the head of its
 /// next block. A transaction's receipt carries the certificate of that block on its signer's
 /// shard (where its nonce and debit are).
+///
+/// Round numbers start from the clock (microseconds since the Unix epoch), so a restarted
+/// coordinator's rounds are newer than any a participant has applied. A round that cannot be
+/// executed is aborted: every participant gets an empty `Apply` (its barrier lifts) and the
+/// round's transactions are dropped with status `Aborted`.
 fn run_coordinator(
     mut ctx: ReplicaCtx,
     rx: Receiver<CoordEvent>,
@@ -1003,10 +1149,9 @@ fn run_coordinator(
     shared: Arc<Shared>,
 ) {
     let partitioner = shared.partitioner.clone();
-    let mut mempool: VecDeque<(RawSignedTx, Origin)> = VecDeque::new();
-    let mut oldest: Option<Instant> = None;
+    let mut mempool: Mempool = VecDeque::new();
     let mut round: Option<Round> = None;
-    let mut next_round = 1u64;
+    let mut next_round = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64).max(1);
     // The latest certificate each participant leader sent; it sends the one of the block with
     // a round's writes just before the round's acknowledgement, on the same ordered link.
     let mut last_cert: HashMap<u32, Certificate> = HashMap::new();
@@ -1018,21 +1163,14 @@ fn run_coordinator(
         }
     };
     while !shared.stopping.load(Ordering::Relaxed) {
-        let mut events = Vec::new();
-        match rx.recv_timeout(TICK) {
-            Ok(e) => events.push(e),
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match rx.recv_timeout(TICK) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
-        }
-        events.extend(rx.try_iter());
-        for event in events {
+        };
+        for event in first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)) {
             match event {
-                CoordEvent::Submit(txs) => {
-                    if mempool.is_empty() {
-                        oldest = Some(Instant::now());
-                    }
-                    mempool.extend(txs);
-                }
+                CoordEvent::Submit(txs, at) => mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at))),
                 CoordEvent::Commit(c) => {
                     if round.is_some() {
                         last_cert.insert(c.vote.shard, *c);
@@ -1042,14 +1180,18 @@ fn run_coordinator(
                     let Some(r) = round.as_mut() else { continue };
                     match r.coordinator.on_message(&m) {
                         Ok(Step::Execute(values)) => {
-                            let (statuses, writes) = match execute_cross(&mut ctx, &*partitioner, &r.txs, values) {
-                                Ok(x) => x,
+                            let writes = match execute_cross(&mut ctx, &*partitioner, &r.txs, values) {
+                                Ok((statuses, writes)) => {
+                                    r.statuses = statuses;
+                                    writes
+                                }
                                 Err(e) => {
-                                    error!("cross-shard execution failed, the coordinator stops: {e}");
-                                    return;
+                                    error!(round = r.coordinator.block(), "cross-shard execution failed; the round is aborted: {e}");
+                                    r.aborted = true;
+                                    r.statuses = vec![TxStatus::Aborted; r.txs.len()];
+                                    BTreeMap::new()
                                 }
                             };
-                            r.statuses = statuses;
                             r.writes = writes.clone();
                             match r.coordinator.on_executed(writes) {
                                 Ok(envelopes) => send(envelopes),
@@ -1057,8 +1199,7 @@ fn run_coordinator(
                             }
                             r.sent_at = Instant::now();
                         }
-                        Ok(Step::Wait) => {}
-                        Ok(Step::Done) => {}
+                        Ok(Step::Wait | Step::Done) => {}
                         Err(e) => warn!("cross-shard message refused: {e}"),
                     }
                     if let CrossMessage::Applied { from, block } = m {
@@ -1071,8 +1212,8 @@ fn run_coordinator(
                 }
             }
         }
-        // Finish a round whose writes are applied everywhere.
-        if round.as_ref().is_some_and(|r| r.coordinator.is_done()) {
+        // Finish a round whose writes are applied and certified everywhere.
+        if round.as_ref().is_some_and(Round::finished) {
             let r = round.take().expect("checked");
             let mut by_shard: HashMap<u32, Vec<(Origin, TxStatus)>> = HashMap::new();
             for ((tx, origin), status) in r.txs.iter().zip(r.origins).zip(r.statuses) {
@@ -1081,24 +1222,32 @@ fn run_coordinator(
             }
             ctx.metrics.certified(r.coordinator.block(), r.txs.len() as u64, r.sent_at.elapsed());
             for (home, entries) in by_shard {
-                send_receipts(&shared, r.certificates.get(&home).cloned(), entries);
+                let certificate = if r.aborted { None } else { r.certificates.get(&home).cloned() };
+                send_receipts(&shared, certificate, entries);
             }
             last_cert.clear();
         }
-        // Resend what may have been lost.
+        // Resend what may have been lost: unanswered requests, and applies whose certificate
+        // has not arrived (the participant then sends it again with its acknowledgement).
         if let Some(r) = round.as_mut() {
             if r.sent_at.elapsed() >= RESEND_AFTER {
                 r.sent_at = Instant::now();
                 send(r.coordinator.resend(&r.writes));
+                if r.coordinator.is_done() && !r.aborted {
+                    for s in r.participants.iter().filter(|s| !r.certificates.contains_key(s)) {
+                        let message =
+                            CrossMessage::Apply { block: r.coordinator.block(), writes: r.writes.get(s).cloned().unwrap_or_default() };
+                        shared.send_to_node(shared.cluster.leader_of(*s), &Message::Cross { shard: *s, message });
+                    }
+                }
             }
         }
         // Start the next round.
-        let ready = mempool.len() >= block_txs || oldest.is_some_and(|t| t.elapsed() >= block_time);
-        if round.is_none() && !mempool.is_empty() && ready {
+        let ready = mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time);
+        if round.is_none() && ready {
             let n = mempool.len().min(block_txs);
-            let batch: Vec<_> = mempool.drain(..n).collect();
+            let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
             depth.fetch_sub(n, Ordering::Relaxed);
-            oldest = (!mempool.is_empty()).then(Instant::now);
             let (good, bad) = verify(&ctx, batch);
             if !bad.is_empty() {
                 send_receipts(&shared, None, bad);
@@ -1120,16 +1269,19 @@ fn run_coordinator(
                 ks.sort_unstable();
                 ks.dedup();
             }
+            let participants = reads.keys().copied().collect();
             let (coordinator, envelopes) = Coordinator::start(next_round, reads);
             next_round += 1;
             let (txs, origins) = good.into_iter().map(|(t, o)| (VerifiedTx { header: t.header, signature_ok: true }, o)).unzip();
             round = Some(Round {
                 coordinator,
+                participants,
                 txs,
                 origins,
                 statuses: Vec::new(),
                 writes: BTreeMap::new(),
                 certificates: HashMap::new(),
+                aborted: false,
                 sent_at: Instant::now(),
             });
             send(envelopes);

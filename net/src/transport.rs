@@ -12,6 +12,13 @@ use tokio::sync::mpsc;
 /// Frames a connection's writer queue holds before senders wait (or, with `try_send`, drop).
 pub const WRITER_QUEUE: usize = 1024;
 
+/// How much of a frame's payload is read (and allocated) at a time.
+const READ_STEP: usize = 64 << 10;
+
+/// The largest frame a node accepts from a client: a full batch of signed transactions
+/// ([`crate::wire::MAX_BATCH_TXS`] at up to 153 bytes each) fits with room to spare.
+pub const MAX_CLIENT_FRAME_LEN: usize = 4 << 20;
+
 /// QUIC application error codes a node closes a connection with.
 pub mod close {
     /// Normal shutdown.
@@ -20,6 +27,10 @@ pub mod close {
     pub const PROTOCOL: u32 = 1;
     /// A message this peer may not send (a client proposing a block, say).
     pub const FORBIDDEN: u32 = 2;
+    /// The peer does not read what it is sent.
+    pub const NOT_READING: u32 = 3;
+    /// The node has as many client connections as it serves.
+    pub const BUSY: u32 = 4;
 }
 
 /// Why a stream of frames ended.
@@ -42,8 +53,14 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, max_len: usize) -> Result<
         Err(e) => return Err(e.into()),
     }
     let h = FrameHeader::parse(&header, max_len)?;
-    let mut payload = vec![0u8; h.len];
-    recv.read_exact(&mut payload).await?;
+    // Grow the buffer as the bytes arrive, so a header that announces a large frame and a
+    // peer that then sends nothing costs 64 KiB, not the announced size.
+    let mut payload = Vec::with_capacity(h.len.min(READ_STEP));
+    while payload.len() < h.len {
+        let at = payload.len();
+        payload.resize(at + (h.len - at).min(READ_STEP), 0);
+        recv.read_exact(&mut payload[at..]).await?;
+    }
     Ok(Some(Message::decode(h.kind, &payload)?))
 }
 

@@ -33,6 +33,9 @@ pub const MAX_BATCH_TXS: usize = 16_384;
 /// The most entries (keys or values) in one cross-shard message or one receipt frame.
 pub const MAX_ENTRIES: usize = 1 << 20;
 
+/// The most keys one client read may ask for.
+pub const MAX_READ_KEYS: usize = 4096;
+
 /// The largest value carried in a cross-shard message.
 pub const MAX_VALUE_LEN: usize = 1 << 16;
 
@@ -155,6 +158,9 @@ pub enum TxStatus {
     BadSignature = 3,
     /// Dropped before any block: its signer is not registered.
     UnknownSigner = 4,
+    /// Dropped: the cross-shard round it was in could not run (the coordinator aborted it and
+    /// no shard applied anything of it).
+    Aborted = 5,
 }
 
 impl TxStatus {
@@ -165,6 +171,7 @@ impl TxStatus {
             2 => TxStatus::BadNonce,
             3 => TxStatus::BadSignature,
             4 => TxStatus::UnknownSigner,
+            5 => TxStatus::Aborted,
             _ => return Err(WireError::Invalid("transaction status")),
         })
     }
@@ -291,6 +298,14 @@ pub enum Message {
         /// One entry per key.
         values: Entries,
     },
+    /// Replica → leader: resend the proposals from height `from` on (a replica that missed
+    /// one catches up from the leader's recent blocks).
+    Sync {
+        /// The shard.
+        shard: u32,
+        /// The replica's next height.
+        from: u64,
+    },
     /// Node ↔ node: a cross-shard protocol message between the coordinator and a shard's
     /// leader. `shard` is the shard the message is for (requests, applies) or from (replies,
     /// acknowledgements).
@@ -320,8 +335,9 @@ impl Kind {
     const CROSS_APPLIED: u8 = 13;
     const READ: u8 = 14;
     const VALUES: u8 = 15;
+    const SYNC: u8 = 16;
     const FIRST: u8 = 1;
-    const LAST: u8 = 15;
+    const LAST: u8 = 16;
 }
 
 impl Message {
@@ -339,6 +355,7 @@ impl Message {
             Message::Status(_) => Kind::STATUS,
             Message::Read { .. } => Kind::READ,
             Message::Values { .. } => Kind::VALUES,
+            Message::Sync { .. } => Kind::SYNC,
             Message::Cross { message: CrossMessage::ReadRequest { .. }, .. } => Kind::CROSS_READ_REQUEST,
             Message::Cross { message: CrossMessage::ReadReply { .. }, .. } => Kind::CROSS_READ_REPLY,
             Message::Cross { message: CrossMessage::Apply { .. }, .. } => Kind::CROSS_APPLY,
@@ -406,6 +423,10 @@ impl Message {
             Message::Values { id, values } => {
                 w.extend_from_slice(&id.to_le_bytes());
                 put_entries(w, values);
+            }
+            Message::Sync { shard, from } => {
+                w.extend_from_slice(&shard.to_le_bytes());
+                w.extend_from_slice(&from.to_le_bytes());
             }
             Message::Cross { shard, message } => match message {
                 CrossMessage::ReadRequest { block, keys } => {
@@ -493,8 +514,16 @@ impl Message {
                 };
                 Message::Cross { shard, message }
             }
-            Kind::READ => Message::Read { id: r.u64("request id")?, keys: r.keys()? },
+            Kind::READ => {
+                let id = r.u64("request id")?;
+                let keys = r.keys()?;
+                if keys.len() > MAX_READ_KEYS {
+                    return Err(WireError::TooMany { what: "keys in a read", got: keys.len(), max: MAX_READ_KEYS });
+                }
+                Message::Read { id, keys }
+            }
             Kind::VALUES => Message::Values { id: r.u64("request id")?, values: r.entries()? },
+            Kind::SYNC => Message::Sync { shard: r.u32("shard")?, from: r.u64("height")? },
             other => return Err(WireError::UnknownKind(other)),
         };
         r.finish()?;

@@ -29,7 +29,7 @@ fn limits() -> Limits {
 
 fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
     let spec = GenesisSpec { workload: "transfer".into(), accounts: 1000 };
-    let (mut config, node_keys) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
+    let (mut config, node_keys, sockets) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
     // Metrics endpoints on ports the system picks.
     for n in &mut config.nodes {
         n.metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -38,8 +38,11 @@ fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluste
     let (keys, registry) = signers(&config).unwrap();
     let nodes = node_keys
         .into_iter()
+        .zip(sockets)
         .enumerate()
-        .map(|(i, k): (usize, NodeKeys)| Some(start_node(&config, i as u32, k, 1, genesis.clone(), registry.clone()).unwrap()))
+        .map(|(i, (k, socket)): (usize, (NodeKeys, _))| {
+            Some(start_node(&config, i as u32, k, 1, genesis.clone(), registry.clone(), Some(socket)).unwrap())
+        })
         .collect();
     Cluster { config, nodes, keys, _registry: registry }
 }

@@ -128,3 +128,37 @@ fn a_single_replica_shard_certifies_on_its_own_vote() {
     let out = leader.propose(proposal(1, [0; 32], 1), [1; 32], &k[0], Instant::now()).unwrap();
     assert_eq!(certified(&out), vec![1]);
 }
+
+#[test]
+fn a_lagging_replica_gets_certified_blocks_again() {
+    let k = keys();
+    let now = Instant::now();
+    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let mut props = Vec::new();
+    for h in 1..=3 {
+        let p = proposal(h, leader.parent(), h);
+        leader.propose(p.clone(), [h as u8; 32], &k[0], now).unwrap();
+        for i in 1..3 {
+            let v = Vote { shard: 0, height: h, block_hash: p.hash(), state_root: [h as u8; 32] };
+            leader.on_vote(SignedVote::sign(v, i, &k[i as usize]), now).unwrap();
+        }
+        props.push(p);
+    }
+    // Replica 3 voted on nothing: it asks from height 1 and gets all three, in order.
+    let resent: Vec<u64> = leader
+        .on_sync(3, 1)
+        .into_iter()
+        .map(|o| match o {
+            LeaderOut::Send { replica: 3, message: Message::Propose(p) } => p.height,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(resent, vec![1, 2, 3]);
+    let mut r = ReplicaCore::new(0, 3);
+    for p in &props {
+        let ReplicaStep::Execute(p) = r.on_propose(p.clone()).unwrap() else { panic!() };
+        r.executed(&p, [p.height as u8; 32], &k[3]);
+    }
+    assert_eq!(r.height(), 3);
+    assert!(leader.on_sync(0, 1).is_empty() && leader.on_sync(9, 1).is_empty(), "only replicas of the set");
+}

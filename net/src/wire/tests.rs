@@ -48,7 +48,10 @@ fn every_message() -> Vec<Message> {
         Message::Refused { batch: 42, reason: Refusal::Throttled },
         Message::Receipts {
             certificate: Some(certificate()),
-            entries: vec![ReceiptEntry { batch: 1, index: 2, status: TxStatus::Failed }],
+            entries: vec![
+                ReceiptEntry { batch: 1, index: 2, status: TxStatus::Failed },
+                ReceiptEntry { batch: 1, index: 3, status: TxStatus::Aborted },
+            ],
         },
         Message::Receipts { certificate: None, entries: vec![ReceiptEntry { batch: 1, index: 0, status: TxStatus::BadSignature }] },
         Message::Propose(Proposal {
@@ -65,6 +68,7 @@ fn every_message() -> Vec<Message> {
         Message::Status(vec![ReplicaStatus { shard: 1, replica: 2, height: 3, root: [4; 32], pending: 5 }]),
         Message::Read { id: 7, keys: vec![Key::from_parts(1, 2, 3), Key::from_parts(9, 1, 0)] },
         Message::Values { id: 7, values: entries() },
+        Message::Sync { shard: 2, from: 17 },
         Message::Cross { shard: 1, message: CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] } },
         Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
@@ -150,7 +154,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(which in 0usize..17, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(which in 0usize..18, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let m = &MESSAGES[which];
         let mut frame = m.encode().unwrap();
         let i = at.index(frame.len());
