@@ -6,7 +6,7 @@
 #   scripts/cluster.sh down     # stop every node
 #
 # Settings (environment): DIR (default target/cluster), NODES (4), SHARDS (4), REPLICAS (4),
-# BASE_PORT (7000), ACCOUNTS (100000), THREADS (1), BLOCK_TXS (4096), BLOCK_MS (20),
+# BASE_PORT (7000), WORKLOAD (transfer), ACCOUNTS (100000), THREADS (1), BLOCK_TXS (4096), BLOCK_MS (20),
 # OCCAM (the binary; default target/release/occam, built if missing).
 # Node i logs to $DIR/node-i.log (OCCAM_LOG=debug for more) and serves Prometheus metrics on
 # TCP port BASE_PORT + 1000 + i. Then: occam load --cluster $DIR/cluster.toml --rate 1000
@@ -18,6 +18,7 @@ NODES=${NODES:-4}
 SHARDS=${SHARDS:-4}
 REPLICAS=${REPLICAS:-4}
 BASE_PORT=${BASE_PORT:-7000}
+WORKLOAD=${WORKLOAD:-transfer}
 ACCOUNTS=${ACCOUNTS:-100000}
 THREADS=${THREADS:-1}
 BLOCK_TXS=${BLOCK_TXS:-4096}
@@ -37,7 +38,7 @@ up() {
   binary
   if [ ! -f "$DIR/cluster.toml" ]; then
     "$OCCAM" cluster init --nodes "$NODES" --shards "$SHARDS" --replicas "$REPLICAS" --dir "$DIR" \
-      --base-port "$BASE_PORT" --accounts "$ACCOUNTS" --threads "$THREADS" \
+      --base-port "$BASE_PORT" --workload "$WORKLOAD" --accounts "$ACCOUNTS" --threads "$THREADS" \
       --block-txs "$BLOCK_TXS" --block-ms "$BLOCK_MS"
   fi
   local n

@@ -2,19 +2,22 @@
 //!
 //! The node library (`occam-net`) takes a genesis state and a signer registry; this module
 //! builds both from the cluster file (`[genesis]`, `signers`, `signer_seed`), so `occam node`,
-//! `occam load` and the tests agree on them.
+//! `occam load` and the tests agree on them, and generates the signed, routed transactions
+//! clients send ([`LoadTxs`]).
 
-use crate::workload::Workload;
+use crate::distribution::Distribution;
+use crate::workload::{Generator, Placement, Workload};
 use anyhow::Context;
 use occam_engine::crypto::{deterministic_signers, KeyRegistry, SecretKey};
 use occam_engine::native::signed::nonce_key;
 use occam_engine::native::signed::{RawSignedTx, TxHeader};
-use occam_engine::native::{NativeTx, TxKind};
+use occam_engine::native::NativeVm;
 use occam_engine::state::CommittedState;
+use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
 use occam_net::node::{cluster_partitioner, Node, NodeSetup};
-use rand::Rng;
+use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -91,79 +94,99 @@ pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
     Ok(nonces)
 }
 
-/// Signed transfers between a cluster's genesis accounts, routed by shard.
+/// Signed transactions of a workload for a cluster, each with its route: the shard whose leader
+/// takes it, or `None` for a cross-shard one (the coordinator takes those).
 ///
-/// Account `a` signs with signer `a % signers`; each signer's nonces count up in generation
-/// order, so a signer's transactions must reach the cluster in that order. Single-shard
-/// transfers go to their shard's leader and cross-shard ones to the coordinator, over different
-/// connections, so when some transfers cross shards the two kinds use disjoint signers (a
-/// quarter of the signers, by `(signer / shards) % 4 == 3`, send the cross-shard ones).
-pub struct Transfers {
-    accounts: u64,
-    shards: u64,
-    signers: u64,
+/// Transactions come from the workload's generator ([`Generator`]); for `transfer`, the share
+/// of cross-shard ones is `cross_shard` (other workloads keep the share their keys give). The
+/// VM does not bind accounts to keys, so the signer is chosen by route: each signer's nonces
+/// count up in generation order and must reach the cluster in that order, and single-shard and
+/// cross-shard transactions travel to different nodes. So a single-shard transaction of shard
+/// `s` is signed by a signer whose nonce lives on `s` (`signer % shards == s` under the modulo
+/// partitioner), and cross-shard ones by a separate quarter of the signers
+/// (`(signer / shards) % 4 == 3`), round robin within each class.
+pub struct LoadTxs {
+    gen: Generator,
+    partitioner: Arc<dyn Partitioner>,
     chain_id: u64,
     nonces: Vec<u64>,
+    single: Vec<Vec<u32>>,
+    cross: Vec<u32>,
+    turn: Vec<usize>,
 }
 
-impl Transfers {
-    /// A generator whose signers continue from `nonces` (one per signer, as
-    /// [`fetch_nonces`] returns them).
-    pub fn with_nonces(cluster: &ClusterConfig, nonces: Vec<u64>) -> Transfers {
-        let mut t = Transfers::new(cluster);
-        if nonces.len() == t.nonces.len() {
-            t.nonces = nonces;
+impl LoadTxs {
+    /// A generator of `workload` (which must be the cluster's genesis workload) over the
+    /// cluster's accounts; `nonces` continues from earlier runs ([`fetch_nonces`]), `None`
+    /// starts every signer at 0.
+    pub fn new(
+        cluster: &ClusterConfig,
+        workload: &str,
+        distribution: Distribution,
+        cross_shard: f64,
+        seed: u64,
+        nonces: Option<Vec<u64>>,
+    ) -> anyhow::Result<LoadTxs> {
+        let w: Workload = workload.parse().with_context(|| format!("workload `{workload}`"))?;
+        let g: Workload = cluster.genesis.workload.parse().with_context(|| format!("genesis workload `{}`", cluster.genesis.workload))?;
+        if w.to_string() != g.to_string() {
+            anyhow::bail!("--workload {w}: this cluster's genesis is for `{g}` (cluster.toml [genesis]); use that workload");
         }
-        t
-    }
-
-    /// A generator for `cluster`'s accounts, every signer at nonce 0 (a fresh cluster).
-    pub fn new(cluster: &ClusterConfig) -> Transfers {
-        Transfers {
-            accounts: cluster.genesis.accounts.max(cluster.shards as u64),
-            shards: cluster.shards as u64,
-            signers: u64::from(cluster.signers),
-            chain_id: cluster.chain_id,
-            nonces: vec![0; cluster.signers as usize],
-        }
-    }
-
-    fn cross_class(&self, account: u64) -> bool {
-        (account % self.signers / self.shards) % 4 == 3
-    }
-
-    /// The next transfer's header (unsigned) and its route: its shard, or `None` when it
-    /// crosses shards (drawn with probability `cross_shard`).
-    pub fn next_header(&mut self, rng: &mut impl Rng, cross_shard: f64) -> (TxHeader, Option<u32>) {
-        let cross = self.shards > 1 && rng.gen_bool(cross_shard.clamp(0.0, 1.0));
-        let mut from = rng.gen_range(0..self.accounts);
-        if cross_shard > 0.0 {
-            for _ in 0..1000 {
-                if self.cross_class(from) == cross {
-                    break;
-                }
-                from = rng.gen_range(0..self.accounts);
+        let accounts = cluster.genesis.accounts;
+        w.check(accounts, distribution).with_context(|| format!("workload `{w}`"))?;
+        let shards = cluster.shards as u32;
+        let placement = Placement { shard_of: Arc::new(move |id| (id % u64::from(shards)) as u32), cross_share: cross_shard };
+        let gen = Generator::new(w, accounts, distribution, seed, 0).with_placement(placement);
+        let cross_class = |s: u32| shards > 1 && (s / shards) % 4 == 3;
+        let mut single = vec![Vec::new(); shards as usize];
+        let mut cross = Vec::new();
+        for s in 0..cluster.signers {
+            match cross_class(s) {
+                true => cross.push(s),
+                false => single[(s % shards) as usize].push(s),
             }
         }
-        let mut to = rng.gen_range(0..self.accounts);
-        // The receiver's shard (its residue under the modulo partitioner): the sender's, or
-        // another one.
-        let home = from % self.shards;
-        let target = if cross { (home + 1 + rng.gen_range(0..self.shards - 1)) % self.shards } else { home };
-        to = to - to % self.shards + target;
-        if to >= self.accounts {
-            to -= self.shards;
+        if single.iter().any(Vec::is_empty) || (shards > 1 && cross.is_empty()) {
+            anyhow::bail!("{} signers are too few for {shards} shards", cluster.signers);
         }
-        let signer = from % self.signers;
-        let nonce = self.nonces[signer as usize];
-        self.nonces[signer as usize] += 1;
-        let body = NativeTx { kind: TxKind::Transfer { from, to, amount: 1 }, work_rounds: 0 };
-        (TxHeader { signer: signer as u32, nonce, body }, (!cross).then_some(home as u32))
+        let nonces = nonces.filter(|n| n.len() == cluster.signers as usize).unwrap_or_else(|| vec![0; cluster.signers as usize]);
+        Ok(LoadTxs {
+            gen,
+            partitioner: cluster_partitioner(cluster),
+            chain_id: cluster.chain_id,
+            nonces,
+            single,
+            cross,
+            turn: vec![0; shards as usize + 1],
+        })
     }
 
-    /// `n` signed transfers (signed in parallel), with their routes.
-    pub fn signed(&mut self, rng: &mut impl Rng, n: usize, cross_shard: f64, keys: &[SecretKey]) -> Vec<(RawSignedTx, Option<u32>)> {
-        let headers: Vec<(TxHeader, Option<u32>)> = (0..n).map(|_| self.next_header(rng, cross_shard)).collect();
+    /// The next transaction's header (unsigned) and its route.
+    pub fn next_header(&mut self) -> (TxHeader, Option<u32>) {
+        let mut keys = Vec::new();
+        loop {
+            let body = self.gen.next_tx();
+            keys.clear();
+            if !NativeVm.declared_keys(&body, &mut keys) || keys.is_empty() {
+                continue; // Undeclared keys cannot be routed; nodes would refuse it.
+            }
+            let shard = self.partitioner.shard_of(&keys[0]);
+            let route = keys.iter().all(|k| self.partitioner.shard_of(k) == shard).then_some(shard);
+            let (class, turn) = match route {
+                Some(s) => (&self.single[s as usize], &mut self.turn[s as usize]),
+                None => (&self.cross, self.turn.last_mut().expect("one turn per class")),
+            };
+            let signer = class[*turn % class.len()];
+            *turn += 1;
+            let nonce = self.nonces[signer as usize];
+            self.nonces[signer as usize] += 1;
+            return (TxHeader { signer, nonce, body }, route);
+        }
+    }
+
+    /// `n` signed transactions (signed in parallel), with their routes.
+    pub fn signed(&mut self, n: usize, keys: &[SecretKey]) -> Vec<(RawSignedTx, Option<u32>)> {
+        let headers: Vec<(TxHeader, Option<u32>)> = (0..n).map(|_| self.next_header()).collect();
         let chain_id = self.chain_id;
         headers
             .into_par_iter()

@@ -15,7 +15,8 @@
 //! set (once per block). Latencies go into an HdrHistogram; the report has p50, p90, p99,
 //! p99.9 and max, offered and achieved rates, and a per-second series.
 
-use crate::cluster::{fetch_nonces, signers, Transfers};
+use crate::cluster::{fetch_nonces, signers, LoadTxs};
+use crate::distribution::Distribution;
 use crate::machine::{Machine, COMMIT};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -23,7 +24,6 @@ use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::ClusterConfig;
 use occam_net::wire::{Refusal, TxStatus, MAX_BATCH_TXS};
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -47,14 +47,21 @@ pub struct LoadConfig {
     pub cross_shard: f64,
     /// Transactions per batch.
     pub batch: usize,
-    /// The workload (`transfer`).
+    /// The workload: the cluster's genesis workload (`cluster.toml` `[genesis]`).
     pub workload: String,
+    /// Key distribution (`uniform`, `zipf:THETA`, `hotspot:PROBABILITY:KEYS`, as `occam bench` takes it).
+    #[serde(default = "uniform")]
+    pub distribution: String,
     /// Closed loop: transactions signed ahead (the run ends early if they run out).
     pub max_txs: usize,
     /// Random seed.
     pub seed: u64,
     /// Seconds to wait for the last receipts after the load stops.
     pub drain_s: f64,
+}
+
+fn uniform() -> String {
+    "uniform".into()
 }
 
 /// Latency summary in milliseconds.
@@ -129,6 +136,8 @@ pub struct LoadReport {
     pub achieved_tps: f64,
     /// Transactions scheduled.
     pub scheduled: u64,
+    /// Share of the scheduled transactions that cross shards (sent to the coordinator).
+    pub cross_share: f64,
     /// Transactions sent.
     pub sent: u64,
     /// Transactions committed with a verified certificate.
@@ -195,9 +204,7 @@ impl LoadConfig {
         if self.batch == 0 || self.batch > MAX_BATCH_TXS {
             bail!("--batch must be in 1..={MAX_BATCH_TXS}");
         }
-        if self.workload != "transfer" {
-            bail!("--workload {}: `occam load` drives `transfer` (payments between genesis accounts)", self.workload);
-        }
+        self.distribution.parse::<Distribution>().map_err(|e| anyhow::anyhow!("--distribution {}: {e}", self.distribution))?;
         Ok(())
     }
 
@@ -233,8 +240,8 @@ pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> an
         if progress {
             eprintln!("signing {n} transfers…");
         }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-        let txs = Transfers::with_nonces(cluster, nonces).signed(&mut rng, n, cfg.cross_shard, &keys);
+        let dist: Distribution = cfg.distribution.parse().map_err(|e| anyhow::anyhow!("--distribution: {e}"))?;
+        let txs = LoadTxs::new(cluster, &cfg.workload, dist, cfg.cross_shard, cfg.seed, Some(nonces))?.signed(n, &keys);
         drive(client, cluster, cfg, txs, progress).await
     })
 }
@@ -253,6 +260,7 @@ async fn drive(
         (0..shards).map(|_| Shard { queue: VecDeque::new(), in_flight: None, retry_at: None, next_batch: 0 }).collect();
     let duration = Duration::from_secs_f64(cfg.duration_s);
     let mut pending_txs: VecDeque<(RawSignedTx, Option<u32>)> = txs.into();
+    let mut crossing = 0u64;
     // Accepted batches: each transaction's intended time, taken out when its receipt comes.
     let mut awaiting: HashMap<u64, Vec<Option<Instant>>> = HashMap::new();
     let mut committed_in_window = 0u64;
@@ -291,6 +299,7 @@ async fn drive(
                             break;
                         }
                         let (tx, route) = pending_txs.pop_front().expect("front exists");
+                        crossing += u64::from(route.is_none());
                         state[queue_of(route)].queue.push_back((tx, due));
                         bump(&mut series, second(due));
                         series[second(due) as usize].0 += 1;
@@ -300,6 +309,7 @@ async fn drive(
                 None => {
                     while slots > 0 {
                         let Some((tx, route)) = pending_txs.pop_front() else { break };
+                        crossing += u64::from(route.is_none());
                         state[queue_of(route)].queue.push_back((tx, now));
                         bump(&mut series, second(now));
                         series[second(now) as usize].0 += 1;
@@ -450,6 +460,7 @@ async fn drive(
         offered_tps: scheduled as f64 / secs,
         achieved_tps: committed_in_window as f64 / secs,
         scheduled,
+        cross_share: crossing as f64 / scheduled.max(1) as f64,
         sent,
         committed,
         failed,
@@ -486,13 +497,15 @@ pub fn render(r: &LoadReport) -> String {
     };
     let l = &r.latency;
     format!(
-        "occam load: {} nodes, {} shards × {} replicas; {mode}, {} s\n\
+        "occam load: {} nodes, {} shards × {} replicas; {} ({} cross-shard), {mode}, {} s\n\
          offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {}, unsent {})\n\
          commit latency from intended send: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n\
          certificates verified: {} (bad {}); refused batches: {:?}; max send lag {:.1} ms\n",
         r.cluster.nodes,
         r.cluster.shards,
         r.cluster.replicas,
+        r.settings.workload,
+        format_args!("{:.1} %", r.cross_share * 100.0),
         r.settings.duration_s,
         r.offered_tps,
         r.achieved_tps,
@@ -562,15 +575,17 @@ pub fn run_ingress(cluster: &ClusterConfig, n: usize, batch: usize) -> anyhow::R
         bail!("--batch must be in 1..={MAX_BATCH_TXS}");
     }
     let (keys, _) = signers(cluster)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut gen = Transfers::new(cluster);
-    let (h0, _) = gen.next_header(&mut rng, 0.0);
+    let mut gen = LoadTxs::new(cluster, &cluster.genesis.workload, Distribution::Uniform, 0.0, 1, None)?;
+    let (h0, _) = gen.next_header();
     let signature = h0.clone().sign(cluster.chain_id, &keys[h0.signer as usize]).signature.to_bytes();
     let mut per_shard: Vec<Vec<RawSignedBlock>> = vec![Vec::new(); cluster.shards];
     let mut open: Vec<Vec<RawSignedTx>> = vec![Vec::new(); cluster.shards];
-    for _ in 0..n {
-        let (header, route) = gen.next_header(&mut rng, 0.0);
-        let s = route.expect("single-shard transfers") as usize;
+    let mut made = 0;
+    while made < n {
+        let (header, route) = gen.next_header();
+        // Ingress is measured at the shard leaders: single-shard transactions only.
+        let Some(s) = route.map(|s| s as usize) else { continue };
+        made += 1;
         open[s].push(RawSignedTx { header, signature });
         if open[s].len() == batch {
             per_shard[s].push(RawSignedBlock { chain_id: cluster.chain_id, txs: std::mem::take(&mut open[s]) });

@@ -55,7 +55,10 @@ pub struct InitArgs {
     /// The address nodes listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Genesis accounts (the `transfer` workload's).
+    /// The workload whose genesis state the nodes start from (`occam load` then drives it).
+    #[arg(long, default_value = "transfer")]
+    workload: String,
+    /// Genesis accounts (ids) of the workload.
     #[arg(long, default_value_t = 100_000)]
     accounts: u64,
     /// Threads per replica and for signature verification.
@@ -106,10 +109,14 @@ pub struct LoadArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// The workload (`transfer`).
-    #[arg(long, default_value = "transfer")]
-    workload: String,
-    /// Share of transfers whose receiver is on another shard (they go through the coordinator).
+    /// The workload: the cluster's genesis workload (default: read from the cluster file).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Key distribution: uniform, zipf:THETA or hotspot:PROBABILITY:KEYS.
+    #[arg(long, default_value = "uniform")]
+    distribution: String,
+    /// Share of transfers whose receiver is on another shard (they go through the
+    /// coordinator); other workloads keep the share their keys give.
     #[arg(long, default_value_t = 0.0)]
     cross_shard: f64,
     /// Transactions per batch.
@@ -158,7 +165,7 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
                 replicas: a.replicas,
                 base_port: a.base_port,
                 host: a.host,
-                genesis: GenesisSpec { workload: "transfer".into(), accounts: a.accounts },
+                genesis: GenesisSpec { workload: a.workload, accounts: a.accounts },
                 limits: Limits {
                     block_txs: a.block_txs,
                     block_ms: a.block_ms,
@@ -225,6 +232,7 @@ fn status(cluster: &ClusterConfig) -> anyhow::Result<()> {
 pub fn node(a: NodeArgs) -> anyhow::Result<()> {
     init_logging();
     let (node_cfg, cluster, keys) = NodeConfig::load(&a.config)?;
+    tracing::info!(workload = %cluster.genesis.workload, accounts = cluster.genesis.accounts, "building the genesis state");
     let genesis = Arc::new(genesis(&cluster.genesis)?);
     let (_, registry) = signers(&cluster)?;
     let setup = occam_net::node::NodeSetup {
@@ -269,7 +277,8 @@ pub fn load(a: LoadArgs) -> anyhow::Result<()> {
             duration_s: a.duration,
             cross_shard: a.cross_shard,
             batch: a.batch,
-            workload: a.workload,
+            workload: a.workload.unwrap_or_else(|| cluster.genesis.workload.clone()),
+            distribution: a.distribution,
             max_txs: a.max_txs,
             seed: a.seed,
             drain_s: a.drain,

@@ -901,6 +901,18 @@ impl CrossSide {
     }
 }
 
+/// One turn of a leader's or the coordinator's loop: waits up to [`TICK`] for an event, then
+/// takes what else is queued, up to [`EVENTS_PER_TURN`] (so a stream of events cannot keep it
+/// from its mempool); `None` once every sender is gone.
+fn turn<E>(rx: &Receiver<E>) -> Option<impl Iterator<Item = E> + '_> {
+    let first = match rx.recv_timeout(TICK) {
+        Ok(event) => Some(event),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return None,
+    };
+    Some(first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)))
+}
+
 /// A leader's pending transactions, each with the time it arrived.
 type Mempool = VecDeque<(RawSignedTx, Origin, Instant)>;
 
@@ -934,14 +946,8 @@ fn run_leader(
         }
     };
     while !shared.stopping.load(Ordering::Relaxed) {
-        let first = match rx.recv_timeout(TICK) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        // Take what is already queued (up to a bound, so a stream of events cannot keep the
-        // shard from proposing) before deciding on a block.
-        for event in first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)) {
+        let Some(events) = turn(&rx) else { break };
+        for event in events {
             match event {
                 LeaderEvent::Submit(txs, at) => mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at))),
                 LeaderEvent::Vote(v) => match core.on_vote(*v, Instant::now()) {
@@ -1163,12 +1169,8 @@ fn run_coordinator(
         }
     };
     while !shared.stopping.load(Ordering::Relaxed) {
-        let first = match rx.recv_timeout(TICK) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        for event in first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)) {
+        let Some(events) = turn(&rx) else { break };
+        for event in events {
             match event {
                 CoordEvent::Submit(txs, at) => mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at))),
                 CoordEvent::Commit(c) => {

@@ -130,16 +130,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason, in wire order (`ALL[r as usize] == r`).
+    pub const ALL: [Refusal; 6] =
+        [Refusal::Throttled, Refusal::QueueFull, Refusal::NotLeader, Refusal::WrongChain, Refusal::WrongShard, Refusal::ShuttingDown];
+
     fn from_u8(b: u8) -> Result<Refusal, WireError> {
-        Ok(match b {
-            0 => Refusal::Throttled,
-            1 => Refusal::QueueFull,
-            2 => Refusal::NotLeader,
-            3 => Refusal::WrongChain,
-            4 => Refusal::WrongShard,
-            5 => Refusal::ShuttingDown,
-            _ => return Err(WireError::Invalid("refusal reason")),
-        })
+        Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("refusal reason"))
     }
 }
 
@@ -164,16 +160,12 @@ pub enum TxStatus {
 }
 
 impl TxStatus {
+    /// Every status, in wire order (`ALL[s as usize] == s`).
+    pub const ALL: [TxStatus; 6] =
+        [TxStatus::Succeeded, TxStatus::Failed, TxStatus::BadNonce, TxStatus::BadSignature, TxStatus::UnknownSigner, TxStatus::Aborted];
+
     fn from_u8(b: u8) -> Result<TxStatus, WireError> {
-        Ok(match b {
-            0 => TxStatus::Succeeded,
-            1 => TxStatus::Failed,
-            2 => TxStatus::BadNonce,
-            3 => TxStatus::BadSignature,
-            4 => TxStatus::UnknownSigner,
-            5 => TxStatus::Aborted,
-            _ => return Err(WireError::Invalid("transaction status")),
-        })
+        Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("transaction status"))
     }
 
     /// True for the statuses that come with a certified block.

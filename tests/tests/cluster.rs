@@ -2,7 +2,8 @@
 //! certified by BLS quorums, replicas agreeing on state roots, a replica killed mid-run,
 //! refused peers, malformed frames and a flooding client.
 
-use occam_bench::cluster::{genesis, signers, start_node, Transfers};
+use occam_bench::cluster::{genesis, signers, start_node, LoadTxs};
+use occam_bench::distribution::Distribution;
 use occam_engine::crypto::{KeyRegistry, SecretKey};
 use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
 use occam_engine::state::CommittedState;
@@ -11,7 +12,6 @@ use occam_net::config::{local_cluster, ClusterConfig, GenesisSpec, Limits, NodeK
 use occam_net::node::Node;
 use occam_net::tls::{client_config, node_name, Identity};
 use occam_net::wire::{Message, Refusal, TxStatus, MAX_FRAME_LEN, WIRE_VERSION};
-use rand::SeedableRng;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +28,11 @@ fn limits() -> Limits {
 }
 
 fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
-    let spec = GenesisSpec { workload: "transfer".into(), accounts: 1000 };
+    start_with("transfer", nodes, shards, replicas, limits)
+}
+
+fn start_with(workload: &str, nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
+    let spec = GenesisSpec { workload: workload.into(), accounts: 1000 };
     let (mut config, node_keys, sockets) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
     // Metrics endpoints on ports the system picks.
     for n in &mut config.nodes {
@@ -75,6 +79,10 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn transfers(cluster: &Cluster, cross_shard: f64, seed: u64) -> LoadTxs {
+    LoadTxs::new(&cluster.config, "transfer", Distribution::Uniform, cross_shard, seed, None).unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -146,8 +154,7 @@ fn assert_agree(roots: &BTreeMap<u32, Vec<(usize, [u8; 32])>>, replicas: usize) 
 fn four_nodes_certify_blocks_and_replicas_agree() {
     let cluster = start(4, 2, 4, limits());
     let rt = runtime();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let txs = Transfers::new(&cluster.config).signed(&mut rng, 600, 0.0, &cluster.keys);
+    let txs = transfers(&cluster, 0.0, 1).signed(600, &cluster.keys);
     let (statuses, heights) = rt.block_on(async {
         let mut client = Client::connect(&cluster.config).await.unwrap();
         submit_all(&mut client, &txs, 50, 0).await
@@ -182,8 +189,7 @@ fn cross_shard_transfers_commit_atomically_across_nodes() {
     let cluster = start(4, 3, 3, limits());
     let rt = runtime();
     let genesis_total = balance_total(&genesis(&cluster.config.genesis).unwrap().sorted_entries());
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let txs = Transfers::new(&cluster.config).signed(&mut rng, 600, 0.3, &cluster.keys);
+    let txs = transfers(&cluster, 0.3, 5).signed(600, &cluster.keys);
     let crossing = txs.iter().filter(|(_, r)| r.is_none()).count();
     assert!(crossing > 100, "{crossing} cross-shard transfers");
     let (statuses, heights) = rt.block_on(async {
@@ -212,10 +218,9 @@ fn cross_shard_transfers_commit_atomically_across_nodes() {
 fn a_shard_keeps_committing_with_one_replica_down() {
     let mut cluster = start(4, 1, 4, limits());
     let rt = runtime();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-    let mut gen = Transfers::new(&cluster.config);
-    let first = gen.signed(&mut rng, 200, 0.0, &cluster.keys);
-    let second = gen.signed(&mut rng, 200, 0.0, &cluster.keys);
+    let mut gen = transfers(&cluster, 0.0, 2);
+    let first = gen.signed(200, &cluster.keys);
+    let second = gen.signed(200, &cluster.keys);
     let config = cluster.config.clone();
     let mut client = rt.block_on(Client::connect(&config)).unwrap();
     let (before, _) = rt.block_on(submit_all(&mut client, &first, 40, 0));
@@ -268,8 +273,7 @@ fn peers_with_unknown_certificates_cannot_join() {
 fn a_bad_frame_closes_only_its_connection() {
     let cluster = start(1, 1, 1, limits());
     let rt = runtime();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let txs = Transfers::new(&cluster.config).signed(&mut rng, 20, 0.0, &cluster.keys);
+    let txs = transfers(&cluster, 0.0, 3).signed(20, &cluster.keys);
     rt.block_on(async {
         for bad in [
             // A wrong version.
@@ -308,10 +312,9 @@ fn a_flooding_client_is_throttled_and_others_still_commit() {
     // Blocks only every 200 ms, and 100 pending transactions per client.
     let cluster = start(1, 1, 1, Limits { block_txs: 4096, block_ms: 200, pipeline: 2, mempool: 100_000, per_client: 100 });
     let rt = runtime();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-    let mut gen = Transfers::new(&cluster.config);
-    let flood = gen.signed(&mut rng, 500, 0.0, &cluster.keys);
-    let polite = gen.signed(&mut rng, 50, 0.0, &cluster.keys);
+    let mut gen = transfers(&cluster, 0.0, 4);
+    let flood = gen.signed(500, &cluster.keys);
+    let polite = gen.signed(50, &cluster.keys);
     rt.block_on(async {
         let chain_id = cluster.config.chain_id;
         let mut flooder = Client::connect(&cluster.config).await.unwrap();
@@ -352,6 +355,7 @@ fn occam_load_drives_a_cluster_twice_and_verifies_every_certificate() {
         cross_shard: 0.2,
         batch: 32,
         workload: "transfer".into(),
+        distribution: "uniform".into(),
         max_txs: 0,
         seed: 9,
         drain_s: 20.0,
@@ -369,5 +373,33 @@ fn occam_load_drives_a_cluster_twice_and_verifies_every_certificate() {
     let closed = LoadConfig { rate: None, concurrency: Some(64), max_txs: 300, ..cfg };
     let r = run_load(&cluster.config, &closed, false).unwrap();
     assert_eq!((r.committed, r.bad_nonce, r.lost), (300, 0, 0), "closed loop: {r:?}");
+    cluster.stop();
+}
+
+#[test]
+fn occam_load_drives_smallbank_with_its_own_cross_shard_share() {
+    use occam_bench::load::{run_load, LoadConfig};
+    let cluster = start_with("smallbank", 3, 2, 3, limits());
+    let cfg = LoadConfig {
+        rate: Some(250.0),
+        concurrency: None,
+        duration_s: 2.0,
+        cross_shard: 0.0,
+        batch: 32,
+        workload: "smallbank".into(),
+        distribution: "zipf:0.8".into(),
+        max_txs: 0,
+        seed: 3,
+        drain_s: 20.0,
+    };
+    let r = run_load(&cluster.config, &cfg, false).unwrap();
+    assert_eq!(r.scheduled, 500);
+    assert_eq!(r.committed, r.sent, "{r:?}");
+    assert_eq!((r.bad_nonce, r.dropped, r.lost, r.bad_certificates), (0, 0, 0, 0));
+    // Two-account SmallBank transactions between random customers cross shards about half the
+    // time: they went through the coordinator and were certified like the others.
+    let wrong = LoadConfig { workload: "transfer".into(), ..cfg };
+    let err = run_load(&cluster.config, &wrong, false).unwrap_err().to_string();
+    assert!(err.contains("genesis is for `smallbank`"), "{err}");
     cluster.stop();
 }

@@ -90,6 +90,16 @@ fn every_message_round_trips() {
 }
 
 #[test]
+fn enum_tables_are_in_wire_order() {
+    for (i, r) in Refusal::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i);
+    }
+    for (i, s) in TxStatus::ALL.iter().enumerate() {
+        assert_eq!(*s as usize, i);
+    }
+}
+
+#[test]
 fn headers_are_checked_before_the_payload() {
     let frame = Message::Accepted { batch: 1 }.encode().unwrap();
     let mut h: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
