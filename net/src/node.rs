@@ -175,7 +175,7 @@ struct Shared {
     partitioner: Arc<dyn Partitioner>,
     clients: Mutex<HashMap<u64, Client>>,
     next_conn: AtomicU64,
-    links: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    links: HashMap<u32, Link>,
     leaders: HashMap<u32, (Sender<LeaderEvent>, Arc<AtomicUsize>)>,
     replicas: HashMap<u32, Sender<ReplicaEvent>>,
     /// The cross-shard coordinator, on the node leading shard 0.
@@ -196,8 +196,17 @@ impl Shared {
         }
         let Some(link) = self.links.get(&node) else { return };
         if let Some(f) = frame(message) {
-            if link.try_send(f).is_err() {
-                debug!(peer = node, "link queue full or closed; message dropped (the protocol resends)");
+            // Bounded in frames and in bytes: proposals resent to a peer that is down must not
+            // pile up in memory.
+            let len = f.len();
+            if link.queued.fetch_add(len, Ordering::Relaxed) + len > LINK_BYTES {
+                link.queued.fetch_sub(len, Ordering::Relaxed);
+                debug!(peer = node, "link queue full; message dropped (the protocol recovers)");
+                return;
+            }
+            if link.frames.try_send(f).is_err() {
+                link.queued.fetch_sub(len, Ordering::Relaxed);
+                debug!(peer = node, "link queue full or closed; message dropped (the protocol recovers)");
             }
         }
     }
@@ -283,8 +292,9 @@ impl Node {
             }
             let config = client_config(pinned.cert_of(peer.id).expect("pinned every node"), Some(&keys.tls))?;
             let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
-            runtime.spawn(run_link(endpoint.clone(), config, peer.addr, peer.id, rx));
-            links.insert(peer.id, tx);
+            let queued = Arc::new(AtomicUsize::new(0));
+            runtime.spawn(run_link(endpoint.clone(), config, peer.addr, peer.id, rx, queued.clone()));
+            links.insert(peer.id, Link { frames: tx, queued });
         }
 
         // Replica threads.
@@ -455,9 +465,26 @@ fn shard_state(genesis: &CommittedState, partitioner: &dyn Partitioner, shard: u
     CommittedState::from_entries(genesis.sorted_entries().into_iter().filter(|(k, _)| partitioner.shard_of(k) == shard))
 }
 
+/// The bytes of frames a link to one peer holds before it drops new ones.
+const LINK_BYTES: usize = 64 << 20;
+
+/// The queue of frames to one peer node.
+struct Link {
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
 /// Keeps one outgoing connection to `peer` and writes the queued frames on it, re-dialling
-/// when it fails. Frames queued while it is down wait (up to the queue's bound).
-async fn run_link(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr, peer: u32, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// when it fails. Frames queued while it is down wait (up to the queue's bounds).
+async fn run_link(
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    peer: u32,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) {
     let name = crate::tls::node_name(peer);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -482,6 +509,7 @@ async fn run_link(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: 
         let Ok(mut send) = conn.open_uni().await else { continue };
         loop {
             let Some(frame) = rx.recv().await else { return };
+            queued.fetch_sub(frame.len(), Ordering::Relaxed);
             if let Err(e) = send.write_all(&frame).await {
                 warn!(peer, "link lost: {e}");
                 break;
