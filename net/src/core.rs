@@ -107,6 +107,7 @@ struct InFlight {
 /// A shard leader's side of the protocol.
 pub struct LeaderCore {
     set: ValidatorSet,
+    chain_id: u64,
     shard: u32,
     pipeline: usize,
     resend_after: Duration,
@@ -118,10 +119,12 @@ pub struct LeaderCore {
 }
 
 impl LeaderCore {
-    /// The leader of `shard` (replica 0 of `set`) with the first block at height 1.
-    pub fn new(shard: u32, set: ValidatorSet, pipeline: usize, resend_after: Duration) -> LeaderCore {
+    /// The leader of `shard` of chain `chain_id` (replica 0 of `set`) with the first block at
+    /// height 1.
+    pub fn new(chain_id: u64, shard: u32, set: ValidatorSet, pipeline: usize, resend_after: Duration) -> LeaderCore {
         LeaderCore {
             set,
+            chain_id,
             shard,
             pipeline: pipeline.max(1),
             resend_after,
@@ -167,7 +170,7 @@ impl LeaderCore {
         }
         let height = self.next_height;
         let hash = proposal.hash();
-        let vote = Vote { shard: self.shard, height, block_hash: hash, state_root };
+        let vote = Vote { chain_id: self.chain_id, shard: self.shard, height, block_hash: hash, state_root };
         let mut collector = QuorumCollector::new(self.set.clone(), vote);
         collector.add(SignedVote::sign(vote, 0, key)).map_err(CoreError::BadVote)?;
         let mut out: Vec<LeaderOut> =
@@ -265,6 +268,7 @@ pub enum ReplicaStep {
 
 /// A non-leader replica's side of the protocol.
 pub struct ReplicaCore {
+    chain_id: u64,
     shard: u32,
     index: u32,
     next_height: u64,
@@ -274,9 +278,9 @@ pub struct ReplicaCore {
 }
 
 impl ReplicaCore {
-    /// Replica `index` of `shard`, before the first block.
-    pub fn new(shard: u32, index: u32) -> ReplicaCore {
-        ReplicaCore { shard, index, next_height: 1, parent: [0; 32], votes: VecDeque::new(), ahead: BTreeMap::new() }
+    /// Replica `index` of `shard` of chain `chain_id`, before the first block.
+    pub fn new(chain_id: u64, shard: u32, index: u32) -> ReplicaCore {
+        ReplicaCore { chain_id, shard, index, next_height: 1, parent: [0; 32], votes: VecDeque::new(), ahead: BTreeMap::new() }
     }
 
     /// Blocks executed.
@@ -317,7 +321,11 @@ impl ReplicaCore {
     /// `state_root`: the vote to send to the leader.
     pub fn executed(&mut self, p: &Proposal, state_root: [u8; 32], key: &SecretKey) -> SignedVote {
         let hash = p.hash();
-        let vote = SignedVote::sign(Vote { shard: self.shard, height: p.height, block_hash: hash, state_root }, self.index, key);
+        let vote = SignedVote::sign(
+            Vote { chain_id: self.chain_id, shard: self.shard, height: p.height, block_hash: hash, state_root },
+            self.index,
+            key,
+        );
         self.next_height = p.height + 1;
         self.parent = hash;
         if self.votes.len() == REPLICA_WINDOW {

@@ -299,6 +299,7 @@ impl Node {
 
         // Replica threads.
         let hosted = cluster.hosted_by(node);
+        let chain_id = cluster.chain_id;
         let mut leaders = HashMap::new();
         let mut replicas = HashMap::new();
         let mut starts: Vec<Box<dyn FnOnce(Arc<Shared>) + Send>> = Vec::new();
@@ -325,7 +326,7 @@ impl Node {
                 leaders.insert(shard, (tx, depth.clone()));
                 let limits = cluster.limits.clone();
                 starts.push(Box::new(move |shared| {
-                    let core = LeaderCore::new(shard, set, limits.pipeline, RESEND_AFTER);
+                    let core = LeaderCore::new(chain_id, shard, set, limits.pipeline, RESEND_AFTER);
                     let block_txs = if hold_blocks { usize::MAX } else { limits.block_txs };
                     let block_time = if hold_blocks { Duration::MAX } else { Duration::from_millis(limits.block_ms) };
                     run_leader(ctx, core, rx, depth, block_txs, block_time, shared)
@@ -333,7 +334,7 @@ impl Node {
             } else {
                 let (tx, rx) = crossbeam_channel::bounded(1024);
                 replicas.insert(shard, tx);
-                starts.push(Box::new(move |shared| run_replica(ctx, ReplicaCore::new(shard, replica), set, rx, shared)));
+                starts.push(Box::new(move |shared| run_replica(ctx, ReplicaCore::new(chain_id, shard, replica), set, rx, shared)));
             }
         }
 

@@ -1,6 +1,6 @@
 //! Block certificates: a quorum of a shard's validators vouching for one block.
 //!
-//! Each replica signs a [`Vote`] on `(shard, height, block hash, state root)` with its BLS key
+//! Each replica signs a [`Vote`] on `(chain, shard, height, block hash, state root)` with its BLS key
 //! ([`SignedVote`]). The leader collects the votes ([`QuorumCollector`], or
 //! [`Certificate::from_votes`] for a batch) and, once strictly more than two thirds of the
 //! [`ValidatorSet`] have signed, aggregates them into a [`Certificate`]: the vote, a
@@ -32,9 +32,9 @@ pub const MAX_VALIDATORS: usize = 4096;
 /// The longest signer bitmap, in bytes: one bit per validator of the largest set.
 pub const MAX_BITMAP_LEN: usize = MAX_VALIDATORS.div_ceil(8);
 /// Domain separation prefix of a vote's signing bytes.
-pub const VOTE_DOMAIN: &[u8; 14] = b"occam/vote/v1\0";
+pub const VOTE_DOMAIN: &[u8; 14] = b"occam/vote/v2\0";
 /// Length of a vote's fields: shard (4), height (8), block hash (32), state root (32).
-pub const VOTE_FIELDS_LEN: usize = 4 + 8 + 32 + 32;
+pub const VOTE_FIELDS_LEN: usize = 8 + 4 + 8 + 32 + 32;
 /// Length of [`Vote::signing_bytes`].
 pub const SIGNING_BYTES_LEN: usize = VOTE_DOMAIN.len() + VOTE_FIELDS_LEN;
 
@@ -101,8 +101,8 @@ pub enum CertificateError {
     /// The aggregate signature does not verify for the signers in the bitmap and the vote.
     #[error("the aggregate signature does not verify for the signers in the bitmap over the vote")]
     BadSignature,
-    /// A vote for another (shard, height, block hash, state root) than the one being certified.
-    #[error("validator {signer} voted for a different (shard, height, block hash, state root)")]
+    /// A vote for another (chain, shard, height, block hash, state root) than the one being certified.
+    #[error("validator {signer} voted for a different (chain, shard, height, block hash, state root)")]
     VoteMismatch {
         /// Who cast the vote.
         signer: u32,
@@ -118,9 +118,13 @@ pub enum CertificateError {
     Aggregate(CryptoError),
 }
 
-/// What a replica signs: a block of a shard at a height, and the state root it leads to.
+/// What a replica signs: a block of a shard of a chain at a height, and the state root it
+/// leads to. The chain id keeps a vote (and so a certificate) of one chain from counting on
+/// another run by the same validators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Vote {
+    /// The chain.
+    pub chain_id: u64,
     /// The shard.
     pub shard: u32,
     /// The block's height.
@@ -132,8 +136,8 @@ pub struct Vote {
 }
 
 impl Vote {
-    /// The canonical, domain-separated bytes a replica signs: [`VOTE_DOMAIN`], then the shard
-    /// (u32 LE), the height (u64 LE), the block hash and the state root.
+    /// The canonical, domain-separated bytes a replica signs: [`VOTE_DOMAIN`], then the chain id
+    /// (u64 LE), the shard (u32 LE), the height (u64 LE), the block hash and the state root.
     pub fn signing_bytes(&self) -> [u8; SIGNING_BYTES_LEN] {
         let mut out = [0u8; SIGNING_BYTES_LEN];
         out[..VOTE_DOMAIN.len()].copy_from_slice(VOTE_DOMAIN);
@@ -144,10 +148,11 @@ impl Vote {
     /// The vote's fields as they appear in signing bytes and on the wire.
     fn field_bytes(&self) -> [u8; VOTE_FIELDS_LEN] {
         let mut out = [0u8; VOTE_FIELDS_LEN];
-        out[..4].copy_from_slice(&self.shard.to_le_bytes());
-        out[4..12].copy_from_slice(&self.height.to_le_bytes());
-        out[12..44].copy_from_slice(&self.block_hash);
-        out[44..].copy_from_slice(&self.state_root);
+        out[..8].copy_from_slice(&self.chain_id.to_le_bytes());
+        out[8..12].copy_from_slice(&self.shard.to_le_bytes());
+        out[12..20].copy_from_slice(&self.height.to_le_bytes());
+        out[20..52].copy_from_slice(&self.block_hash);
+        out[52..].copy_from_slice(&self.state_root);
         out
     }
 }
@@ -324,13 +329,20 @@ mod tests {
 
     #[test]
     fn signing_bytes_layout() {
-        let vote = Vote { shard: 0x0403_0201, height: 0x0c0b_0a09_0807_0605, block_hash: [0xaa; 32], state_root: [0xbb; 32] };
+        let vote = Vote {
+            chain_id: 0x1817_1615_1413_1211,
+            shard: 0x0403_0201,
+            height: 0x0c0b_0a09_0807_0605,
+            block_hash: [0xaa; 32],
+            state_root: [0xbb; 32],
+        };
         let b = vote.signing_bytes();
-        assert_eq!(&b[..14], b"occam/vote/v1\0");
-        assert_eq!(&b[14..18], &[1, 2, 3, 4]);
-        assert_eq!(&b[18..26], &[5, 6, 7, 8, 9, 10, 11, 12]);
-        assert_eq!(&b[26..58], &[0xaa; 32]);
-        assert_eq!(&b[58..], &[0xbb; 32]);
+        assert_eq!(&b[..14], b"occam/vote/v2\0");
+        assert_eq!(&b[14..22], &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        assert_eq!(&b[22..26], &[1, 2, 3, 4]);
+        assert_eq!(&b[26..34], &[5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(&b[34..66], &[0xaa; 32]);
+        assert_eq!(&b[66..], &[0xbb; 32]);
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn happy_path(n: u32, quorum: usize) {
     assert_eq!(certificate.verify(&set), Ok(()));
 
     let bytes = certificate.encode();
-    assert_eq!(bytes.len(), 1 + 76 + 2 + (n as usize).div_ceil(8) + 96);
+    assert_eq!(bytes.len(), 1 + 84 + 2 + (n as usize).div_ceil(8) + 96);
     let decoded = Certificate::decode(&bytes).unwrap();
     assert_eq!(decoded, certificate);
     assert_eq!(decoded.verify(&set), Ok(()));
@@ -386,6 +386,7 @@ fn collector_rejects_votes_for_other_block_root_height_shard() {
         Vote { state_root: [0x44; 32], ..vote() },
         Vote { height: vote().height - 1, ..vote() },
         Vote { shard: vote().shard + 1, ..vote() },
+        Vote { chain_id: vote().chain_id + 1, ..vote() },
     ];
     for other in others {
         assert_eq!(collector.add(signed(&keys, other, 1)), Err(CertificateError::VoteMismatch { signer: 1 }), "{other:?}");

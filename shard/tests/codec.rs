@@ -30,7 +30,7 @@ fn vote_bytes() -> Vec<u8> {
 }
 
 /// Offset of the bitmap length in a certificate encoding.
-const BITMAP_LEN_AT: usize = 1 + 76;
+const BITMAP_LEN_AT: usize = 1 + 84;
 
 #[test]
 fn samples_decode() {
@@ -42,7 +42,7 @@ fn samples_decode() {
 
 #[test]
 fn decode_rejects_unknown_version() {
-    for version in [0u8, 2, 0xff] {
+    for version in [0u8, 1, 3, 0xff] {
         let mut c = certificate_bytes();
         c[0] = version;
         assert_eq!(Certificate::decode(&c), Err(DecodeError::UnknownVersion(version)));
@@ -69,10 +69,10 @@ fn decode_rejects_every_truncation() {
         assert!(matches!(SignedVote::decode(&v[..len]), Err(DecodeError::Truncated { .. })), "signed vote cut to {len}");
     }
     // The error names the field being read.
-    assert_eq!(Certificate::decode(&c[..10]), Err(DecodeError::Truncated { what: "height", need: 8, left: 5 }));
+    assert_eq!(Certificate::decode(&c[..18]), Err(DecodeError::Truncated { what: "height", need: 8, left: 5 }));
     assert_eq!(Certificate::decode(&c[..BITMAP_LEN_AT + 2]), Err(DecodeError::Truncated { what: "signer bitmap", need: 1, left: 0 }));
     assert_eq!(Certificate::decode(&c[..c.len() - 1]), Err(DecodeError::Truncated { what: "signature", need: 96, left: 95 }));
-    assert_eq!(SignedVote::decode(&v[..80]), Err(DecodeError::Truncated { what: "signer index", need: 4, left: 3 }));
+    assert_eq!(SignedVote::decode(&v[..88]), Err(DecodeError::Truncated { what: "signer index", need: 4, left: 3 }));
 }
 
 #[test]

@@ -289,7 +289,7 @@ fn a_bad_frame_closes_only_its_connection() {
             // A vote from a client.
             {
                 let k = SecretKey::from_seed(&[1; 32]).unwrap();
-                let v = occam_shard::Vote { shard: 0, height: 1, block_hash: [0; 32], state_root: [0; 32] };
+                let v = occam_shard::Vote { chain_id: 1, shard: 0, height: 1, block_hash: [0; 32], state_root: [0; 32] };
                 Message::Vote(occam_shard::SignedVote::sign(v, 0, &k)).encode().unwrap()
             },
         ] {

@@ -26,8 +26,8 @@ fn certified(out: &[LeaderOut]) -> Vec<u64> {
 fn a_quorum_certifies_and_certificates_verify() {
     let k = keys();
     let now = Instant::now();
-    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
-    let mut replicas: Vec<ReplicaCore> = (1..4).map(|i| ReplicaCore::new(0, i)).collect();
+    let mut leader = LeaderCore::new(1, 0, set(&k), 4, Duration::from_millis(100));
+    let mut replicas: Vec<ReplicaCore> = (1..4).map(|i| ReplicaCore::new(1, 0, i)).collect();
     let p = proposal(1, leader.parent(), 5);
     let out = leader.propose(p.clone(), [7; 32], &k[0], now).unwrap();
     assert_eq!(out.iter().filter(|o| matches!(o, LeaderOut::Send { message: Message::Propose(_), .. })).count(), 3);
@@ -53,7 +53,7 @@ fn a_quorum_certifies_and_certificates_verify() {
 fn certificates_are_released_in_height_order() {
     let k = keys();
     let now = Instant::now();
-    let mut leader = LeaderCore::new(0, set(&k), 2, Duration::from_millis(100));
+    let mut leader = LeaderCore::new(1, 0, set(&k), 2, Duration::from_millis(100));
     let p1 = proposal(1, leader.parent(), 1);
     leader.propose(p1.clone(), [1; 32], &k[0], now).unwrap();
     let p2 = proposal(2, leader.parent(), 2);
@@ -61,7 +61,7 @@ fn certificates_are_released_in_height_order() {
     assert!(!leader.can_propose());
     assert_eq!(leader.propose(proposal(3, leader.parent(), 3), [3; 32], &k[0], now), Err(CoreError::PipelineFull));
     let vote = |p: &Proposal, root: u8, i: usize| {
-        SignedVote::sign(Vote { shard: 0, height: p.height, block_hash: p.hash(), state_root: [root; 32] }, i as u32, &k[i])
+        SignedVote::sign(Vote { chain_id: 1, shard: 0, height: p.height, block_hash: p.hash(), state_root: [root; 32] }, i as u32, &k[i])
     };
     for i in 1..3 {
         assert!(certified(&leader.on_vote(vote(&p2, 2, i), now).unwrap()).is_empty(), "height 2 waits for height 1");
@@ -75,10 +75,10 @@ fn certificates_are_released_in_height_order() {
 fn a_diverging_replica_is_reported_and_not_counted() {
     let k = keys();
     let now = Instant::now();
-    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let mut leader = LeaderCore::new(1, 0, set(&k), 4, Duration::from_millis(100));
     let p = proposal(1, leader.parent(), 1);
     leader.propose(p.clone(), [1; 32], &k[0], now).unwrap();
-    let bad = SignedVote::sign(Vote { shard: 0, height: 1, block_hash: p.hash(), state_root: [9; 32] }, 1, &k[1]);
+    let bad = SignedVote::sign(Vote { chain_id: 1, shard: 0, height: 1, block_hash: p.hash(), state_root: [9; 32] }, 1, &k[1]);
     assert_eq!(leader.on_vote(bad, now), Err(CoreError::Diverged { signer: 1, height: 1 }));
     assert_eq!(leader.in_flight(), 1);
 }
@@ -86,7 +86,7 @@ fn a_diverging_replica_is_reported_and_not_counted() {
 #[test]
 fn replicas_hold_early_proposals_and_revote_repeats() {
     let k = keys();
-    let mut r = ReplicaCore::new(0, 1);
+    let mut r = ReplicaCore::new(1, 0, 1);
     let p1 = proposal(1, [0; 32], 1);
     let p2 = proposal(2, p1.hash(), 2);
     assert_eq!(r.on_propose(p2.clone()).unwrap(), ReplicaStep::Held);
@@ -108,10 +108,12 @@ fn replicas_hold_early_proposals_and_revote_repeats() {
 fn unanswered_proposals_are_resent_after_the_timeout() {
     let k = keys();
     let t0 = Instant::now();
-    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let mut leader = LeaderCore::new(1, 0, set(&k), 4, Duration::from_millis(100));
     let p = proposal(1, leader.parent(), 1);
     leader.propose(p.clone(), [1; 32], &k[0], t0).unwrap();
-    leader.on_vote(SignedVote::sign(Vote { shard: 0, height: 1, block_hash: p.hash(), state_root: [1; 32] }, 1, &k[1]), t0).unwrap();
+    leader
+        .on_vote(SignedVote::sign(Vote { chain_id: 1, shard: 0, height: 1, block_hash: p.hash(), state_root: [1; 32] }, 1, &k[1]), t0)
+        .unwrap();
     assert!(leader.on_tick(t0 + Duration::from_millis(50)).is_empty());
     let resent: Vec<u32> = leader
         .on_tick(t0 + Duration::from_millis(150))
@@ -124,7 +126,7 @@ fn unanswered_proposals_are_resent_after_the_timeout() {
 #[test]
 fn a_single_replica_shard_certifies_on_its_own_vote() {
     let k = keys();
-    let mut leader = LeaderCore::new(0, set(&k[..1]), 4, Duration::from_millis(100));
+    let mut leader = LeaderCore::new(1, 0, set(&k[..1]), 4, Duration::from_millis(100));
     let out = leader.propose(proposal(1, [0; 32], 1), [1; 32], &k[0], Instant::now()).unwrap();
     assert_eq!(certified(&out), vec![1]);
 }
@@ -133,13 +135,13 @@ fn a_single_replica_shard_certifies_on_its_own_vote() {
 fn a_lagging_replica_gets_certified_blocks_again() {
     let k = keys();
     let now = Instant::now();
-    let mut leader = LeaderCore::new(0, set(&k), 4, Duration::from_millis(100));
+    let mut leader = LeaderCore::new(1, 0, set(&k), 4, Duration::from_millis(100));
     let mut props = Vec::new();
     for h in 1..=3 {
         let p = proposal(h, leader.parent(), h);
         leader.propose(p.clone(), [h as u8; 32], &k[0], now).unwrap();
         for i in 1..3 {
-            let v = Vote { shard: 0, height: h, block_hash: p.hash(), state_root: [h as u8; 32] };
+            let v = Vote { chain_id: 1, shard: 0, height: h, block_hash: p.hash(), state_root: [h as u8; 32] };
             leader.on_vote(SignedVote::sign(v, i, &k[i as usize]), now).unwrap();
         }
         props.push(p);
@@ -154,7 +156,7 @@ fn a_lagging_replica_gets_certified_blocks_again() {
         })
         .collect();
     assert_eq!(resent, vec![1, 2, 3]);
-    let mut r = ReplicaCore::new(0, 3);
+    let mut r = ReplicaCore::new(1, 0, 3);
     for p in &props {
         let ReplicaStep::Execute(p) = r.on_propose(p.clone()).unwrap() else { panic!() };
         r.executed(&p, [p.height as u8; 32], &k[3]);

@@ -1,8 +1,8 @@
 //! The wire format of votes and certificates: versioned and bounded.
 //!
 //! ```text
-//! signed vote:  version (1) | vote (76) | signer u32 LE (4) | signature (96)
-//! certificate:  version (1) | vote (76) | bitmap length u16 LE (2) | bitmap | signature (96)
+//! signed vote:  version (1) | vote (84) | signer u32 LE (4) | signature (96)
+//! certificate:  version (1) | vote (84) | bitmap length u16 LE (2) | bitmap | signature (96)
 //! vote:         shard u32 LE | height u64 LE | block hash (32) | state root (32)
 //! ```
 //!
@@ -14,8 +14,8 @@
 use super::{Certificate, SignedVote, SignerBitmap, Vote, MAX_BITMAP_LEN, VOTE_FIELDS_LEN};
 use occam_engine::crypto::{CryptoError, Signature, SIGNATURE_LEN};
 
-/// The version byte that starts every encoding.
-pub const WIRE_VERSION: u8 = 1;
+/// The version byte that starts every encoding (2: votes name their chain).
+pub const WIRE_VERSION: u8 = 2;
 /// Length of an encoded [`SignedVote`].
 pub const SIGNED_VOTE_ENCODED_LEN: usize = 1 + VOTE_FIELDS_LEN + 4 + SIGNATURE_LEN;
 
@@ -81,6 +81,7 @@ impl<'a> Reader<'a> {
 
     fn vote(&mut self) -> Result<Vote, DecodeError> {
         Ok(Vote {
+            chain_id: u64::from_le_bytes(self.array("chain id")?),
             shard: u32::from_le_bytes(self.array("shard")?),
             height: u64::from_le_bytes(self.array("height")?),
             block_hash: self.array("block hash")?,
