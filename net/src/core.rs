@@ -116,6 +116,11 @@ pub struct LeaderCore {
     in_flight: BTreeMap<u64, InFlight>,
     /// The last [`REPLICA_WINDOW`] certified proposals, for [`LeaderCore::on_sync`].
     recent: VecDeque<Proposal>,
+    /// The highest block each replica is known to have executed (from its votes).
+    voted: Vec<u64>,
+    /// The latest certificate, sent to replicas that are behind as a heartbeat.
+    latest: Option<Certificate>,
+    heartbeat_at: Option<Instant>,
 }
 
 impl LeaderCore {
@@ -123,7 +128,6 @@ impl LeaderCore {
     /// height 1.
     pub fn new(chain_id: u64, shard: u32, set: ValidatorSet, pipeline: usize, resend_after: Duration) -> LeaderCore {
         LeaderCore {
-            set,
             chain_id,
             shard,
             pipeline: pipeline.max(1),
@@ -132,6 +136,10 @@ impl LeaderCore {
             parent: [0; 32],
             in_flight: BTreeMap::new(),
             recent: VecDeque::new(),
+            voted: vec![0; set.len()],
+            latest: None,
+            heartbeat_at: None,
+            set,
         }
     }
 
@@ -188,6 +196,9 @@ impl LeaderCore {
             return Err(CoreError::WrongShard { expected: self.shard, got: vote.vote.shard });
         }
         let height = vote.vote.height;
+        if let Some(v) = self.voted.get_mut(vote.signer as usize) {
+            *v = (*v).max(height);
+        }
         let f = self.in_flight.get_mut(&height).ok_or(CoreError::NotInFlight(height))?;
         if vote.vote != *f.collector.vote() {
             return Err(CoreError::Diverged { signer: vote.signer, height });
@@ -210,6 +221,7 @@ impl LeaderCore {
                     out.push(LeaderOut::Send { replica, message: Message::Commit(certificate.clone()) });
                 }
             }
+            self.latest = Some(certificate.clone());
             out.push(LeaderOut::Certified { height, certificate, latency: now.saturating_duration_since(f.proposed_at) });
             if self.recent.len() == REPLICA_WINDOW {
                 self.recent.pop_front();
@@ -236,7 +248,10 @@ impl LeaderCore {
             .collect()
     }
 
-    /// Resends proposals that have waited `resend_after` to the replicas that have not voted.
+    /// Resends proposals that have waited `resend_after` to the replicas that have not voted,
+    /// and, as often, sends the latest certificate to every replica that has not voted up to
+    /// it: a replica that missed blocks (or restarted) learns it is behind and asks for them
+    /// ([`LeaderCore::on_sync`]), even when no new block comes.
     pub fn on_tick(&mut self, now: Instant) -> Vec<LeaderOut> {
         let mut out = Vec::new();
         for f in self.in_flight.values_mut() {
@@ -247,6 +262,16 @@ impl LeaderCore {
             for replica in 1..self.set.len() as u32 {
                 if !f.collector.signers().contains(replica) {
                     out.push(LeaderOut::Send { replica, message: Message::Propose(f.proposal.clone()) });
+                }
+            }
+        }
+        if let Some(latest) = &self.latest {
+            if self.heartbeat_at.is_none_or(|t| now.saturating_duration_since(t) >= self.resend_after) {
+                self.heartbeat_at = Some(now);
+                for replica in 1..self.set.len() as u32 {
+                    if self.voted[replica as usize] < latest.vote.height {
+                        out.push(LeaderOut::Send { replica, message: Message::Commit(latest.clone()) });
+                    }
                 }
             }
         }

@@ -451,6 +451,12 @@ impl Node {
             let _ = t.join();
         }
         if let Some(rt) = self.runtime.take() {
+            // Let the close frames go out, so peers drop their connections now rather than
+            // after the idle timeout.
+            let endpoint = self.endpoint.clone();
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+            });
             rt.shutdown_timeout(Duration::from_millis(200));
         }
         info!(node = self.shared.node, "node stopped");

@@ -212,8 +212,9 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((32u32 << 20).into());
     t.send_window(32 << 20);
-    t.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
-    t.max_idle_timeout(Some(std::time::Duration::from_secs(10).try_into().expect("10 s fits")));
+    // A peer that vanished without closing is noticed within 5 s.
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    t.max_idle_timeout(Some(std::time::Duration::from_secs(5).try_into().expect("5 s fits")));
     Arc::new(t)
 }
 

@@ -20,7 +20,9 @@ struct Cluster {
     config: ClusterConfig,
     nodes: Vec<Option<Node>>,
     keys: Vec<SecretKey>,
-    _registry: Arc<KeyRegistry>,
+    node_keys: Vec<NodeKeys>,
+    genesis: Arc<CommittedState>,
+    registry: Arc<KeyRegistry>,
 }
 
 fn limits() -> Limits {
@@ -41,17 +43,36 @@ fn start_with(workload: &str, nodes: usize, shards: usize, replicas: usize, limi
     let genesis: Arc<CommittedState> = Arc::new(genesis(&spec).unwrap());
     let (keys, registry) = signers(&config).unwrap();
     let nodes = node_keys
-        .into_iter()
+        .iter()
         .zip(sockets)
         .enumerate()
-        .map(|(i, (k, socket)): (usize, (NodeKeys, _))| {
-            Some(start_node(&config, i as u32, k, 1, genesis.clone(), registry.clone(), Some(socket)).unwrap())
+        .map(|(i, (k, socket)): (usize, (&NodeKeys, _))| {
+            Some(start_node(&config, i as u32, k.clone(), 1, genesis.clone(), registry.clone(), Some(socket)).unwrap())
         })
         .collect();
-    Cluster { config, nodes, keys, _registry: registry }
+    Cluster { config, nodes, keys, node_keys, genesis, registry }
 }
 
 impl Cluster {
+    /// Starts node `i` again (after a shutdown) on its address, from genesis.
+    fn restart(&mut self, i: usize) {
+        let addr = self.config.nodes[i].addr;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let socket = loop {
+            match std::net::UdpSocket::bind(addr) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("rebinding {addr}: {e}"),
+            }
+        };
+        let node =
+            start_node(&self.config, i as u32, self.node_keys[i].clone(), 1, self.genesis.clone(), self.registry.clone(), Some(socket));
+        self.nodes[i] = Some(node.unwrap());
+    }
+
     fn stop(self) {
         for n in self.nodes.into_iter().flatten() {
             n.shutdown();
@@ -75,7 +96,10 @@ impl Cluster {
             if !behind {
                 return roots;
             }
-            assert!(Instant::now() < deadline, "replicas did not catch up with the certified heights");
+            if Instant::now() >= deadline {
+                let status: Vec<_> = self.nodes.iter().flatten().map(|n| n.status()).collect();
+                panic!("replicas did not catch up with the certified heights {heights:?}: {status:?}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -232,6 +256,28 @@ fn a_shard_keeps_committing_with_one_replica_down() {
     assert!(before.values().chain(after.values()).all(|s| *s == TxStatus::Succeeded));
     let roots = cluster.settled_roots(&heights);
     assert_agree(&roots, 3);
+    rt.block_on(client.close());
+    cluster.stop();
+}
+
+#[test]
+fn a_restarted_replica_catches_up_from_its_leader() {
+    let mut cluster = start(4, 1, 4, limits());
+    let rt = runtime();
+    let mut gen = transfers(&cluster, 0.0, 6);
+    let batches: Vec<_> = (0..3).map(|_| gen.signed(150, &cluster.keys)).collect();
+    let config = cluster.config.clone();
+    let mut client = rt.block_on(Client::connect(&config)).unwrap();
+    rt.block_on(submit_all(&mut client, &batches[0], 30, 0));
+    // Node 3 (replica 3) goes down and misses blocks, then comes back with its genesis state.
+    cluster.nodes[3].take().unwrap().shutdown();
+    rt.block_on(submit_all(&mut client, &batches[1], 30, 1000));
+    cluster.restart(3);
+    // The next proposals are ahead of it: it asks the leader for the blocks it lacks (the
+    // leader keeps the last 64) and executes them in order.
+    let (_, heights) = rt.block_on(submit_all(&mut client, &batches[2], 30, 2000));
+    let roots = cluster.settled_roots(&heights);
+    assert_agree(&roots, 4);
     rt.block_on(client.close());
     cluster.stop();
 }

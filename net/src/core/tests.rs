@@ -163,4 +163,19 @@ fn a_lagging_replica_gets_certified_blocks_again() {
     }
     assert_eq!(r.height(), 3);
     assert!(leader.on_sync(0, 1).is_empty() && leader.on_sync(9, 1).is_empty(), "only replicas of the set");
+    // With nothing new to propose, the leader still tells replica 3 (and only it) that it is
+    // behind, once per resend interval.
+    let heartbeat = |out: Vec<LeaderOut>| -> Vec<(u32, u64)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                LeaderOut::Send { replica, message: Message::Commit(c) } => Some((replica, c.vote.height)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(heartbeat(leader.on_tick(now)), vec![(3, 3)]);
+    assert!(heartbeat(leader.on_tick(now + Duration::from_millis(50))).is_empty());
+    let v = Vote { chain_id: 1, shard: 0, height: 3, block_hash: props[2].hash(), state_root: [3; 32] };
+    assert_eq!(leader.on_vote(SignedVote::sign(v, 3, &k[3]), now), Err(CoreError::NotInFlight(3)));
+    assert!(heartbeat(leader.on_tick(now + Duration::from_millis(200))).is_empty(), "caught up");
 }
