@@ -16,7 +16,7 @@ use occam_engine::state::CommittedState;
 use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
-use occam_net::node::{cluster_partitioner, Node, NodeSetup};
+use occam_net::node::{cluster_partitioner, route_keys, Node, NodeSetup};
 use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -170,8 +170,7 @@ impl LoadTxs {
             if !NativeVm.declared_keys(&body, &mut keys) || keys.is_empty() {
                 continue; // Undeclared keys cannot be routed; nodes would refuse it.
             }
-            let shard = self.partitioner.shard_of(&keys[0]);
-            let route = keys.iter().all(|k| self.partitioner.shard_of(k) == shard).then_some(shard);
+            let route = route_keys(&*self.partitioner, &keys);
             let (class, turn) = match route {
                 Some(s) => (&self.single[s as usize], &mut self.turn[s as usize]),
                 None => (&self.cross, self.turn.last_mut().expect("one turn per class")),

@@ -7,7 +7,7 @@
 use crate::config::{ClusterConfig, ConfigError};
 use crate::node::{cluster_partitioner, route_tx};
 use crate::tls::{client_config, node_name, TlsError};
-use crate::transport::{frame, read_frame, spawn_writer};
+use crate::transport::{read_frame, spawn_writer};
 use crate::wire::{Message, ReceiptEntry, Refusal, ReplicaStatus, MAX_FRAME_LEN};
 use occam_engine::native::signed::{RawSignedBlock, TxHeader};
 use occam_shard::partition::Partitioner;
@@ -90,6 +90,9 @@ pub enum ClientError {
     /// A socket could not be opened.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A message too large for one frame (a batch over the frame limit, say).
+    #[error("{0}")]
+    Wire(#[from] crate::wire::WireError),
 }
 
 /// A connected client.
@@ -165,41 +168,36 @@ impl Client {
         route_tx(&*self.partitioner, header).ok_or(ClientError::CrossShard)
     }
 
-    /// Sends a batch of one shard's transactions to its leader; waits while the connection's
+    /// Sends a batch to shard `route`'s leader, or for `None` (cross-shard transactions) to
+    /// the cluster's coordinator (the node leading shard 0); waits while the connection's
     /// queue is full.
-    pub async fn submit(&self, shard: u32, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
-        let node = self.cluster.leader_of(shard);
-        let Some(f) = frame(&Message::Submit { batch, txs }) else { return Err(ClientError::CrossShard) };
-        self.send_frame(node, f).await
-    }
-
-    /// Sends a batch of cross-shard transactions to the cluster's coordinator (the node
-    /// leading shard 0).
-    pub async fn submit_cross(&self, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
-        let node = self.cluster.leader_of(0);
-        let Some(f) = frame(&Message::Submit { batch, txs }) else { return Err(ClientError::CrossShard) };
-        self.send_frame(node, f).await
-    }
-
-    /// Sends a batch to shard `route`'s leader, or to the coordinator for `None` (cross-shard).
     pub async fn submit_routed(&self, route: Option<u32>, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
-        match route {
-            Some(shard) => self.submit(shard, batch, txs).await,
-            None => self.submit_cross(batch, txs).await,
-        }
+        self.send(self.cluster.leader_of(route.unwrap_or(0)), &Message::Submit { batch, txs }).await
+    }
+
+    /// Sends a batch of one shard's transactions to its leader.
+    pub async fn submit(&self, shard: u32, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
+        self.submit_routed(Some(shard), batch, txs).await
+    }
+
+    /// Sends a batch of cross-shard transactions to the cluster's coordinator.
+    pub async fn submit_cross(&self, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
+        self.submit_routed(None, batch, txs).await
     }
 
     /// Asks the leader of `shard` for the current values of `keys` (all on that shard),
     /// answered as [`ClientEvent::Values`] with `id` (or refused as `NotLeader`).
     pub async fn read(&self, shard: u32, id: u64, keys: Vec<occam_engine::key::Key>) -> Result<(), ClientError> {
-        let node = self.cluster.leader_of(shard);
-        let Some(f) = frame(&Message::Read { id, keys }) else { return Err(ClientError::CrossShard) };
-        self.send_frame(node, f).await
+        self.send(self.cluster.leader_of(shard), &Message::Read { id, keys }).await
     }
 
     /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).
     pub async fn request_status(&self, node: u32) -> Result<(), ClientError> {
-        self.send_frame(node, frame(&Message::StatusRequest).expect("a status request encodes")).await
+        self.send(node, &Message::StatusRequest).await
+    }
+
+    async fn send(&self, node: u32, message: &Message) -> Result<(), ClientError> {
+        self.send_frame(node, message.encode()?).await
     }
 
     /// Sends raw bytes to `node` as they are (for tests of malformed input).

@@ -127,20 +127,21 @@ impl Metrics {
         let shards: Vec<(u32, Arc<ShardMetrics>)> = self.shards.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
         // The coordinator's figures are filed under shard `u32::MAX`: label it `cross`.
         let label = |s: u32| if s == u32::MAX { "cross".to_string() } else { s.to_string() };
-        let per_shard = |f: &dyn Fn(&ShardMetrics) -> u64| -> Vec<(String, String)> {
-            shards.iter().map(|(s, m)| (format!(",shard=\"{}\"", label(*s)), f(m).to_string())).collect()
+        let per_shard = |f: &dyn Fn(&ShardMetrics) -> String| -> Vec<(String, String)> {
+            shards.iter().map(|(s, m)| (format!(",shard=\"{}\"", label(*s)), f(m))).collect()
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let count = |a: &AtomicU64| load(a).to_string();
         family(
             "occam_committed_txs_total",
             "counter",
             "Transactions in certified blocks, counted by the shard leader.",
-            per_shard(&|m| load(&m.committed)),
+            per_shard(&|m| count(&m.committed)),
         );
-        family("occam_certified_blocks_total", "counter", "Blocks certified by the shard leader.", per_shard(&|m| load(&m.blocks)));
-        family("occam_executed_txs_total", "counter", "Transactions executed by a following replica.", per_shard(&|m| load(&m.executed)));
-        family("occam_block_height", "gauge", "Highest block executed or certified here.", per_shard(&|m| load(&m.height)));
-        family("occam_mempool_txs", "gauge", "Transactions waiting in the leader's mempool.", per_shard(&|m| load(&m.mempool)));
+        family("occam_certified_blocks_total", "counter", "Blocks certified by the shard leader.", per_shard(&|m| count(&m.blocks)));
+        family("occam_executed_txs_total", "counter", "Transactions executed by a following replica.", per_shard(&|m| count(&m.executed)));
+        family("occam_block_height", "gauge", "Highest block executed or certified here.", per_shard(&|m| count(&m.height)));
+        family("occam_mempool_txs", "gauge", "Transactions waiting in the leader's mempool.", per_shard(&|m| count(&m.mempool)));
         let mut hist = Vec::new();
         for (s, m) in &shards {
             for (b, bound) in m.latency_buckets.iter().zip(LATENCY_BUCKETS) {
@@ -153,12 +154,9 @@ impl Metrics {
             "occam_certificate_latency_seconds_sum",
             "counter",
             "Sum of proposal-to-certificate latencies.",
-            per_shard(&|m| load(&m.latency_sum_us))
-                .into_iter()
-                .map(|(l, v)| (l, (v.parse::<f64>().unwrap_or(0.0) / 1e6).to_string()))
-                .collect(),
+            per_shard(&|m| (load(&m.latency_sum_us) as f64 / 1e6).to_string()),
         );
-        family("occam_certificate_latency_seconds_count", "counter", "Certified blocks timed.", per_shard(&|m| load(&m.latency_count)));
+        family("occam_certificate_latency_seconds_count", "counter", "Certified blocks timed.", per_shard(&|m| count(&m.latency_count)));
         family(
             "occam_accepted_txs_total",
             "counter",

@@ -115,12 +115,22 @@ pub struct NodeSetup {
 /// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
 /// it declares; `None` if they span shards or the body does not declare its keys.
 pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32> {
-    let mut keys: Vec<Key> = Vec::with_capacity(8);
+    route_tx_with(partitioner, header, &mut Vec::with_capacity(8))
+}
+
+/// [`route_tx`] with a caller's buffer for the keys, for loops over many transactions.
+pub fn route_tx_with(partitioner: &dyn Partitioner, header: &TxHeader, keys: &mut Vec<Key>) -> Option<u32> {
+    keys.clear();
     keys.push(nonce_key(header.signer));
-    if !NativeVm.declared_keys(&header.body, &mut keys) {
+    if !NativeVm.declared_keys(&header.body, keys) {
         return None;
     }
-    let shard = partitioner.shard_of(&keys[0]);
+    route_keys(partitioner, keys)
+}
+
+/// The one shard owning every key of `keys`; `None` if they span shards or there are none.
+pub fn route_keys(partitioner: &dyn Partitioner, keys: &[Key]) -> Option<u32> {
+    let shard = partitioner.shard_of(keys.first()?);
     keys.iter().all(|k| partitioner.shard_of(k) == shard).then_some(shard)
 }
 
@@ -616,8 +626,7 @@ fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result
             Ok(())
         }
         (Message::Read { id, keys }, None) => {
-            let shard = keys.first().map(|k| shared.partitioner.shard_of(k));
-            let leader = shard.filter(|s| keys.iter().all(|k| shared.partitioner.shard_of(k) == *s)).and_then(|s| shared.leaders.get(&s));
+            let leader = route_keys(&*shared.partitioner, &keys).and_then(|s| shared.leaders.get(&s));
             let Some((tx, _)) = leader else {
                 shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader });
                 return Ok(());
@@ -729,8 +738,9 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
         return Ok(());
     };
     // A batch is one shard's transactions, or cross-shard ones (for the coordinator).
-    let route = route_tx(&*shared.partitioner, &first.header);
-    if txs.txs.iter().any(|t| route_tx(&*shared.partitioner, &t.header) != route) {
+    let mut keys = Vec::with_capacity(8);
+    let route = route_tx_with(&*shared.partitioner, &first.header, &mut keys);
+    if txs.txs[1..].iter().any(|t| route_tx_with(&*shared.partitioner, &t.header, &mut keys) != route) {
         return Err(Refusal::WrongShard);
     }
     let limits = &shared.cluster.limits;
@@ -951,6 +961,31 @@ fn turn<E>(rx: &Receiver<E>) -> Option<impl Iterator<Item = E> + '_> {
 /// A leader's pending transactions, each with the time it arrived.
 type Mempool = VecDeque<(RawSignedTx, Origin, Instant)>;
 
+/// True when a block (or round) should be made: `block_txs` are pending, or the oldest has
+/// waited `block_time`.
+fn ready(mempool: &Mempool, block_txs: usize, block_time: Duration) -> bool {
+    mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time)
+}
+
+/// Takes up to `block_txs` pending transactions off `mempool` (and its `depth` count), verifies
+/// their signatures, sends the drop receipts of those that fail, and returns the others.
+fn take_verified(
+    ctx: &ReplicaCtx,
+    mempool: &mut Mempool,
+    depth: &AtomicUsize,
+    block_txs: usize,
+    shared: &Shared,
+) -> Vec<(occam_engine::native::signed::SignedTx, Origin)> {
+    let n = mempool.len().min(block_txs);
+    let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
+    depth.fetch_sub(n, Ordering::Relaxed);
+    let (good, bad) = verify(ctx, batch);
+    if !bad.is_empty() {
+        send_receipts(shared, None, bad);
+    }
+    good
+}
+
 /// Blocks proposed and not yet certified: each transaction's origin and status.
 type PendingReceipts = HashMap<u64, Vec<(Origin, TxStatus)>>;
 
@@ -1003,17 +1038,11 @@ fn run_leader(
             }
         }
         loop {
-            let full = mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time);
+            let full = ready(&mempool, block_txs, block_time);
             if !core.can_propose() || !cross.open() || !(full || cross.writes.is_some()) {
                 break;
             }
-            let n = mempool.len().min(block_txs);
-            let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
-            depth.fetch_sub(n, Ordering::Relaxed);
-            let (good, bad) = verify(&ctx, batch);
-            if !bad.is_empty() {
-                send_receipts(&shared, None, bad);
-            }
+            let good = take_verified(&ctx, &mut mempool, &depth, block_txs, &shared);
             let (block, origins) = match aggregate(ctx.chain_id, good) {
                 Ok(b) => b,
                 Err(dropped) => {
@@ -1280,15 +1309,8 @@ fn run_coordinator(
             }
         }
         // Start the next round.
-        let ready = mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time);
-        if round.is_none() && ready {
-            let n = mempool.len().min(block_txs);
-            let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
-            depth.fetch_sub(n, Ordering::Relaxed);
-            let (good, bad) = verify(&ctx, batch);
-            if !bad.is_empty() {
-                send_receipts(&shared, None, bad);
-            }
+        if round.is_none() && ready(&mempool, block_txs, block_time) {
+            let good = take_verified(&ctx, &mut mempool, &depth, block_txs, &shared);
             if good.is_empty() {
                 continue;
             }

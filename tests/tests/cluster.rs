@@ -61,10 +61,7 @@ impl Cluster {
         let socket = loop {
             match std::net::UdpSocket::bind(addr) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 Err(e) => panic!("rebinding {addr}: {e}"),
             }
         };
