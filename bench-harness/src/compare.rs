@@ -667,6 +667,7 @@ mod tests {
             state_root: "root".into(),
             outputs_digest: "digest".into(),
             tps_per_block: samples,
+            storage: None,
         }
     }
 
@@ -689,6 +690,7 @@ mod tests {
                 seed: 1,
                 tx_cost_us: 0.0,
                 interleave: false,
+                storage: None,
             },
             calibration: Calibration { ns_per_round: 50.0, work_rounds: 0 },
             keep_warm_us: 0,

@@ -16,5 +16,6 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod sharded;
+pub mod storage;
 pub mod sweep;
 pub mod workload;

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use occam_bench::compare::{compare_files, parse_threshold, CompareOptions};
 use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
 use occam_bench::record::replay;
-use occam_bench::report::table;
+use occam_bench::report::{storage_table, table};
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
 use occam_bench::sharded::{run_sharded, sharded_blocks, sharded_table, ShardedConfig};
 use occam_bench::sweep::{run_sweep, SweepConfig};
@@ -178,6 +178,11 @@ struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also run every executor with each block persisted to a RocksDB store (synced per block,
+    /// overlapping the next block's execution): `rocksdb` (a temporary folder) or `rocksdb:DIR`
+    /// (one sub-folder per run, kept). Reports persist time per block and TPS against in-memory.
+    #[arg(long)]
+    storage: Option<String>,
     /// Sign every transaction (BLS) and run blocks through a pipeline: batch signature
     /// verification of block N+1 overlapping execution of block N. Reports each stage.
     #[arg(long)]
@@ -242,6 +247,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         seed: a.seed,
         tx_cost_us: a.tx_cost_us,
         interleave: a.interleave,
+        storage: a.storage,
     };
     let (workloads, _) = cfg.validate()?;
     if !a.shards.is_empty() {
@@ -270,7 +276,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     finish(
-        &table(&report),
+        &(table(&report) + &storage_table(&report)),
         &report,
         &report.mismatches,
         a.json.as_ref(),

@@ -57,8 +57,57 @@ pub fn table(r: &BenchReport) -> String {
             ]
         })
         .collect();
+    let lines = aligned(&header, &rows, |i| (3..10).contains(&i));
+    let _ = writeln!(out, "{}\n{}", lines[0], lines[1]);
+    let mut last = "";
+    for (row, x) in lines[2..].iter().zip(&r.results) {
+        if !last.is_empty() && last != x.workload {
+            let _ = writeln!(out);
+        }
+        last = &x.workload;
+        let _ = writeln!(out, "{row}");
+    }
+    out
+}
+
+/// The persisted twins of a `--storage` run: what persisting cost, next to in-memory.
+/// Empty when the run persisted nothing.
+pub fn storage_table(r: &BenchReport) -> String {
+    let header = ["workload", "executor", "thr", "TPS", "vs memory", "persist p50 ms", "persist p99 ms", "wait/block ms", "bytes/tx"];
+    let rows: Vec<[String; 9]> = r
+        .results
+        .iter()
+        .filter_map(|x| {
+            let s = x.storage.as_ref()?;
+            Some([
+                x.workload.clone(),
+                x.executor.clone(),
+                x.threads.to_string(),
+                human_rate(x.tps_mean),
+                format!("{:.2}x", s.tps_vs_memory),
+                format!("{:.2}", s.persist_us.p50 / 1e3),
+                format!("{:.2}", s.persist_us.p99 / 1e3),
+                format!("{:.2}", s.wait_mean_us / 1e3),
+                format!("{:.0}", s.bytes_per_tx),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "\npersisted to RocksDB (one synced write per block, overlapping the next block's execution; TPS is the mean over the run, in-memory twin's in `vs memory`)");
+    for l in aligned(&header, &rows, |i| i >= 2) {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+/// A table as lines: the header, a rule, then one line per row; columns padded to their widest
+/// cell, right-aligned where `right(column)` (figures), left-aligned otherwise (text).
+fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]], right: impl Fn(usize) -> bool) -> Vec<String> {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
         }
@@ -66,24 +115,15 @@ pub fn table(r: &BenchReport) -> String {
     let line = |cells: &[String]| {
         let mut l = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            // Text columns left-aligned, figures right-aligned.
-            if !(3..10).contains(&i) {
-                let _ = write!(l, "{c:<w$}  ");
-            } else {
+            if right(i) {
                 let _ = write!(l, "{c:>w$}  ");
+            } else {
+                let _ = write!(l, "{c:<w$}  ");
             }
         }
         l.trim_end().to_string()
     };
-    let _ = writeln!(out, "{}", line(&header.map(String::from)));
-    let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-    let mut last = "";
-    for (row, x) in rows.iter().zip(&r.results) {
-        if !last.is_empty() && last != x.workload {
-            let _ = writeln!(out);
-        }
-        last = &x.workload;
-        let _ = writeln!(out, "{}", line(row));
-    }
-    out
+    let mut lines = vec![line(&header.map(String::from)), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ")];
+    lines.extend(rows.iter().map(|r| line(r)));
+    lines
 }

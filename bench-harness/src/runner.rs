@@ -9,6 +9,7 @@
 use crate::distribution::Distribution;
 use crate::machine::{Machine, COMMIT};
 use crate::record::Recorder;
+use crate::storage::{storage_result, Persister, StorageResult, StorageSpec, STORAGE_SUFFIX};
 use crate::workload::{Generator, Workload};
 use occam_engine::exec::{executor_by_name, ExecPath, EXECUTOR_NAMES, MAX_THREADS};
 use occam_engine::native::{burn, NativeOutput, NativeTx, NativeVm};
@@ -54,6 +55,10 @@ pub struct BenchConfig {
     /// Run the executors block by block in turn instead of one after the other.
     #[serde(default)]
     pub interleave: bool,
+    /// `rocksdb` or `rocksdb:DIR`: every executor run gets a twin that also persists each
+    /// block to a store (see [`crate::storage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 /// Bad settings, reported before anything runs.
@@ -68,6 +73,9 @@ impl BenchConfig {
     /// Checks every setting and parses names; returns the parsed workloads and distribution.
     pub fn validate(&self) -> Result<(Vec<Workload>, Distribution), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(spec) = &self.storage {
+            StorageSpec::parse(spec).map_err(ConfigError::Invalid)?;
+        }
         if self.workloads.is_empty() {
             return bad("--workload needs at least one workload".into());
         }
@@ -222,6 +230,9 @@ pub struct RunResult {
     pub outputs_digest: String,
     /// Transactions per second of each measured block.
     pub tps_per_block: Vec<f64>,
+    /// What persisting cost (only the persisted twins of `--storage` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageResult>,
 }
 
 /// A complete bench report (the `--json` file).
@@ -289,7 +300,8 @@ fn outputs_digest(outputs: &[NativeOutput]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q` quantile of sorted samples (nearest rank; 0 when empty).
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -299,7 +311,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Total blocks a run of `cfg` executes, for the progress bar.
 pub fn total_blocks(cfg: &BenchConfig, workloads: usize) -> u64 {
-    let runs = 1 + cfg.executors.iter().filter(|e| *e != "sequential").count() * cfg.threads.len();
+    let twins = if cfg.storage.is_some() { 2 } else { 1 };
+    let runs = 1 + cfg.executors.iter().filter(|e| *e != "sequential").count() * cfg.threads.len() * twins;
     (workloads * runs * (cfg.measured_blocks() + cfg.warmup_blocks)) as u64
 }
 
@@ -312,6 +325,10 @@ struct Run {
     state: CommittedState,
     trace: Trace,
     acc: Accumulators,
+    /// The store of a persisted twin, and the index of its in-memory run.
+    persisted: Option<(Persister, usize)>,
+    /// A persisted twin's persist times (seconds) and store size, once it has finished.
+    persist_done: Option<(Vec<f64>, u64)>,
 }
 
 /// What a run has measured so far (measured blocks only).
@@ -402,6 +419,7 @@ impl Run {
             state_root: self.trace.roots.last().cloned().unwrap_or_else(|| self.state.root().to_hex()),
             outputs_digest: all_digest.finalize().to_hex().to_string(),
             tps_per_block,
+            storage: None,
         }
     }
 }
@@ -414,6 +432,7 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
     let mut results = Vec::new();
     let mut mismatches = Vec::new();
     let vm = NativeVm;
+    let storage = cfg.storage.as_deref().map(StorageSpec::parse).transpose().map_err(ConfigError::Invalid)?;
     for workload in &workloads {
         let genesis = workload.genesis_entries(cfg.accounts);
         let base = CommittedState::from_entries(genesis);
@@ -424,15 +443,25 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         for (executor, threads) in std::iter::once(("sequential", 1))
             .chain(cfg.executors.iter().filter(|e| *e != "sequential").flat_map(|e| cfg.threads.iter().map(move |&t| (e.as_str(), t))))
         {
-            runs.push(Run {
-                label: format!("{workload} {executor} x{threads}"),
-                executor: executor.to_string(),
-                threads,
-                exec: executor_by_name::<NativeVm>(executor, threads)?,
-                state: base.clone(),
-                trace: Trace { roots: Vec::new(), output_digests: Vec::new() },
-                acc: Accumulators::default(),
-            });
+            let new_run = |executor: String, persisted| -> anyhow::Result<Run> {
+                Ok(Run {
+                    label: format!("{workload} {executor} x{threads}"),
+                    exec: executor_by_name::<NativeVm>(executor_name(&executor), threads)?,
+                    executor,
+                    threads,
+                    state: base.clone(),
+                    trace: Trace { roots: Vec::new(), output_digests: Vec::new() },
+                    acc: Accumulators::default(),
+                    persisted,
+                    persist_done: None,
+                })
+            };
+            runs.push(new_run(executor.to_string(), None)?);
+            if let (Some(spec), true) = (&storage, executor != "sequential") {
+                let twin = format!("{executor}{STORAGE_SUFFIX}");
+                let persister = Persister::start(spec, &format!("{workload}-{twin}-x{threads}").replace(['/', ':'], "_"), &base)?;
+                runs.push(new_run(twin, Some((persister, runs.len() - 1)))?);
+            }
         }
         let mut recorder = match record {
             Some(dir) => Some(Recorder::create(dir, workload, cfg, &calibration, &base)?),
@@ -450,9 +479,17 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         for (r, height) in order {
             let (run, block) = (&mut runs[r], &blocks[height]);
             let t0 = Instant::now();
-            let out = run.exec.execute(&vm, &run.state, block)?;
+            let mut out = run.exec.execute(&vm, &run.state, block)?;
             let t1 = Instant::now();
             run.state.apply(&out.write_set, run.exec.pool());
+            if let Some((persister, _)) = run.persisted.as_mut() {
+                let writes = std::mem::take(&mut out.write_set);
+                persister.persist(height as u64 + 1, writes, run.state.root(), height >= cfg.warmup_blocks)?;
+                if height + 1 == blocks.len() {
+                    // The run ends when its last block is on disk.
+                    run.persist_done = Some(persister.finish()?);
+                }
+            }
             let t2 = Instant::now();
             let root = run.state.root().to_hex();
             let digest = outputs_digest(&out.outputs);
@@ -488,8 +525,17 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
             rec.finish(&runs[0].state)?;
         }
         let reference_times = runs[0].acc.times.clone();
+        let first = results.len();
         for run in &runs {
             results.push(run.result(workload, &reference_times));
+        }
+        for (i, run) in runs.iter_mut().enumerate() {
+            if let (Some((persister, memory)), Some((times, disk_bytes))) = (&run.persisted, run.persist_done.take()) {
+                let ratio = results[first + i].tps_mean / results[first + *memory].tps_mean.max(1e-12);
+                let txs_run = blocks.iter().map(Vec::len).sum();
+                let written = disk_bytes.saturating_sub(persister.genesis_bytes);
+                results[first + i].storage = Some(storage_result(&times, &persister.waits, ratio, written, txs_run));
+            }
         }
     }
     Ok(BenchReport {
@@ -504,6 +550,11 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
         results,
         mismatches,
     })
+}
+
+/// The engine's name of a run's executor (a persisted twin runs the same executor).
+fn executor_name(run_executor: &str) -> &str {
+    run_executor.strip_suffix(STORAGE_SUFFIX).unwrap_or(run_executor)
 }
 
 /// The report name of an execution path.

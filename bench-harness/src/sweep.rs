@@ -123,6 +123,10 @@ pub struct Base {
     #[serde(alias = "tx-cost-us")]
     pub tx_cost_us: f64,
     pub interleave: bool,
+    /// `rocksdb`: every executor run also persists its blocks (`occam bench --storage`; a
+    /// `rocksdb:DIR` would make the second point find the first one's stores and stop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     /// Shard counts: when set, every point runs the sharded bench.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<usize>,
@@ -151,6 +155,7 @@ impl Default for Base {
             seed: 42,
             tx_cost_us: 0.0,
             interleave: false,
+            storage: None,
             shards: Vec::new(),
             cross_shard: None,
             partitioner: None,
@@ -261,6 +266,7 @@ impl Draft {
                 seed: b.seed,
                 tx_cost_us: b.tx_cost_us,
                 interleave: b.interleave,
+                storage: b.storage.clone(),
             },
             shards: b.shards.clone(),
             cross_shard: b.cross_shard,

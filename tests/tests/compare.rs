@@ -25,6 +25,7 @@ fn config() -> BenchConfig {
         seed: 5,
         tx_cost_us: 0.0,
         interleave: false,
+        storage: None,
     }
 }
 

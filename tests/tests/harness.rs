@@ -19,6 +19,7 @@ fn config(workloads: &[&str]) -> BenchConfig {
         seed: 7,
         tx_cost_us: 0.0,
         interleave: true,
+        storage: None,
     }
 }
 

@@ -75,6 +75,7 @@ fn config() -> BenchConfig {
         seed: 3,
         tx_cost_us: 0.0,
         interleave: false,
+        storage: None,
     }
 }
 
