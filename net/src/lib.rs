@@ -20,6 +20,7 @@ pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod node;
+pub mod raft;
 pub mod tls;
 pub mod transport;
 pub mod wire;
