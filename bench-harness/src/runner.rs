@@ -9,7 +9,7 @@
 use crate::distribution::Distribution;
 use crate::machine::{Machine, COMMIT};
 use crate::record::Recorder;
-use crate::storage::{storage_result, Persister, StorageResult, StorageSpec, STORAGE_SUFFIX};
+use crate::storage::{storage_result, Persister, StorageResult, StorageSpec, WriteTime, STORAGE_SUFFIX};
 use crate::workload::{Generator, Workload};
 use occam_engine::exec::{executor_by_name, ExecPath, EXECUTOR_NAMES, MAX_THREADS};
 use occam_engine::native::{burn, NativeOutput, NativeTx, NativeVm};
@@ -328,7 +328,7 @@ struct Run {
     /// The store of a persisted twin, and the index of its in-memory run.
     persisted: Option<(Persister, usize)>,
     /// A persisted twin's persist times (seconds) and store size, once it has finished.
-    persist_done: Option<(Vec<f64>, u64)>,
+    persist_done: Option<(Vec<WriteTime>, u64)>,
 }
 
 /// What a run has measured so far (measured blocks only).
@@ -487,10 +487,15 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
                 persister.persist(height as u64 + 1, writes, run.state.root(), height >= cfg.warmup_blocks)?;
                 if height + 1 == blocks.len() {
                     // The run ends when its last block is on disk.
-                    run.persist_done = Some(persister.finish()?);
+                    run.persist_done = Some((persister.finish()?, 0));
                 }
             }
             let t2 = Instant::now();
+            if let (Some((persister, _)), Some(done), true) =
+                (run.persisted.as_mut(), run.persist_done.as_mut(), height + 1 == blocks.len())
+            {
+                done.1 = persister.close();
+            }
             let root = run.state.root().to_hex();
             let digest = outputs_digest(&out.outputs);
             if r == 0 {

@@ -1,8 +1,9 @@
 //! `occam bench --storage rocksdb[:DIR]`: every executor run gets a twin whose blocks are also
 //! persisted to a RocksDB store (`occam-store`, the node's store), each block's write set, applied
-//! height and root as one synced write. Persisting block N overlaps executing block N+1: a
-//! persister thread takes blocks from a channel of one slot, so the executor waits only when
-//! the disk is more than a block behind. The twin's block time includes that wait, and its last
+//! height and root in one synced write. Persisting block N overlaps executing block N+1: a
+//! persister thread takes blocks from a channel of two slots, so the executor waits only when
+//! the disk is more than two blocks behind; blocks that wait are merged into one write with
+//! one fsync (group commit). The twin's block time includes that wait, and its last
 //! block includes waiting for the store to catch up, so its TPS is what a node that must
 //! persist before answering could sustain.
 
@@ -20,6 +21,9 @@ use crate::runner::{percentile, Latency};
 
 /// The suffix of a persisted twin's executor name (`parallel+rocksdb`).
 pub const STORAGE_SUFFIX: &str = "+rocksdb";
+
+/// Blocks that may wait for the persister before the executor waits (each holds its write set).
+const PIPELINE_BLOCKS: usize = 2;
 
 /// The group a bench store writes (one state per store).
 const GROUP: u32 = 0;
@@ -49,10 +53,14 @@ pub struct StorageResult {
     pub backend: String,
     /// Every block synced to disk before the next was persisted.
     pub synced: bool,
-    /// Time to persist one measured block (write batch and fsync), microseconds.
+    /// Time of the write (batch and fsync) that persisted each measured block, microseconds.
     pub persist_us: Latency,
-    /// Mean time to persist one measured block, microseconds.
+    /// Mean of `persist_us`.
     pub persist_mean_us: f64,
+    /// Mean number of blocks the write carrying a measured block held (1: every block synced
+    /// alone; more when the persister fell behind and merged waiting blocks into one write).
+    #[serde(default)]
+    pub blocks_per_write: f64,
     /// Mean time the executor waited per measured block for the persister to take the block
     /// (the part of persisting that did not overlap execution), microseconds.
     pub wait_mean_us: f64,
@@ -72,7 +80,7 @@ struct Job {
 /// A store being written by its own thread.
 pub struct Persister {
     tx: Option<SyncSender<Job>>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<f64>>>>,
+    thread: Option<JoinHandle<anyhow::Result<Vec<WriteTime>>>>,
     /// Closed by `finish`, so its background flushes and compactions do not run into the
     /// next run's time.
     store: Option<Store>,
@@ -105,7 +113,7 @@ impl Persister {
         let store = Store::open(&path, StoreIdentity::new(0, 0), &options)?;
         store.write_genesis(GROUP, &genesis.sorted_entries())?;
         let genesis_bytes = store.disk_bytes();
-        let (tx, rx) = sync_channel::<Job>(1);
+        let (tx, rx) = sync_channel::<Job>(PIPELINE_BLOCKS);
         let writer = store.clone();
         let thread = std::thread::Builder::new().name("occam-persist".into()).spawn(move || persist_loop(&writer, rx))?;
         Ok(Persister { tx: Some(tx), thread: Some(thread), store: Some(store), _temp: temp, waits: Vec::new(), genesis_bytes })
@@ -128,34 +136,59 @@ impl Persister {
         Ok(waited)
     }
 
-    /// Waits for every handed-over block to be persisted, then closes the store; returns the
-    /// measured blocks' persist times in seconds and the store's size on disk.
-    pub fn finish(&mut self) -> anyhow::Result<(Vec<f64>, u64)> {
+    /// Waits for every handed-over block to be persisted (synced); returns, per measured
+    /// block, the seconds of the write that carried it and how many blocks that write carried.
+    pub fn finish(&mut self) -> anyhow::Result<Vec<WriteTime>> {
         self.tx = None;
-        let times = match self.thread.take() {
-            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the persister panicked"))??,
-            None => Vec::new(),
-        };
-        Ok((times, self.store.take().map_or(0, |s| s.disk_bytes())))
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the persister panicked"))?,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Closes the store (after [`Persister::finish`], outside the timed part: closing waits
+    /// for RocksDB's background flushes) and returns its size on disk.
+    pub fn close(&mut self) -> u64 {
+        self.store.take().map_or(0, |s| s.disk_bytes())
     }
 }
 
-fn persist_loop(store: &Store, rx: Receiver<Job>) -> anyhow::Result<Vec<f64>> {
+/// Per persisted block: the seconds of the write that carried it, and how many blocks it carried.
+pub type WriteTime = (f64, usize);
+
+/// Most blocks merged into one write when the persister is behind.
+const GROUP_COMMIT_MAX: usize = 8;
+
+/// Persists blocks in order. When several are waiting, they go in one write batch with one
+/// sync (group commit, as TiKV merges its groups' writes): the store still moves from one
+/// whole block to a later whole block, and no block counts as persisted before its sync.
+/// Returns, per measured block, the time of the write that carried it and how many blocks
+/// that write carried.
+fn persist_loop(store: &Store, rx: Receiver<Job>) -> anyhow::Result<Vec<WriteTime>> {
     let mut times = Vec::new();
-    for job in rx {
-        let t0 = Instant::now();
-        let point = AppliedPoint { height: job.height, log_index: 0, block_hash: [0; 32], root: job.root };
-        store.apply_block(GROUP, BlockCommit { point, writes: &job.writes, block: None, meta: &[] })?;
-        if job.measured {
-            times.push(t0.elapsed().as_secs_f64());
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_MAX {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
+        let t0 = Instant::now();
+        let points: Vec<AppliedPoint> =
+            jobs.iter().map(|j| AppliedPoint { height: j.height, log_index: 0, block_hash: [0; 32], root: j.root }).collect();
+        let commits: Vec<BlockCommit<'_>> =
+            jobs.iter().zip(&points).map(|(j, p)| BlockCommit { point: *p, writes: &j.writes, block: None, meta: &[] }).collect();
+        store.apply_blocks(GROUP, &commits)?;
+        let took = t0.elapsed().as_secs_f64();
+        times.extend(jobs.iter().filter(|j| j.measured).map(|_| (took, jobs.len())));
     }
     Ok(times)
 }
 
 /// The storage figures of a run from its persist and wait times.
-pub fn storage_result(persist_s: &[f64], waits_s: &[f64], tps_vs_memory: f64, disk_bytes: u64, txs: usize) -> StorageResult {
-    let mut us: Vec<f64> = persist_s.iter().map(|t| t * 1e6).collect();
+pub fn storage_result(persist: &[WriteTime], waits_s: &[f64], tps_vs_memory: f64, disk_bytes: u64, txs: usize) -> StorageResult {
+    let mut us: Vec<f64> = persist.iter().map(|(t, _)| t * 1e6).collect();
     us.sort_by(f64::total_cmp);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     StorageResult {
@@ -168,6 +201,7 @@ pub fn storage_result(persist_s: &[f64], waits_s: &[f64], tps_vs_memory: f64, di
             max: us.last().copied().unwrap_or(0.0),
         },
         persist_mean_us: mean(&us),
+        blocks_per_write: mean(&persist.iter().map(|(_, n)| *n as f64).collect::<Vec<_>>()),
         wait_mean_us: mean(waits_s) * 1e6,
         tps_vs_memory,
         bytes_per_tx: disk_bytes as f64 / txs.max(1) as f64,

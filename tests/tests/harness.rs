@@ -472,3 +472,45 @@ fn sweep_results_without_a_schema_field_still_read() {
     std::fs::write(&out, format!("{old}\n{bad}\n")).unwrap();
     assert!(matches!(read_lines(&out), Err(SweepError::Results { line: 2, .. })));
 }
+
+#[test]
+fn storage_twins_persist_every_block_and_report_what_it_cost() {
+    let dir = temp_dir("storage");
+    let mut cfg = config(&["transfer", "smallbank"]);
+    cfg.executors = vec!["parallel".into(), "declared".into()];
+    cfg.interleave = false;
+    cfg.storage = Some(format!("rocksdb:{}", dir.display()));
+    let report = run_bench(&cfg, None, &()).unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    // Per workload: sequential, then each executor at two thread counts, in memory and persisted.
+    assert_eq!(report.results.len(), 2 * (1 + 2 * 2 * 2));
+    let twins: Vec<_> = report.results.iter().filter(|r| r.executor.ends_with("+rocksdb")).collect();
+    assert_eq!(twins.len(), 8);
+    for t in &twins {
+        let s = t.storage.as_ref().expect("a persisted twin reports storage figures");
+        assert!(s.synced && s.persist_us.p50 > 0.0 && s.tps_vs_memory > 0.0 && s.bytes_per_tx > 0.0, "{s:?}");
+        assert!((1.0..=8.0).contains(&s.blocks_per_write), "{s:?}");
+        let memory = report
+            .results
+            .iter()
+            .find(|r| r.workload == t.workload && r.threads == t.threads && format!("{}+rocksdb", r.executor) == t.executor)
+            .unwrap();
+        assert!(memory.storage.is_none());
+        assert_eq!(memory.state_root, t.state_root);
+    }
+    // Each twin's store is kept under DIR and holds the state of its last block.
+    let store_dir = dir.join(format!("{}-{}-x3", twins[0].workload, twins[3].executor));
+    let identity = occam_store::StoreIdentity::new(0, 0);
+    let store = occam_store::Store::open(&store_dir, identity, &occam_store::StoreOptions::default()).unwrap();
+    let (state, point) = store.load_state(0).unwrap();
+    assert_eq!(point.unwrap().height, 4, "one warm-up and three measured blocks");
+    assert_eq!(state.root().to_hex(), twins[3].state_root);
+    drop(store);
+    // A second run into the same folder is refused before anything runs over the stores.
+    let err = run_bench(&cfg, None, &()).unwrap_err().to_string();
+    assert!(err.contains("already holds files"), "{err}");
+    // A bad setting says what is accepted.
+    cfg.storage = Some("lmdb".into());
+    assert!(run_bench(&cfg, None, &()).unwrap_err().to_string().contains("rocksdb:DIR"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -366,23 +366,35 @@ impl Store {
     /// given) and the new applied point. The block's height must be one above the applied
     /// height (or 1 for a group without one). Synced under [`Durability::Sync`].
     pub fn apply_block(&self, group: GroupId, commit: BlockCommit<'_>) -> Result<(), StoreError> {
-        let applied = self.applied(group)?.map_or(0, |p| p.height);
-        if commit.point.height != applied + 1 {
-            return Err(StoreError::OutOfOrder { group, height: commit.point.height, applied });
-        }
+        self.apply_blocks(group, std::slice::from_ref(&commit))
+    }
+
+    /// Applies consecutive blocks to a group as one atomic write (group commit: one sync for
+    /// all of them): the store moves from the state before the first to the state after the
+    /// last, never to one in between. Heights must follow the applied height one by one.
+    pub fn apply_blocks(&self, group: GroupId, commits: &[BlockCommit<'_>]) -> Result<(), StoreError> {
+        let mut applied = self.applied(group)?.map_or(0, |p| p.height);
         let mut batch = WriteBatch::default();
         let state = self.cf(CF_STATE);
-        for (k, v) in commit.writes.iter() {
-            match v {
-                Some(v) => batch.put_cf(state, state_key(group, k), v.as_bytes()),
-                None => batch.delete_cf(state, state_key(group, k)),
+        for commit in commits {
+            if commit.point.height != applied + 1 {
+                return Err(StoreError::OutOfOrder { group, height: commit.point.height, applied });
             }
+            applied = commit.point.height;
+            // A batch applies in order: a key written by two of the blocks ends with the later value.
+            for (k, v) in commit.writes.iter() {
+                match v {
+                    Some(v) => batch.put_cf(state, state_key(group, k), v.as_bytes()),
+                    None => batch.delete_cf(state, state_key(group, k)),
+                }
+            }
+            if let Some(block) = commit.block {
+                batch.put_cf(self.cf(CF_BLOCKS), log_key(group, commit.point.height), block);
+            }
+            self.put_meta_records(&mut batch, group, commit.meta);
         }
-        if let Some(block) = commit.block {
-            batch.put_cf(self.cf(CF_BLOCKS), log_key(group, commit.point.height), block);
-        }
-        batch.put_cf(self.cf(CF_APPLIED), group_prefix(group), commit.point.encode());
-        self.put_meta_records(&mut batch, group, commit.meta);
+        let Some(last) = commits.last() else { return Ok(()) };
+        batch.put_cf(self.cf(CF_APPLIED), group_prefix(group), last.point.encode());
         self.write(batch, self.sync)
     }
 

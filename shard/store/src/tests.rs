@@ -245,3 +245,32 @@ fn a_store_is_locked_to_one_process() {
     assert!(matches!(err, StoreError::Rocks { .. }), "{err}");
     assert!(err.to_string().to_lowercase().contains("lock"), "{err}");
 }
+
+#[test]
+fn consecutive_blocks_apply_as_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), id(), &opts()).unwrap();
+    store.write_genesis(2, &[(key(1), Value::from_u64(1))]).unwrap();
+    let mut state = CommittedState::from_entries([(key(1), Value::from_u64(1))]);
+    let sets: Vec<WriteSet> =
+        (0..3u64).map(|i| writes(&[(key(1), Some(Value::from_u64(10 + i))), (key(2 + i), Some(Value::from_u64(i)))])).collect();
+    let mut points = Vec::new();
+    for (h, ws) in sets.iter().enumerate() {
+        state.apply(ws, None);
+        points.push(point(h as u64 + 1, state.root()));
+    }
+    let commits: Vec<BlockCommit<'_>> =
+        sets.iter().zip(&points).map(|(ws, p)| BlockCommit { point: *p, writes: ws, block: None, meta: &[] }).collect();
+    // A gap anywhere refuses the whole group and writes nothing.
+    let gapped = [commits[0], commits[2]];
+    assert!(matches!(store.apply_blocks(2, &gapped), Err(StoreError::OutOfOrder { height: 3, applied: 1, .. })));
+    assert_eq!(store.applied(2).unwrap().unwrap().height, 0);
+    assert_eq!(store.value(2, &key(2)).unwrap(), None);
+
+    store.apply_blocks(2, &commits).unwrap();
+    let (loaded, p) = store.load_state(2).unwrap();
+    assert_eq!(p, Some(points[2]));
+    assert_eq!(loaded.sorted_entries(), state.sorted_entries());
+    assert_eq!(store.value(2, &key(1)).unwrap(), Some(Value::from_u64(12)), "the later block's value wins");
+    store.apply_blocks(2, &[]).unwrap();
+}
