@@ -9,6 +9,9 @@
 //! - [`config`]: cluster, node and key files; `occam cluster init`.
 //! - [`core`]: the replication protocol of a shard (propose, vote, certify) as sans-IO state
 //!   machines.
+//! - [`raft`]: openraft's types, a bounded codec for Raft's messages and log entries, and its
+//!   storage traits over the node's RocksDB store (`occam-store`); not yet wired into
+//!   [`node`], which still orders blocks with [`core`].
 //! - [`node`]: the runtime that hosts replicas and carries the cores' messages over QUIC.
 //! - [`client`]: a client that routes transactions to shard leaders and collects receipts.
 //! - [`transport`]: frames over QUIC streams; [`metrics`]: the Prometheus endpoint.
