@@ -482,9 +482,10 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
             let mut out = run.exec.execute(&vm, &run.state, block)?;
             let t1 = Instant::now();
             run.state.apply(&out.write_set, run.exec.pool());
+            let state_root = run.state.root();
             if let Some((persister, _)) = run.persisted.as_mut() {
                 let writes = std::mem::take(&mut out.write_set);
-                persister.persist(height as u64 + 1, writes, run.state.root(), height >= cfg.warmup_blocks)?;
+                persister.persist(height as u64 + 1, writes, state_root, height >= cfg.warmup_blocks)?;
                 if height + 1 == blocks.len() {
                     // The run ends when its last block is on disk.
                     run.persist_done = Some((persister.finish()?, 0));
@@ -496,7 +497,7 @@ pub fn run_bench(cfg: &BenchConfig, record: Option<&PathBuf>, progress: &dyn Pro
             {
                 done.1 = persister.close();
             }
-            let root = run.state.root().to_hex();
+            let root = state_root.to_hex();
             let digest = outputs_digest(&out.outputs);
             if r == 0 {
                 if let Some(rec) = recorder.as_mut() {
