@@ -720,6 +720,22 @@ mod tests {
         c.changes.iter().find(|c| c.figure == FIGURE_TPS).unwrap()
     }
 
+    /// A report read back from its JSON holds the very floats that were written: `compare`'s
+    /// "settings differ" note quotes them, and a value one ulp off would show a difference that
+    /// was never there. (serde_json's default parser may round the last digit; the workspace
+    /// turns on `float_roundtrip`.)
+    #[test]
+    fn report_floats_survive_a_json_round_trip() {
+        let mut r = report(vec![run("transfer", "blockstm", 8, noisy(3, 20, 1e6, 0.03))]);
+        let awkward = [2.752219999999999, 0.1 + 0.2, 1e-310, 5.0 * (1e6 / 1_816_715.3), f64::MAX];
+        for v in awkward {
+            r.settings.tx_cost_us = v;
+            let back: BenchReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back.settings.tx_cost_us.to_bits(), v.to_bits(), "{v:e}");
+            assert_eq!(back.results[0].tps_median.to_bits(), r.results[0].tps_median.to_bits());
+        }
+    }
+
     #[test]
     fn identical_reports_are_unchanged() {
         let base = report(vec![
