@@ -21,6 +21,13 @@ use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// Sends tracing output to stderr, filtered by `OCCAM_LOG` (default `info`); a second call
+/// does nothing.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OCCAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 /// The genesis state a cluster file describes.
 pub fn genesis(spec: &GenesisSpec) -> anyhow::Result<CommittedState> {
     let workload: Workload = spec.workload.parse().with_context(|| format!("genesis workload `{}`", spec.workload))?;
@@ -34,7 +41,8 @@ pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<K
 }
 
 /// Starts node `node` of `cluster` in this process (on `socket` if given, else binding the
-/// cluster file's address).
+/// cluster file's address), with its store in `data_dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn start_node(
     cluster: &ClusterConfig,
     node: u32,
@@ -43,6 +51,7 @@ pub fn start_node(
     genesis: Arc<CommittedState>,
     registry: Arc<KeyRegistry>,
     socket: Option<std::net::UdpSocket>,
+    data_dir: &std::path::Path,
 ) -> anyhow::Result<Node> {
     let setup = NodeSetup {
         node,
@@ -54,6 +63,7 @@ pub fn start_node(
         registry,
         socket,
         hold_blocks: false,
+        data_dir: data_dir.to_path_buf(),
     };
     Node::start(setup).with_context(|| format!("starting node {node}"))
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use occam_bench::cluster::{genesis, signers};
+use occam_bench::cluster::{genesis, init_logging, signers};
 use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
@@ -245,6 +245,7 @@ pub fn node(a: NodeArgs) -> anyhow::Result<()> {
         registry,
         socket: None,
         hold_blocks: node_cfg.hold_blocks,
+        data_dir: node_cfg.data_dir.clone(),
     };
     if setup.hold_blocks {
         tracing::warn!("hold_blocks is set: this node admits transactions but proposes no blocks");
@@ -254,11 +255,6 @@ pub fn node(a: NodeArgs) -> anyhow::Result<()> {
     node.wait_for_signal();
     node.shutdown();
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OCCAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub fn load(a: LoadArgs) -> anyhow::Result<()> {

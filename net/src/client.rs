@@ -1,6 +1,10 @@
 //! A client of a cluster: QUIC connections to nodes, transactions routed to their shard's
 //! leader, answers as a stream of [`ClientEvent`]s.
 //!
+//! Leaders change (each shard is a Raft group): the client keeps a leader per shard, first the
+//! bootstrap leader of the cluster file, and its user moves it with [`Client::set_leader`]
+//! when a node refuses a batch as `NotLeader`.
+//!
 //! The client authenticates every node by its pinned certificate from the cluster file and
 //! presents none of its own. It runs on the caller's tokio runtime.
 
@@ -105,6 +109,8 @@ pub struct Client {
     events: mpsc::Receiver<ClientEvent>,
     events_tx: mpsc::Sender<ClientEvent>,
     sets: HashMap<u32, ValidatorSet>,
+    /// The node each shard's batches and reads go to.
+    leaders: parking_lot::Mutex<Vec<u32>>,
 }
 
 /// Events a client buffers before its connections' readers wait (and, through QUIC flow
@@ -112,16 +118,19 @@ pub struct Client {
 pub const CLIENT_EVENT_QUEUE: usize = 65_536;
 
 impl Client {
-    /// Connects to every shard leader of `cluster`.
+    /// Connects to every node of `cluster` that answers (any shard's leader may move to any of
+    /// its replicas' nodes); fails only if none does.
     pub async fn connect(cluster: &ClusterConfig) -> Result<Client, ClientError> {
-        let mut leaders: Vec<u32> = (0..cluster.shards as u32).map(|s| cluster.leader_of(s)).collect();
-        leaders.sort_unstable();
-        leaders.dedup();
-        Client::connect_to(cluster, &leaders).await
+        let all: Vec<u32> = (0..cluster.nodes.len() as u32).collect();
+        Client::connect_nodes(cluster, &all, true).await
     }
 
-    /// Connects to the listed nodes.
+    /// Connects to the listed nodes; fails if one cannot be reached.
     pub async fn connect_to(cluster: &ClusterConfig, nodes: &[u32]) -> Result<Client, ClientError> {
+        Client::connect_nodes(cluster, nodes, false).await
+    }
+
+    async fn connect_nodes(cluster: &ClusterConfig, nodes: &[u32], tolerant: bool) -> Result<Client, ClientError> {
         cluster.check()?;
         let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())?;
         let pinned = cluster.pinned()?;
@@ -135,26 +144,38 @@ impl Client {
             events,
             events_tx,
             sets: HashMap::new(),
+            leaders: parking_lot::Mutex::new((0..cluster.shards as u32).map(|s| cluster.leader_of(s)).collect()),
         };
         for s in 0..cluster.shards as u32 {
             client.sets.insert(s, cluster.validator_set(s)?);
         }
+        let mut last_error = None;
         for &node in nodes {
             let entry = cluster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
             let cert = pinned.cert_of(node).expect("every node is pinned");
             let config = client_config(cert, None)?;
             let err = |reason: String| ClientError::Connect { node, addr: entry.addr, reason };
-            let conn = client
-                .endpoint
-                .connect_with(config, entry.addr, &node_name(node))
-                .map_err(|e| err(e.to_string()))?
-                .await
-                .map_err(|e| err(e.to_string()))?;
+            let dialled = match client.endpoint.connect_with(config, entry.addr, &node_name(node)) {
+                Ok(connecting) => connecting.await.map_err(|e| err(e.to_string())),
+                Err(e) => Err(err(e.to_string())),
+            };
+            let conn = match dialled {
+                Ok(c) => c,
+                Err(e) if tolerant => {
+                    tracing::warn!("{e}; going on without it");
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             client.writers.insert(node, spawn_writer(conn.clone()));
             tokio::spawn(read_events(conn.clone(), node, client.events_tx.clone()));
             client.conns.insert(node, conn);
         }
-        Ok(client)
+        match last_error {
+            Some(e) if client.conns.is_empty() => Err(e),
+            _ => Ok(client),
+        }
     }
 
     /// The cluster.
@@ -172,7 +193,24 @@ impl Client {
     /// the cluster's coordinator (the node leading shard 0); waits while the connection's
     /// queue is full.
     pub async fn submit_routed(&self, route: Option<u32>, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
-        self.send(self.cluster.leader_of(route.unwrap_or(0)), &Message::Submit { batch, txs }).await
+        let node = match route {
+            Some(shard) => self.leader(shard),
+            None => self.cluster.node_of(0, 0),
+        };
+        self.send(node, &Message::Submit { batch, txs }).await
+    }
+
+    /// The node this client sends `shard`'s batches and reads to.
+    pub fn leader(&self, shard: u32) -> u32 {
+        self.leaders.lock().get(shard as usize).copied().unwrap_or_else(|| self.cluster.leader_of(shard))
+    }
+
+    /// Sends `shard`'s batches and reads to `node` from now on (after a `NotLeader` refusal,
+    /// to the leader the cluster reports).
+    pub fn set_leader(&self, shard: u32, node: u32) {
+        if let Some(l) = self.leaders.lock().get_mut(shard as usize) {
+            *l = node;
+        }
     }
 
     /// Sends a batch of one shard's transactions to its leader.
@@ -188,7 +226,7 @@ impl Client {
     /// Asks the leader of `shard` for the current values of `keys` (all on that shard),
     /// answered as [`ClientEvent::Values`] with `id` (or refused as `NotLeader`).
     pub async fn read(&self, shard: u32, id: u64, keys: Vec<occam_engine::key::Key>) -> Result<(), ClientError> {
-        self.send(self.cluster.leader_of(shard), &Message::Read { id, keys }).await
+        self.send(self.leader(shard), &Message::Read { id, keys }).await
     }
 
     /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).

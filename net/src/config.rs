@@ -29,6 +29,10 @@ pub const MAX_CLUSTER_SHARDS: usize = 64;
 /// The most transactions in a block (or a cross-shard round): a proposal, with its
 /// cross-shard writes, must fit in one frame.
 pub const MAX_BLOCK_TXS: usize = 16_384;
+/// The `cluster.toml` layout this build reads and writes. Version 2 added `schema`, `[raft]`
+/// and the nodes' `data_dir` (the Raft and RocksDB issue); a file of another version is
+/// refused with a message saying so.
+pub const CLUSTER_SCHEMA: u32 = 2;
 
 /// Errors reading, checking or writing configuration.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,54 @@ impl Default for Limits {
     }
 }
 
+/// The Raft settings every shard group of the cluster uses (`[raft]` in `cluster.toml`).
+///
+/// The defaults suit a cluster on one machine or a LAN: a leader sends heartbeats every
+/// 100 ms, and a follower that hears none for 500–1000 ms (random in the range) stands for
+/// election, so a failover takes about a second. Across a WAN, raise all three.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    /// How often a leader sends heartbeats (milliseconds).
+    pub heartbeat_ms: u64,
+    /// The shortest a follower waits without hearing from a leader before it stands for
+    /// election (milliseconds).
+    pub election_min_ms: u64,
+    /// The longest such wait (milliseconds); each wait is random in `[min, max)`.
+    pub election_max_ms: u64,
+    /// A replica snapshots its state after this many log entries since its last snapshot, and
+    /// its log before the snapshot may then be purged.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a replica a little behind catches up from the
+    /// log rather than by snapshot.
+    pub keep_logs: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings { heartbeat_ms: 100, election_min_ms: 500, election_max_ms: 1000, snapshot_every: 2000, keep_logs: 1000 }
+    }
+}
+
+impl RaftSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let ok = self.heartbeat_ms > 0
+            && self.election_min_ms > self.heartbeat_ms
+            && self.election_max_ms > self.election_min_ms
+            && self.election_max_ms <= 60_000
+            && self.snapshot_every > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "[raft]: need 0 < heartbeat_ms < election_min_ms < election_max_ms <= 60000 and snapshot_every > 0; \
+                 got heartbeat_ms = {}, election_min_ms = {}, election_max_ms = {}, snapshot_every = {}",
+                self.heartbeat_ms, self.election_min_ms, self.election_max_ms, self.snapshot_every
+            )))
+        }
+    }
+}
+
 /// The genesis state every replica starts from: a workload's accounts.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +169,9 @@ pub struct NodeEntry {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The file's layout version ([`CLUSTER_SCHEMA`]); absent in files older than version 2.
+    #[serde(default)]
+    pub schema: u32,
     /// The chain id transactions are signed for.
     pub chain_id: u64,
     /// Number of shards.
@@ -133,6 +188,9 @@ pub struct ClusterConfig {
     /// Block limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Raft timing and log retention of every shard group.
+    #[serde(default)]
+    pub raft: RaftSettings,
     /// The nodes, in id order.
     pub nodes: Vec<NodeEntry>,
 }
@@ -147,6 +205,9 @@ pub struct NodeConfig {
     pub cluster: PathBuf,
     /// The key file (relative paths are relative to this file).
     pub key: PathBuf,
+    /// The node's data directory: its RocksDB store (Raft logs, blocks, certificates, state).
+    /// Relative paths are relative to this file; created on first start.
+    pub data_dir: PathBuf,
     /// Threads each hosted replica executes blocks on.
     pub exec_threads: usize,
     /// Threads verifying signatures (shared by the node's leaders).
@@ -248,6 +309,14 @@ impl ClusterConfig {
 
     /// Checks that the settings are consistent and every key and certificate decodes.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.schema != CLUSTER_SCHEMA {
+            return Err(invalid(format!(
+                "schema {} (absent means 1), this build reads schema {CLUSTER_SCHEMA}: the file was written by another version of \
+                 occam; write a new one with `occam cluster init` (nodes keep their data in `data_dir`, which the new version also needs)",
+                self.schema
+            )));
+        }
+        self.raft.check()?;
         let n = self.nodes.len();
         if n == 0 || n > MAX_NODES {
             return Err(invalid(format!("{n} nodes; a cluster has 1 to {MAX_NODES}")));
@@ -319,9 +388,11 @@ impl ClusterConfig {
 
 impl NodeConfig {
     /// Reads a node file, and the cluster and key files it names.
+    /// `data_dir` comes back resolved against the node file's folder.
     pub fn load(path: &Path) -> Result<(NodeConfig, ClusterConfig, NodeKeys), ConfigError> {
-        let node: NodeConfig = read_toml(path)?;
+        let mut node: NodeConfig = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        node.data_dir = base.join(&node.data_dir);
         let cluster = ClusterConfig::load(&base.join(&node.cluster))?;
         let keys = NodeKeys::from_file(&read_toml(&base.join(&node.key))?)?;
         if node.node as usize >= cluster.nodes.len() {
@@ -384,6 +455,7 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
             node: i,
             cluster: "cluster.toml".into(),
             key: format!("node-{i}.key").into(),
+            data_dir: format!("data/node-{i}").into(),
             exec_threads: spec.threads,
             verify_threads: spec.threads,
             hold_blocks: false,
@@ -392,13 +464,17 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
     }
     let shards = spec.shards.max(1);
     let cluster = ClusterConfig {
-        chain_id: 1,
+        schema: CLUSTER_SCHEMA,
+        // Each cluster its own chain: a node's store records the chain id, so a data directory
+        // of another cluster is refused rather than mixed in.
+        chain_id: rand::random::<u64>().max(1),
         shards: spec.shards,
         replicas: spec.replicas,
         signers: (1024 / shards * shards).max(shards) as u32,
         signer_seed: 1,
         genesis: spec.genesis.clone(),
         limits: spec.limits.clone(),
+        raft: RaftSettings::default(),
         nodes,
     };
     cluster.check()?;
@@ -438,6 +514,7 @@ pub fn local_cluster(
     }
     let s = shards.max(1);
     let cluster = ClusterConfig {
+        schema: CLUSTER_SCHEMA,
         chain_id: 1,
         shards,
         replicas,
@@ -445,6 +522,7 @@ pub fn local_cluster(
         signer_seed: 1,
         genesis,
         limits,
+        raft: RaftSettings::default(),
         nodes: entries,
     };
     cluster.check()?;

@@ -7,12 +7,10 @@
 //! - [`tls`]: node identities (self-signed certificates bound to node ids) and pinned
 //!   verification for mutual TLS; `ring` is the one crypto provider.
 //! - [`config`]: cluster, node and key files; `occam cluster init`.
-//! - [`core`]: the replication protocol of a shard (propose, vote, certify) as sans-IO state
-//!   machines.
-//! - [`raft`]: openraft's types, a bounded codec for Raft's messages and log entries, and its
-//!   storage traits over the node's RocksDB store (`occam-store`); not yet wired into
-//!   [`node`], which still orders blocks with [`core`].
-//! - [`node`]: the runtime that hosts replicas and carries the cores' messages over QUIC.
+//! - [`raft`]: openraft's types, a bounded codec for Raft's messages and log entries, its
+//!   storage traits over the node's RocksDB store (`occam-store`), and its RPCs over QUIC.
+//! - [`node`]: the runtime: one Raft group per hosted shard replica, blocks applied,
+//!   voted on and certified with BLS, clients served over QUIC.
 //! - [`client`]: a client that routes transactions to shard leaders and collects receipts.
 //! - [`transport`]: frames over QUIC streams; [`metrics`]: the Prometheus endpoint.
 #![warn(missing_docs)]
@@ -20,7 +18,6 @@
 
 pub mod client;
 pub mod config;
-pub mod core;
 pub mod metrics;
 pub mod node;
 pub mod raft;

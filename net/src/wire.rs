@@ -10,7 +10,9 @@
 //! Transactions travel in the engine's own encodings: a client's batch is a
 //! [`RawSignedBlock`] (one signature per transaction, decoded without curve arithmetic), a proposal carries an [`AggregatedBlock`]
 //! (one aggregate signature for the block), votes and certificates use the shard crate's
-//! codecs.
+//! codecs. Raft's RPCs ([`Message::RaftRequest`], [`Message::RaftReply`]) carry their
+//! request or response as an opaque body in the Raft codec ([`crate::raft::codec`]), which
+//! this module bounds (by the frame) but does not decode.
 
 use occam_engine::key::{Key, KEY_LEN};
 use occam_engine::native::signed::{AggregatedBlock, CodecError, RawSignedBlock};
@@ -19,7 +21,9 @@ use occam_shard::protocol::{Entries, Message as CrossMessage};
 use occam_shard::{Certificate, DecodeError, SignedVote};
 
 /// The wire format's version; a frame of another version is refused.
-pub const WIRE_VERSION: u8 = 1;
+///
+/// Version 2 added the Raft RPC kinds ([`Message::RaftRequest`], [`Message::RaftReply`]).
+pub const WIRE_VERSION: u8 = 2;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
@@ -38,6 +42,10 @@ pub const MAX_READ_KEYS: usize = 4096;
 
 /// The largest value carried in a cross-shard message.
 pub const MAX_VALUE_LEN: usize = 1 << 16;
+
+/// The longest error text a [`Message::RaftReply`] may carry, in bytes (longer text is
+/// refused when encoding and when decoding; senders cut it first).
+pub const MAX_RAFT_ERROR_LEN: usize = 1024;
 
 /// Why bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +144,32 @@ impl Refusal {
 
     fn from_u8(b: u8) -> Result<Refusal, WireError> {
         Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("refusal reason"))
+    }
+}
+
+/// Which Raft RPC a [`Message::RaftRequest`] or [`Message::RaftReply`] carries, and so which
+/// Raft codec type its body holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RaftRpcKind {
+    /// AppendEntries (replication and heartbeats): the body is an
+    /// [`crate::raft::AppendEntriesRequest`], answered by an
+    /// [`crate::raft::AppendEntriesResponse`].
+    AppendEntries = 0,
+    /// RequestVote: the body is a [`crate::raft::VoteRequest`], answered by a
+    /// [`crate::raft::VoteResponse`].
+    Vote = 1,
+    /// One chunk of a snapshot: the body is an [`crate::raft::InstallSnapshotRequest`],
+    /// answered by an [`crate::raft::InstallSnapshotResponse`].
+    InstallSnapshot = 2,
+}
+
+impl RaftRpcKind {
+    /// Every kind, in wire order (`ALL[k as usize] == k`).
+    pub const ALL: [RaftRpcKind; 3] = [RaftRpcKind::AppendEntries, RaftRpcKind::Vote, RaftRpcKind::InstallSnapshot];
+
+    fn from_u8(b: u8) -> Result<RaftRpcKind, WireError> {
+        Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("raft rpc kind"))
     }
 }
 
@@ -307,6 +341,28 @@ pub enum Message {
         /// The protocol message.
         message: CrossMessage,
     },
+    /// Node → node, alone on a bidirectional stream the sender opened: one Raft RPC for the
+    /// group `group`, answered by one [`Message::RaftReply`] on the same stream (see
+    /// [`crate::raft::network`]).
+    RaftRequest {
+        /// The Raft group (one shard's replicas).
+        group: u32,
+        /// Which RPC `body` holds.
+        rpc: RaftRpcKind,
+        /// The request in the Raft codec ([`crate::raft::codec::RaftCodec`]), length-prefixed;
+        /// bounded here only by the frame, decoded by the receiver's Raft glue.
+        body: Vec<u8>,
+    },
+    /// Node → node: the answer to a [`Message::RaftRequest`], on its stream.
+    RaftReply {
+        /// The group of the request.
+        group: u32,
+        /// The RPC of the request.
+        rpc: RaftRpcKind,
+        /// The response in the Raft codec, or why the group's Raft could not answer (at most
+        /// [`MAX_RAFT_ERROR_LEN`] bytes of UTF-8).
+        result: Result<Vec<u8>, String>,
+    },
 }
 
 /// Frame kinds.
@@ -328,8 +384,10 @@ impl Kind {
     const READ: u8 = 14;
     const VALUES: u8 = 15;
     const SYNC: u8 = 16;
+    const RAFT_REQUEST: u8 = 17;
+    const RAFT_REPLY: u8 = 18;
     const FIRST: u8 = 1;
-    const LAST: u8 = 16;
+    const LAST: u8 = 18;
 }
 
 impl Message {
@@ -348,6 +406,8 @@ impl Message {
             Message::Read { .. } => Kind::READ,
             Message::Values { .. } => Kind::VALUES,
             Message::Sync { .. } => Kind::SYNC,
+            Message::RaftRequest { .. } => Kind::RAFT_REQUEST,
+            Message::RaftReply { .. } => Kind::RAFT_REPLY,
             Message::Cross { message: CrossMessage::ReadRequest { .. }, .. } => Kind::CROSS_READ_REQUEST,
             Message::Cross { message: CrossMessage::ReadReply { .. }, .. } => Kind::CROSS_READ_REPLY,
             Message::Cross { message: CrossMessage::Apply { .. }, .. } => Kind::CROSS_APPLY,
@@ -356,8 +416,14 @@ impl Message {
     }
 
     /// The whole frame: header and payload. Fails only if the payload would exceed
-    /// [`MAX_FRAME_LEN`].
+    /// [`MAX_FRAME_LEN`], or a [`Message::RaftReply`]'s error text [`MAX_RAFT_ERROR_LEN`]
+    /// (what does not decode is not encoded).
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        if let Message::RaftReply { result: Err(text), .. } = self {
+            if text.len() > MAX_RAFT_ERROR_LEN {
+                return Err(WireError::TooMany { what: "raft error text bytes", got: text.len(), max: MAX_RAFT_ERROR_LEN });
+            }
+        }
         let mut out = vec![WIRE_VERSION, self.kind(), 0, 0, 0, 0];
         self.encode_payload(&mut out);
         let len = out.len() - HEADER_LEN;
@@ -443,6 +509,27 @@ impl Message {
                     w.extend_from_slice(&from.to_le_bytes());
                 }
             },
+            // `group u32 ‖ rpc u8 ‖ len u32 ‖ body`.
+            Message::RaftRequest { group, rpc, body } => {
+                w.extend_from_slice(&group.to_le_bytes());
+                w.push(*rpc as u8);
+                put_bytes(w, body);
+            }
+            // `group u32 ‖ rpc u8 ‖ (0 ‖ len u32 ‖ body · 1 ‖ len u32 ‖ UTF-8 text)`.
+            Message::RaftReply { group, rpc, result } => {
+                w.extend_from_slice(&group.to_le_bytes());
+                w.push(*rpc as u8);
+                match result {
+                    Ok(body) => {
+                        w.push(0);
+                        put_bytes(w, body);
+                    }
+                    Err(text) => {
+                        w.push(1);
+                        put_bytes(w, text.as_bytes());
+                    }
+                }
+            }
         }
     }
 
@@ -516,6 +603,29 @@ impl Message {
             }
             Kind::VALUES => Message::Values { id: r.u64("request id")?, values: r.entries()? },
             Kind::SYNC => Message::Sync { shard: r.u32("shard")?, from: r.u64("height")? },
+            Kind::RAFT_REQUEST => {
+                let group = r.u32("raft group")?;
+                let rpc = RaftRpcKind::from_u8(r.u8("raft rpc kind")?)?;
+                Message::RaftRequest { group, rpc, body: r.bytes_prefixed("raft request body")?.to_vec() }
+            }
+            Kind::RAFT_REPLY => {
+                let group = r.u32("raft group")?;
+                let rpc = RaftRpcKind::from_u8(r.u8("raft rpc kind")?)?;
+                let result = match r.u8("raft result flag")? {
+                    0 => Ok(r.bytes_prefixed("raft reply body")?.to_vec()),
+                    1 => {
+                        let n = r.u32("raft error text")? as usize;
+                        if n > MAX_RAFT_ERROR_LEN {
+                            return Err(WireError::TooMany { what: "raft error text bytes", got: n, max: MAX_RAFT_ERROR_LEN });
+                        }
+                        let text = std::str::from_utf8(r.take(n, "raft error text")?)
+                            .map_err(|_| WireError::Invalid("raft error text (not UTF-8)"))?;
+                        Err(text.to_owned())
+                    }
+                    _ => return Err(WireError::Invalid("raft result flag")),
+                };
+                Message::RaftReply { group, rpc, result }
+            }
             other => return Err(WireError::UnknownKind(other)),
         };
         r.finish()?;
@@ -535,6 +645,27 @@ impl Message {
         }
         Message::decode(h.kind, payload)
     }
+}
+
+/// The frame of a [`Message::RaftRequest`] whose body `body` writes in place: the same bytes
+/// as `Message::RaftRequest { group, rpc, body }.encode()`, without building the message first
+/// (a body can be megabytes). Fails only if the payload would exceed [`MAX_FRAME_LEN`].
+pub fn encode_raft_request(group: u32, rpc: RaftRpcKind, body: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![WIRE_VERSION, Kind::RAFT_REQUEST, 0, 0, 0, 0];
+    out.extend_from_slice(&group.to_le_bytes());
+    out.push(rpc as u8);
+    out.extend_from_slice(&[0; 4]);
+    let body_at = out.len();
+    body(&mut out);
+    let len = out.len() - HEADER_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(WireError::Oversized { len, max: MAX_FRAME_LEN });
+    }
+    // Both fit: the payload is at most MAX_FRAME_LEN (8 MiB).
+    out[2..HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    let body_len = (out.len() - body_at) as u32;
+    out[body_at - 4..body_at].copy_from_slice(&body_len.to_le_bytes());
+    Ok(out)
 }
 
 fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {

@@ -23,6 +23,8 @@ struct Cluster {
     node_keys: Vec<NodeKeys>,
     genesis: Arc<CommittedState>,
     registry: Arc<KeyRegistry>,
+    /// The nodes' data directories (`node-<i>` inside), removed with the cluster.
+    dir: tempfile::TempDir,
 }
 
 fn limits() -> Limits {
@@ -34,6 +36,9 @@ fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluste
 }
 
 fn start_with(workload: &str, nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
+    if std::env::var_os("OCCAM_LOG").is_some() {
+        occam_bench::cluster::init_logging();
+    }
     let spec = GenesisSpec { workload: workload.into(), accounts: 1000 };
     let (mut config, node_keys, sockets) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
     // Metrics endpoints on ports the system picks.
@@ -42,19 +47,23 @@ fn start_with(workload: &str, nodes: usize, shards: usize, replicas: usize, limi
     }
     let genesis: Arc<CommittedState> = Arc::new(genesis(&spec).unwrap());
     let (keys, registry) = signers(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let nodes = node_keys
         .iter()
         .zip(sockets)
         .enumerate()
         .map(|(i, (k, socket)): (usize, (&NodeKeys, _))| {
-            Some(start_node(&config, i as u32, k.clone(), 1, genesis.clone(), registry.clone(), Some(socket)).unwrap())
+            let data = dir.path().join(format!("node-{i}"));
+            Some(start_node(&config, i as u32, k.clone(), 1, genesis.clone(), registry.clone(), Some(socket), &data).unwrap())
         })
         .collect();
-    Cluster { config, nodes, keys, node_keys, genesis, registry }
+    let cluster = Cluster { config, nodes, keys, node_keys, genesis, registry, dir };
+    cluster.await_leaders();
+    cluster
 }
 
 impl Cluster {
-    /// Starts node `i` again (after a shutdown) on its address, from genesis.
+    /// Starts node `i` again (after a shutdown) on its address, from its data directory.
     fn restart(&mut self, i: usize) {
         let addr = self.config.nodes[i].addr;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -65,9 +74,49 @@ impl Cluster {
                 Err(e) => panic!("rebinding {addr}: {e}"),
             }
         };
-        let node =
-            start_node(&self.config, i as u32, self.node_keys[i].clone(), 1, self.genesis.clone(), self.registry.clone(), Some(socket));
+        let data = self.dir.path().join(format!("node-{i}"));
+        let node = start_node(
+            &self.config,
+            i as u32,
+            self.node_keys[i].clone(),
+            1,
+            self.genesis.clone(),
+            self.registry.clone(),
+            Some(socket),
+            &data,
+        );
         self.nodes[i] = Some(node.unwrap());
+    }
+
+    /// Waits until every shard has a leader that its live replicas agree on (at bootstrap, the
+    /// node hosting replica 0 stands first); returns the leaders by shard.
+    fn await_leaders(&self) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let leaders: Vec<Option<u32>> = (0..self.config.shards as u32)
+                .map(|s| {
+                    let seen: Vec<Option<u32>> =
+                        self.nodes.iter().flatten().filter(|n| n.status().iter().any(|r| r.shard == s)).map(|n| n.leader(s)).collect();
+                    let first = seen.first().copied().flatten()?;
+                    let live = self.nodes.get(first as usize).is_some_and(Option::is_some);
+                    (live && seen.iter().all(|l| *l == Some(first))).then_some(first)
+                })
+                .collect();
+            if leaders.iter().all(Option::is_some) {
+                return leaders.into_iter().flatten().collect();
+            }
+            if Instant::now() >= deadline {
+                let raft: Vec<_> = self
+                    .nodes
+                    .iter()
+                    .flatten()
+                    .flat_map(|n| (0..self.config.shards as u32).filter_map(|s| n.raft_metrics(s)))
+                    .map(|m| format!("{m:?}"))
+                    .collect();
+                panic!("no agreed leader for every shard within 20 s: {leaders:?}\n{}", raft.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn stop(self) {
@@ -148,6 +197,9 @@ async fn submit_all(
                 }
             }
             ClientEvent::Accepted { .. } => {}
+            // A node a test stopped (the client is connected to every node); a leader that
+            // closes shows as receipts that never come.
+            ClientEvent::Closed { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -266,16 +318,135 @@ fn a_restarted_replica_catches_up_from_its_leader() {
     let config = cluster.config.clone();
     let mut client = rt.block_on(Client::connect(&config)).unwrap();
     rt.block_on(submit_all(&mut client, &batches[0], 30, 0));
-    // Node 3 (replica 3) goes down and misses blocks, then comes back with its genesis state.
+    // Node 3 (replica 3) goes down and misses blocks, then comes back with its store.
     cluster.nodes[3].take().unwrap().shutdown();
     rt.block_on(submit_all(&mut client, &batches[1], 30, 1000));
     cluster.restart(3);
-    // The next proposals are ahead of it: it asks the leader for the blocks it lacks (the
-    // leader keeps the last 64) and executes them in order.
+    // Raft's leader sends it the entries it lacks; it applies them in order.
     let (_, heights) = rt.block_on(submit_all(&mut client, &batches[2], 30, 2000));
     let roots = cluster.settled_roots(&heights);
     assert_agree(&roots, 4);
     rt.block_on(client.close());
+    cluster.stop();
+}
+
+/// The sum of every signer's nonce in `entries`: each committed transaction spends exactly
+/// one, so this counts the transactions a shard's state holds.
+fn nonce_total(config: &ClusterConfig, entries: &[(occam_engine::key::Key, occam_engine::value::Value)]) -> u64 {
+    let nonces: std::collections::HashSet<_> = (0..config.signers).map(occam_engine::native::signed::nonce_key).collect();
+    entries.iter().filter(|(k, _)| nonces.contains(k)).map(|(_, v)| v.as_u64().unwrap()).sum()
+}
+
+/// A client connected to the live nodes, sending each shard's batches to its current leader.
+async fn client_for(cluster: &Cluster, leaders: &[u32]) -> Client {
+    let live: Vec<u32> = (0..cluster.nodes.len() as u32).filter(|&i| cluster.nodes[i as usize].is_some()).collect();
+    let client = Client::connect_to(&cluster.config, &live).await.unwrap();
+    for (shard, &l) in leaders.iter().enumerate() {
+        client.set_leader(shard as u32, l);
+    }
+    client
+}
+
+/// [`submit_all`] through a fresh client of the live nodes that sends to `leaders`.
+fn submit_to_leaders(
+    rt: &tokio::runtime::Runtime,
+    cluster: &Cluster,
+    leaders: &[u32],
+    txs: &[(RawSignedTx, Option<u32>)],
+    batch: usize,
+    first_batch: u64,
+) -> (HashMap<(u64, u32), TxStatus>, BTreeMap<u32, u64>) {
+    rt.block_on(async {
+        let mut c = client_for(cluster, leaders).await;
+        let r = submit_all(&mut c, txs, batch, first_batch).await;
+        c.close().await;
+        r
+    })
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_nothing_receipted_is_lost() {
+    let mut cluster = start(4, 1, 4, limits());
+    let rt = runtime();
+    let mut gen = transfers(&cluster, 0.0, 11);
+    let first = gen.signed(200, &cluster.keys);
+    let second = gen.signed(200, &cluster.keys);
+    let leader = cluster.await_leaders()[0];
+    let (before, _) = submit_to_leaders(&rt, &cluster, &[leader], &first, 40, 0);
+    assert!(before.len() == 200 && before.values().all(|s| *s == TxStatus::Succeeded), "{before:?}");
+    // The leader's node goes down; the other three elect a new leader among themselves.
+    let killed_at = Instant::now();
+    cluster.nodes[leader as usize].take().unwrap().shutdown();
+    let next = cluster.await_leaders()[0];
+    assert_ne!(next, leader);
+    eprintln!("failover: a new leader {:?} after the old one stopped", killed_at.elapsed());
+    let (after, heights) = submit_to_leaders(&rt, &cluster, &[next], &second, 40, 1000);
+    assert!(after.len() == 200 && after.values().all(|s| *s == TxStatus::Succeeded), "{after:?}");
+    assert_agree(&cluster.settled_roots(&heights), 3);
+    // The old leader comes back as a follower and catches up from its own store and the log.
+    cluster.restart(leader as usize);
+    let roots = cluster.settled_roots(&heights);
+    assert_agree(&roots, 4);
+    // Every receipted transaction is in the state, once: 400 nonces spent, on every replica.
+    for n in cluster.nodes.iter().flatten() {
+        assert_eq!(nonce_total(&cluster.config, &n.snapshot(0).unwrap()), 400);
+    }
+    cluster.stop();
+}
+
+#[test]
+fn every_node_restarts_with_what_it_certified_and_the_cluster_goes_on() {
+    let mut cluster = start(4, 2, 4, limits());
+    let rt = runtime();
+    let mut gen = transfers(&cluster, 0.0, 12);
+    let first = gen.signed(300, &cluster.keys);
+    let second = gen.signed(200, &cluster.keys);
+    let leaders = cluster.await_leaders();
+    let (before, heights) = submit_to_leaders(&rt, &cluster, &leaders, &first, 50, 0);
+    assert!(before.len() == 300 && before.values().all(|s| *s == TxStatus::Succeeded));
+    cluster.settled_roots(&heights);
+    let states: Vec<_> = (0..2).map(|s| cluster.nodes[0].as_ref().unwrap().snapshot(s).unwrap()).collect();
+    // Every node stops, then every node starts again from its data directory.
+    for i in 0..4 {
+        cluster.nodes[i].take().unwrap().shutdown();
+    }
+    for i in 0..4 {
+        cluster.restart(i);
+    }
+    let leaders = cluster.await_leaders();
+    for n in cluster.nodes.iter().flatten() {
+        for (s, state) in states.iter().enumerate() {
+            assert_eq!(&n.snapshot(s as u32).unwrap(), state, "shard {s}: the state before the restart");
+        }
+    }
+    // Blocks applied but not certified before the stop get their certificates now, and each
+    // replica's root is its last certified block's root.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut done = true;
+        for n in cluster.nodes.iter().flatten() {
+            for r in n.status() {
+                match n.store().last_certified(r.shard).unwrap() {
+                    Some(h) if h == r.height => {
+                        let c = occam_shard::Certificate::decode(&n.store().certificate(r.shard, h).unwrap().unwrap()).unwrap();
+                        assert_eq!(c.vote.state_root, r.root, "shard {}: the root of the last certified block", r.shard);
+                    }
+                    _ => done = false,
+                }
+            }
+        }
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "certificates of every applied block within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And the cluster keeps committing, the nonces going on from the restored state.
+    let (after, heights) = submit_to_leaders(&rt, &cluster, &leaders, &second, 50, 1000);
+    assert!(after.len() == 200 && after.values().all(|s| *s == TxStatus::Succeeded), "{after:?}");
+    assert_agree(&cluster.settled_roots(&heights), 4);
+    let total: u64 = (0..2).map(|s| nonce_total(&cluster.config, &cluster.nodes[1].as_ref().unwrap().snapshot(s).unwrap())).sum();
+    assert_eq!(total, 500);
     cluster.stop();
 }
 

@@ -2,7 +2,7 @@
 //! puts on the wire or in the log, and openraft's storage traits over [`occam_store::Store`].
 //!
 //! Each shard replica is one Raft group ([`occam_store::GroupId`]) of a node's one store. The
-//! glue has three parts, each testable alone:
+//! glue has four parts, each testable alone:
 //!
 //! - [`codec`]: versioned, bounded binary encodings of log ids, votes, memberships, entries,
 //!   the RPCs and snapshots (decoding never panics and never allocates past the input).
@@ -12,6 +12,9 @@
 //!   [`state_machine::BlockApplier`], persisting each block's state changes, applied point and
 //!   Raft applied state in one write batch (openraft's `RaftStateMachine`), and builds and
 //!   installs snapshots whose root the store checks before it replaces any state.
+//! - [`network`]: Raft's RPCs between nodes, one bidirectional QUIC stream each on the
+//!   nodes' pinned mutual-TLS connections (openraft's `RaftNetworkFactory` per group, over
+//!   connections shared by every group), and the server side that checks who may send what.
 //!
 //! Raft orders; the applier verifies, executes and (later) votes; BLS certifies.
 
@@ -21,6 +24,7 @@ use occam_engine::prelude::StateRoot;
 
 pub mod codec;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 
 #[cfg(test)]

@@ -94,6 +94,11 @@ pub trait BlockApplier: Send + Sync + 'static {
     fn check_snapshot(&mut self, _group: GroupId, _point: &AppliedPoint) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// The block [`BlockApplier::apply`] last returned is durable at `point` (its write batch
+    /// is in the store): the place to act on it outside the store, such as signing a vote,
+    /// which must never precede persistence. The default does nothing.
+    fn persisted(&mut self, _group: GroupId, _point: &AppliedPoint) {}
 }
 
 /// Why a state machine could not be opened.
@@ -274,6 +279,7 @@ impl<A: BlockApplier> Core<A> {
                                 .apply_block(self.group, commit)
                                 .map_err(|e| StorageError::from(StorageIOError::apply(log_id, AnyError::new(&e))))?;
                             self.point = point;
+                            self.applier.persisted(self.group, &point);
                             record_dirty = false;
                         }
                     }

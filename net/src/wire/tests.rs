@@ -73,6 +73,10 @@ fn every_message() -> Vec<Message> {
         Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Applied { block: 3, from: 1 } },
+        Message::RaftRequest { group: 3, rpc: RaftRpcKind::AppendEntries, body: vec![1, 2, 3, 4] },
+        Message::RaftRequest { group: u32::MAX, rpc: RaftRpcKind::InstallSnapshot, body: vec![] },
+        Message::RaftReply { group: 3, rpc: RaftRpcKind::Vote, result: Ok(vec![9; 40]) },
+        Message::RaftReply { group: 0, rpc: RaftRpcKind::InstallSnapshot, result: Err("snapshot mismatch: é".into()) },
     ]
 }
 
@@ -97,6 +101,9 @@ fn enum_tables_are_in_wire_order() {
     for (i, s) in TxStatus::ALL.iter().enumerate() {
         assert_eq!(*s as usize, i);
     }
+    for (i, k) in RaftRpcKind::ALL.iter().enumerate() {
+        assert_eq!(*k as usize, i);
+    }
 }
 
 #[test]
@@ -105,11 +112,18 @@ fn headers_are_checked_before_the_payload() {
     let mut h: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
     assert_eq!(FrameHeader::parse(&h, 100).unwrap(), FrameHeader { kind: Kind::ACCEPTED, len: 8 });
     assert_eq!(FrameHeader::parse(&h, 4), Err(WireError::Oversized { len: 8, max: 4 }));
-    h[0] = 2;
-    assert_eq!(FrameHeader::parse(&h, 100), Err(WireError::Version(2)));
+    // The version before the Raft kinds, and one from the future.
+    for v in [1, WIRE_VERSION + 1] {
+        h[0] = v;
+        assert_eq!(FrameHeader::parse(&h, 100), Err(WireError::Version(v)));
+    }
     h[0] = WIRE_VERSION;
     h[1] = 99;
     assert_eq!(FrameHeader::parse(&h, 100), Err(WireError::UnknownKind(99)));
+    h[1] = Kind::LAST + 1;
+    assert_eq!(FrameHeader::parse(&h, 100), Err(WireError::UnknownKind(Kind::LAST + 1)));
+    h[1] = Kind::RAFT_REPLY;
+    assert!(FrameHeader::parse(&h, 100).is_ok());
     h[1] = Kind::SUBMIT;
     h[2..].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(FrameHeader::parse(&h, usize::MAX), Err(WireError::Oversized { max: MAX_FRAME_LEN, .. })));
@@ -155,16 +169,121 @@ fn batches_above_the_limit_are_refused() {
     assert!(matches!(Message::decode_frame(&frame, MAX_FRAME_LEN), Err(WireError::TooMany { .. })));
 }
 
+/// A frame whose payload is `payload`, under kind `kind`.
+fn frame_of(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![WIRE_VERSION, kind];
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn raft_frames_have_the_documented_layout() {
+    let m = Message::RaftRequest { group: 0x0102_0304, rpc: RaftRpcKind::Vote, body: vec![7, 8] };
+    assert_eq!(m.encode().unwrap(), frame_of(Kind::RAFT_REQUEST, &[4, 3, 2, 1, 1, 2, 0, 0, 0, 7, 8]));
+    let m = Message::RaftReply { group: 5, rpc: RaftRpcKind::InstallSnapshot, result: Ok(vec![9]) };
+    assert_eq!(m.encode().unwrap(), frame_of(Kind::RAFT_REPLY, &[5, 0, 0, 0, 2, 0, 1, 0, 0, 0, 9]));
+    let m = Message::RaftReply { group: 5, rpc: RaftRpcKind::AppendEntries, result: Err("no".into()) };
+    assert_eq!(m.encode().unwrap(), frame_of(Kind::RAFT_REPLY, &[5, 0, 0, 0, 0, 1, 2, 0, 0, 0, b'n', b'o']));
+    // The body is opaque to the wire: any bytes, none included.
+    assert_eq!(
+        Message::decode(Kind::RAFT_REQUEST, &[1, 0, 0, 0, 2, 0, 0, 0, 0]),
+        Ok(Message::RaftRequest { group: 1, rpc: RaftRpcKind::InstallSnapshot, body: vec![] })
+    );
+    assert_eq!(
+        Message::decode(Kind::RAFT_REPLY, &[1, 0, 0, 0, 2, 0, 0, 0, 0, 0]),
+        Ok(Message::RaftReply { group: 1, rpc: RaftRpcKind::InstallSnapshot, result: Ok(vec![]) })
+    );
+    // A body shorter or longer than its length.
+    assert_eq!(Message::decode(Kind::RAFT_REQUEST, &[1, 0, 0, 0, 2, 2, 0, 0, 0, 7]), Err(WireError::Truncated("raft request body")));
+    assert_eq!(Message::decode(Kind::RAFT_REQUEST, &[1, 0, 0, 0, 2, 0, 0, 0, 0, 7]), Err(WireError::Trailing(1)));
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &[1, 0, 0, 0, 2, 0, 2, 0, 0, 0, 7]), Err(WireError::Truncated("raft reply body")));
+    // The in-place encoder writes the same bytes.
+    for body in [vec![], vec![1, 2, 3]] {
+        let framed = encode_raft_request(9, RaftRpcKind::AppendEntries, |w| w.extend_from_slice(&body)).unwrap();
+        assert_eq!(framed, Message::RaftRequest { group: 9, rpc: RaftRpcKind::AppendEntries, body }.encode().unwrap());
+    }
+}
+
+#[test]
+fn raft_frames_refuse_unknown_rpc_kinds_and_flags() {
+    for kind in [Kind::RAFT_REQUEST, Kind::RAFT_REPLY] {
+        for rpc in [3u8, 4, 0x80, u8::MAX] {
+            assert_eq!(Message::decode(kind, &[1, 0, 0, 0, rpc, 0]), Err(WireError::Invalid("raft rpc kind")), "kind {kind} rpc {rpc}");
+        }
+        // Cut inside the group or before the rpc kind.
+        for cut in 0..5 {
+            assert!(matches!(Message::decode(kind, &[1, 0, 0, 0, 0][..cut]), Err(WireError::Truncated(_))), "kind {kind} cut {cut}");
+        }
+    }
+    // A reply without its result flag, with a flag other than 0 or 1.
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &[1, 0, 0, 0, 0]), Err(WireError::Truncated("raft result flag")));
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &[1, 0, 0, 0, 0, 2]), Err(WireError::Invalid("raft result flag")));
+}
+
+#[test]
+fn raft_error_text_is_bounded_and_utf8() {
+    let reply = |text: String| Message::RaftReply { group: 1, rpc: RaftRpcKind::AppendEntries, result: Err(text) };
+    let at_limit = reply("x".repeat(MAX_RAFT_ERROR_LEN));
+    assert_eq!(Message::decode_frame(&at_limit.encode().unwrap(), MAX_FRAME_LEN).unwrap(), at_limit);
+
+    // Above the limit: refused when encoding, and when decoding (before the text is read).
+    let over = MAX_RAFT_ERROR_LEN + 1;
+    let too_long = WireError::TooMany { what: "raft error text bytes", got: over, max: MAX_RAFT_ERROR_LEN };
+    assert_eq!(reply("x".repeat(over)).encode(), Err(too_long.clone()));
+    let mut payload = vec![1, 0, 0, 0, 0, 1];
+    payload.extend_from_slice(&(over as u32).to_le_bytes());
+    payload.extend_from_slice(&vec![b'x'; over]);
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &payload), Err(too_long));
+    // A length far above the limit, with nothing behind it, is refused the same way.
+    payload.truncate(6);
+    payload.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(Message::decode(Kind::RAFT_REPLY, &payload), Err(WireError::TooMany { .. })));
+
+    // Text shorter than announced, longer than announced, or not UTF-8.
+    let ok = reply("abc".into()).encode().unwrap();
+    let payload = &ok[HEADER_LEN..];
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &payload[..payload.len() - 1]), Err(WireError::Truncated("raft error text")));
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &[payload, &[0]].concat()), Err(WireError::Trailing(1)));
+    let mut bad = payload.to_vec();
+    let last = bad.len() - 1;
+    bad[last] = 0xff;
+    assert_eq!(Message::decode(Kind::RAFT_REPLY, &bad), Err(WireError::Invalid("raft error text (not UTF-8)")));
+}
+
+#[test]
+fn raft_bodies_are_bounded_by_the_frame() {
+    // The largest body that fits: the frame's limit less the group, the rpc kind and the
+    // body's length.
+    let body = vec![0xab; MAX_FRAME_LEN - 9];
+    let m = Message::RaftRequest { group: 1, rpc: RaftRpcKind::InstallSnapshot, body };
+    let frame = m.encode().unwrap();
+    assert_eq!(frame.len(), HEADER_LEN + MAX_FRAME_LEN);
+    assert_eq!(Message::decode_frame(&frame, MAX_FRAME_LEN).unwrap(), m);
+    // One byte more is not encoded, and not accepted.
+    let m = Message::RaftRequest { group: 1, rpc: RaftRpcKind::InstallSnapshot, body: vec![0xab; MAX_FRAME_LEN - 8] };
+    assert_eq!(m.encode(), Err(WireError::Oversized { len: MAX_FRAME_LEN + 1, max: MAX_FRAME_LEN }));
+    assert_eq!(
+        encode_raft_request(1, RaftRpcKind::InstallSnapshot, |w| w.resize(w.len() + MAX_FRAME_LEN - 8, 0xab)),
+        Err(WireError::Oversized { len: MAX_FRAME_LEN + 1, max: MAX_FRAME_LEN })
+    );
+    let m = Message::RaftReply { group: 1, rpc: RaftRpcKind::AppendEntries, result: Ok(vec![0; MAX_FRAME_LEN - 9]) };
+    assert!(matches!(m.encode(), Err(WireError::Oversized { .. })));
+    // A receiver's smaller limit is checked in the header.
+    let small = Message::RaftRequest { group: 1, rpc: RaftRpcKind::Vote, body: vec![0; 100] }.encode().unwrap();
+    assert!(matches!(Message::decode_frame(&small, 64), Err(WireError::Oversized { len: 109, max: 64 })));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_payloads_never_panic(kind in 0u8..16, bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+    fn arbitrary_payloads_never_panic(kind in 0u8..=Kind::LAST + 1, bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = Message::decode(kind, &bytes);
     }
 
     #[test]
-    fn mutated_frames_never_panic(which in 0usize..18, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(which in 0usize..MESSAGES.len(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let m = &MESSAGES[which];
         let mut frame = m.encode().unwrap();
         let i = at.index(frame.len());
@@ -172,6 +291,27 @@ proptest! {
         if let Ok(decoded) = Message::decode_frame(&frame, MAX_FRAME_LEN) {
             // Whatever decodes must encode back to the same bytes' meaning.
             prop_assert_eq!(Message::decode_frame(&decoded.encode().unwrap(), MAX_FRAME_LEN).unwrap(), decoded);
+        }
+    }
+
+    #[test]
+    fn raft_messages_round_trip(
+        group in any::<u32>(),
+        rpc in prop::sample::select(RaftRpcKind::ALL.to_vec()),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        text in proptest::option::of("\\PC{0,64}"),
+    ) {
+        let request = Message::RaftRequest { group, rpc, body: body.clone() };
+        let result = match text { Some(t) => Err(t), None => Ok(body) };
+        let reply = Message::RaftReply { group, rpc, result };
+        for m in [request, reply] {
+            let frame = m.encode().unwrap();
+            prop_assert_eq!(Message::decode_frame(&frame, MAX_FRAME_LEN).unwrap(), m.clone());
+            // Every cut of the payload, and every extra byte, is refused.
+            for cut in 0..frame.len() - HEADER_LEN {
+                prop_assert!(Message::decode(m.kind(), &frame[HEADER_LEN..HEADER_LEN + cut]).is_err());
+            }
+            prop_assert_eq!(Message::decode(m.kind(), &[&frame[HEADER_LEN..], &[0]].concat()), Err(WireError::Trailing(1)));
         }
     }
 }

@@ -1,0 +1,159 @@
+//! Pending transactions, from admission to receipt: the mempool, signature verification in
+//! batches, aggregation into one block signature, and receipts to clients. Shared by the
+//! shard groups' proposers and the cross-shard coordinator.
+
+use super::{Origin, Shared, EVENTS_PER_TURN, TICK};
+use crate::wire::{Message, ReceiptEntry, TxStatus};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use occam_engine::crypto::{BatchVerifier, KeyRegistry, SignedMessage};
+use occam_engine::native::signed::{AggregatedBlock, RawSignedTx, SignedFailure, SignedOutput, SignedTx};
+use occam_shard::Certificate;
+use rayon::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What checking a transaction's signature needs: the chain it must be signed for, the
+/// signers' keys and the verification threads.
+#[derive(Clone)]
+pub(super) struct SigCheck {
+    pub chain_id: u64,
+    pub registry: Arc<KeyRegistry>,
+    pub verifier: Arc<BatchVerifier>,
+}
+
+/// The receipt status of an executed transaction.
+pub(super) fn status_of(output: &SignedOutput) -> TxStatus {
+    match output {
+        Ok(Ok(_)) => TxStatus::Succeeded,
+        Ok(Err(_)) => TxStatus::Failed,
+        Err(SignedFailure::BadNonce { .. }) => TxStatus::BadNonce,
+        Err(SignedFailure::UnknownSigner) => TxStatus::UnknownSigner,
+        Err(_) => TxStatus::BadSignature,
+    }
+}
+
+/// Transactions whose signatures verified, and the statuses of those that did not.
+type Verified = (Vec<(SignedTx, Origin)>, Vec<(Origin, TxStatus)>);
+
+/// Validates and batch-verifies `txs`' signatures; returns the valid ones (with their
+/// signatures) and the statuses of the others.
+fn verify(check: &SigCheck, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
+    let chain_id = check.chain_id;
+    let registry = &*check.registry;
+    let decoded: Vec<_> = txs
+        .into_par_iter()
+        .map(|(raw, origin)| {
+            let known = registry.get(raw.header.signer).is_some();
+            let tx = raw.validate().ok();
+            let message = tx.as_ref().map(|t| t.header.signing_bytes(chain_id));
+            (tx, message, origin, known)
+        })
+        .collect();
+    let mut items = Vec::with_capacity(decoded.len());
+    for (tx, message, _, known) in &decoded {
+        if let (Some(tx), Some(m), true) = (tx, message, known) {
+            let key = registry.get(tx.header.signer).expect("checked above");
+            items.push(SignedMessage { key, message: m, signature: &tx.signature });
+        }
+    }
+    let verdicts = check.verifier.verify(&items);
+    let mut verdicts = verdicts.into_iter();
+    let mut good = Vec::with_capacity(decoded.len());
+    let mut bad = Vec::new();
+    for (tx, _, origin, known) in decoded {
+        match (tx, known) {
+            (_, false) => bad.push((origin, TxStatus::UnknownSigner)),
+            (None, true) => bad.push((origin, TxStatus::BadSignature)),
+            (Some(tx), true) => match verdicts.next() {
+                Some(true) => good.push((tx, origin)),
+                _ => bad.push((origin, TxStatus::BadSignature)),
+            },
+        }
+    }
+    (good, bad)
+}
+
+/// Sends each client its entries, with the certificate (or none, for dropped transactions).
+pub(super) fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
+    let mut by_conn: HashMap<u64, Vec<ReceiptEntry>> = HashMap::new();
+    for (o, status) in entries {
+        by_conn.entry(o.conn).or_default().push(ReceiptEntry { batch: o.batch, index: o.index, status });
+    }
+    for (conn, entries) in by_conn {
+        shared.release(conn, entries.len());
+        shared.send_to_client(conn, &Message::Receipts { certificate: certificate.clone(), entries });
+    }
+}
+
+/// One turn of a group's or the coordinator's loop: waits up to [`TICK`] for an event, then
+/// takes what else is queued, up to [`EVENTS_PER_TURN`] (so a stream of events cannot keep it
+/// from its mempool); `None` once every sender is gone.
+pub(super) fn turn<E>(rx: &Receiver<E>) -> Option<impl Iterator<Item = E> + '_> {
+    let first = match rx.recv_timeout(TICK) {
+        Ok(event) => Some(event),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return None,
+    };
+    Some(first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)))
+}
+
+/// A proposer's pending transactions, each with the time it arrived.
+pub(super) type Mempool = VecDeque<(RawSignedTx, Origin, Instant)>;
+
+/// True when a block (or round) should be made: `block_txs` are pending, or the oldest has
+/// waited `block_time`.
+pub(super) fn ready(mempool: &Mempool, block_txs: usize, block_time: Duration) -> bool {
+    mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time)
+}
+
+/// Takes up to `block_txs` pending transactions off `mempool` (and its `depth` count), verifies
+/// their signatures, sends the drop receipts of those that fail, and returns the others.
+pub(super) fn take_verified(
+    check: &SigCheck,
+    mempool: &mut Mempool,
+    depth: &AtomicUsize,
+    block_txs: usize,
+    shared: &Shared,
+) -> Vec<(SignedTx, Origin)> {
+    let n = mempool.len().min(block_txs);
+    let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
+    depth.fetch_sub(n, Ordering::Relaxed);
+    let (good, bad) = verify(check, batch);
+    if !bad.is_empty() {
+        send_receipts(shared, None, bad);
+    }
+    good
+}
+
+/// Drops every pending transaction of `mempool` without a receipt (this node no longer leads
+/// its shard), giving back the clients' quotas and the mempool's space.
+pub(super) fn drop_pending(mempool: &mut Mempool, depth: &AtomicUsize, shared: &Shared) {
+    let mut by_conn: HashMap<u64, usize> = HashMap::new();
+    for (_, o, _) in mempool.drain(..) {
+        *by_conn.entry(o.conn).or_default() += 1;
+        depth.fetch_sub(1, Ordering::Relaxed);
+    }
+    for (conn, n) in by_conn {
+        shared.release(conn, n);
+    }
+}
+
+/// The verified transactions as one aggregated block (`None` when there are none), and their
+/// origins; on failure, every transaction's drop receipt.
+pub(super) type Aggregated = Result<(Option<AggregatedBlock>, Vec<Origin>), Vec<(Origin, TxStatus)>>;
+
+/// Aggregates the verified transactions' signatures into one block signature.
+pub(super) fn aggregate(chain_id: u64, good: Vec<(SignedTx, Origin)>) -> Aggregated {
+    if good.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let signatures: Vec<_> = good.iter().map(|(t, _)| t.signature).collect();
+    let Ok(signature) = occam_engine::crypto::Signature::aggregate(&signatures) else {
+        return Err(good.into_iter().map(|(_, o)| (o, TxStatus::BadSignature)).collect());
+    };
+    let (headers, origins): (Vec<_>, Vec<_>) = good.into_iter().map(|(t, o)| (t.header, o)).unzip();
+    Ok((Some(AggregatedBlock { chain_id, headers, signature }), origins))
+}

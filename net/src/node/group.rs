@@ -1,0 +1,598 @@
+//! One hosted shard replica: its Raft group, the applier Raft drives, and the replica's thread,
+//! which proposes blocks while this node leads the group and certifies every applied block.
+//!
+//! The life of a block:
+//!
+//! 1. **Admission** (leader): the group thread takes pending transactions off its mempool,
+//!    verifies their signatures in a batch (the one check a leader makes), aggregates them into
+//!    one block signature and hands the encoded block to Raft (`client_write`). The payload's
+//!    hash goes into `verified`, so this node's applier does not check the same signatures
+//!    again. Up to `limits.pipeline` blocks may be in Raft and not yet applied.
+//! 2. **Ordering**: Raft replicates the entry to a majority of the group and commits it.
+//! 3. **Apply** (every replica, [`NodeApplier`], on Raft's state machine task): decode; a
+//!    follower verifies the block's aggregate signature (a block that fails is applied as a
+//!    block without transactions, so an honest follower's root departs from a lying leader's
+//!    and the leader gets no certificate); execute with the parallel executor; persist the
+//!    state changes, the block and the applied point in one write batch (`occam-store`).
+//! 4. **Vote** (after persisting): the replica signs `(chain, shard, height, block hash,
+//!    root)` and sends the vote to the group's current leader, again every
+//!    [`VOTE_RESEND`] until the height is certified (votes are lost when leaders change).
+//! 5. **Certificate**: the node that collects a quorum of matching votes stores the certificate
+//!    with the block and sends it to the other members, which check it against their own vote
+//!    and store it. A vote that names another block or root is reported, never counted.
+//! 6. **Receipts**: the node that admitted the block's transactions sends each client its
+//!    receipts with the certificate once the block is certified, never before.
+//!
+//! After a restart, the heights that have a block but no certificate are voted for again from
+//! the stored block (which keeps its hash and root), so their certificates form once a quorum
+//! is back.
+
+use super::batch::{aggregate, drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::coordinator::CrossSide;
+use super::{Origin, Shared, SnapshotReply};
+use crate::metrics::ShardMetrics;
+use crate::raft::state_machine::{AppliedBlock, BlockApplier, BlockInput};
+use crate::raft::{RaftRequest, TypeConfig};
+use crate::wire::{Message, Proposal, ReplicaStatus, TxStatus, MAX_FRAME_LEN};
+use crossbeam_channel::Sender;
+use occam_engine::crypto::SecretKey;
+use occam_engine::exec::BlockExecutor;
+use occam_engine::key::Key;
+use occam_engine::native::signed::{RawSignedTx, SignedVm, VerifiedTx};
+use occam_engine::prelude::StateRoot;
+use occam_engine::state::{CommittedState, WriteSet};
+use occam_engine::value::Value;
+use occam_shard::protocol::Message as CrossMessage;
+use occam_shard::{Certificate, QuorumCollector, SignedVote, ValidatorSet, Vote};
+use occam_store::{AppliedPoint, GroupId, Store};
+use openraft::Raft;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, warn};
+
+/// A replica sends its vote for a height again this long after the last time, until the height
+/// is certified.
+pub(super) const VOTE_RESEND: Duration = Duration::from_millis(300);
+/// The most own votes a replica keeps for heights not yet certified; older ones are dropped
+/// (after a restart they are signed again from the stored blocks).
+const OWN_VOTES: usize = 4096;
+/// The most votes held for heights this replica has not applied yet.
+const EARLY_VOTES: usize = 4096;
+/// Blocks this node proposed and has not seen applied are forgotten after this long (the entry
+/// was lost with a leader change); their clients get no receipt from here.
+const PROPOSED_TTL: Duration = Duration::from_secs(60);
+/// Heights a restarted replica votes for again, oldest first.
+const REVOTE_ON_START: usize = 1024;
+/// Bytes of a stored block before its payload: the block hash, then the state root after it.
+const STORED_BLOCK_HEADER: usize = 64;
+
+/// What a group's thread handles.
+pub(super) enum GroupEvent {
+    /// Admitted transactions (this node led the group when they were admitted).
+    Submit(Vec<(RawSignedTx, Origin)>, Instant),
+    /// A client's read of keys of this shard.
+    Read { conn: u64, id: u64, keys: Vec<Key> },
+    /// A cross-shard request from the coordinator.
+    Cross(CrossMessage),
+    /// A replica's vote.
+    Vote(Box<SignedVote>),
+    /// A certificate formed elsewhere.
+    Commit(Box<Certificate>),
+    /// This replica applied and persisted a block.
+    Applied(Box<AppliedInfo>),
+    /// The state was replaced (opened, or a snapshot installed) at this point.
+    Restored(AppliedPoint),
+    /// Raft answered a proposal: `ok` if it was committed and applied here.
+    Written { key: [u8; 32], ok: bool },
+    /// The replica's whole state, for [`super::Node::snapshot`].
+    Snapshot(SnapshotReply),
+}
+
+/// A block this replica applied and persisted.
+pub(super) struct AppliedInfo {
+    height: u64,
+    block_hash: [u8; 32],
+    root: [u8; 32],
+    /// BLAKE3 of the Raft entry's payload: how the proposer finds its block again.
+    key: [u8; 32],
+    statuses: Vec<TxStatus>,
+    took: Duration,
+}
+
+/// Why a block could not be applied at all (the group's Raft node stops).
+#[derive(Debug, thiserror::Error)]
+#[error("shard {shard}: {detail}")]
+pub struct ApplyError {
+    shard: u32,
+    detail: String,
+}
+
+/// The node's [`BlockApplier`]: verifies (unless this node admitted the block), executes with
+/// the parallel executor, and reports each persisted block to the group's thread.
+pub(super) struct NodeApplier {
+    pub shard: u32,
+    pub state: Arc<RwLock<CommittedState>>,
+    pub exec: Mutex<Box<dyn BlockExecutor<SignedVm>>>,
+    pub check: SigCheck,
+    /// Payload hashes of blocks whose signatures this node verified at admission.
+    pub verified: Arc<Mutex<HashSet<[u8; 32]>>>,
+    pub events: Sender<GroupEvent>,
+    pub store: Store,
+    pub metrics: Arc<ShardMetrics>,
+    pub last: Option<AppliedInfo>,
+}
+
+/// The encoding of a block as a Raft entry carries it: the wire's proposal frame, with height
+/// and parent zero (Raft's order gives them; the applier fills them in).
+pub(super) fn encode_payload(p: &Proposal) -> Option<Vec<u8>> {
+    crate::transport::frame(&Message::Propose(p.clone()))
+}
+
+fn decode_payload(bytes: &[u8]) -> Option<Proposal> {
+    match Message::decode_frame(bytes, MAX_FRAME_LEN) {
+        Ok(Message::Propose(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// Splits a stored block into its hash, root and payload.
+fn split_stored(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
+    if bytes.len() < STORED_BLOCK_HEADER {
+        return None;
+    }
+    let hash = bytes[..32].try_into().ok()?;
+    let root = bytes[32..64].try_into().ok()?;
+    Some((hash, root, &bytes[STORED_BLOCK_HEADER..]))
+}
+
+impl BlockApplier for NodeApplier {
+    type Error = ApplyError;
+
+    fn restore(&mut self, _group: GroupId, state: CommittedState, point: AppliedPoint) {
+        *self.state.write() = state;
+        self.metrics.height.store(point.height, Ordering::Relaxed);
+        let _ = self.events.send(GroupEvent::Restored(point));
+    }
+
+    fn apply(&mut self, input: BlockInput<'_>) -> Result<Option<AppliedBlock>, ApplyError> {
+        let started = Instant::now();
+        let bytes = &input.request.bytes;
+        let key = *blake3::hash(bytes).as_bytes();
+        let height = input.parent.height + 1;
+        // Every replica decodes the same bytes the same way: a payload that is no block of this
+        // shard becomes an empty block everywhere.
+        let mut p = match decode_payload(bytes) {
+            Some(p) if p.shard == self.shard => p,
+            _ => {
+                warn!(shard = self.shard, height, "a Raft entry that is no block of this shard; applied as an empty block");
+                Proposal { shard: self.shard, height: 0, parent: [0; 32], cross_writes: Vec::new(), block: None }
+            }
+        };
+        p.height = height;
+        p.parent = input.parent.block_hash;
+        let admitted_here = self.verified.lock().remove(&key);
+        if !admitted_here {
+            if let Some(block) = &p.block {
+                if let Err(e) = block.verify_on(&self.check.registry, self.check.chain_id, &self.check.verifier) {
+                    error!(shard = self.shard, height, "the leader's block does not verify: {e}; applied without its transactions");
+                    p.block = None;
+                }
+            }
+        }
+        let mut state = self.state.write();
+        let mut writes: BTreeMap<Key, Option<Value>> = BTreeMap::new();
+        if !p.cross_writes.is_empty() {
+            state.apply(&WriteSet::from_entries(p.cross_writes.clone()), None);
+            writes.extend(p.cross_writes.iter().cloned());
+        }
+        let statuses = match &p.block {
+            Some(block) => {
+                let txs: Vec<VerifiedTx> = block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
+                let out = self
+                    .exec
+                    .get_mut()
+                    .execute_and_commit(&SignedVm, &mut state, &txs)
+                    .map_err(|e| ApplyError { shard: self.shard, detail: format!("executing block {height}: {e}") })?;
+                writes.extend(out.write_set.sorted());
+                out.outputs.iter().map(status_of).collect()
+            }
+            None => Vec::new(),
+        };
+        let root = state.root().0;
+        drop(state);
+        let block_hash = p.hash();
+        let mut stored = Vec::with_capacity(STORED_BLOCK_HEADER + bytes.len());
+        stored.extend_from_slice(&block_hash);
+        stored.extend_from_slice(&root);
+        stored.extend_from_slice(bytes);
+        self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, took: started.elapsed() });
+        Ok(Some(AppliedBlock {
+            writes: WriteSet::from_entries(writes.into_iter().collect()),
+            block_hash,
+            root: StateRoot(root),
+            block: Some(stored),
+        }))
+    }
+
+    fn check_snapshot(&mut self, group: GroupId, point: &AppliedPoint) -> Result<(), ApplyError> {
+        // A certificate this replica holds for the snapshot's height must name its root.
+        let stored = self.store.certificate(group, point.height).map_err(|e| ApplyError { shard: self.shard, detail: e.to_string() })?;
+        if let Some(bytes) = stored {
+            let c =
+                Certificate::decode(&bytes).map_err(|e| ApplyError { shard: self.shard, detail: format!("stored certificate: {e}") })?;
+            if c.vote.state_root != point.root.0 || c.vote.block_hash != point.block_hash {
+                return Err(ApplyError {
+                    shard: self.shard,
+                    detail: format!("a snapshot at height {} whose root is not the certified one", point.height),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn persisted(&mut self, _group: GroupId, point: &AppliedPoint) {
+        if let Some(info) = self.last.take() {
+            debug_assert_eq!(info.height, point.height);
+            let _ = self.events.send(GroupEvent::Applied(Box::new(info)));
+        }
+    }
+}
+
+/// A hosted replica's handle, kept by the node for routing.
+#[derive(Clone)]
+pub(super) struct GroupHandle {
+    pub events: Sender<GroupEvent>,
+    /// Transactions admitted and not yet taken into a block.
+    pub depth: Arc<AtomicUsize>,
+    pub raft: Raft<TypeConfig>,
+    pub state: Arc<RwLock<CommittedState>>,
+}
+
+impl GroupHandle {
+    /// The group's leader as this replica knows it.
+    pub fn leader(&self) -> Option<u32> {
+        self.raft.metrics().borrow().current_leader.map(|n| n as u32)
+    }
+}
+
+/// Everything a group's thread owns.
+pub(super) struct GroupCtx {
+    pub shard: u32,
+    /// This node's index among the shard's replicas (its signer index).
+    pub replica: u32,
+    pub handle: GroupHandle,
+    pub store: Store,
+    pub set: ValidatorSet,
+    pub bls: SecretKey,
+    pub check: SigCheck,
+    pub metrics: Arc<ShardMetrics>,
+    pub verified: Arc<Mutex<HashSet<[u8; 32]>>>,
+    pub block_txs: usize,
+    pub block_time: Duration,
+    pub pipeline: usize,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// A block this node proposed, until it is applied (or forgotten).
+struct Proposed {
+    origins: Vec<Origin>,
+    round: Option<u64>,
+    at: Instant,
+}
+
+/// Receipts waiting for a height's certificate.
+struct Awaiting {
+    entries: Vec<(Origin, TxStatus)>,
+    started: Instant,
+}
+
+/// Votes and certificates of one group, on one replica.
+struct Certifier {
+    chain_id: u64,
+    shard: u32,
+    replica: u32,
+    /// This replica's votes for heights not known to be certified, with when each was last sent.
+    own: BTreeMap<u64, (SignedVote, Option<Instant>)>,
+    /// Collections of votes for heights this replica applied.
+    collectors: BTreeMap<u64, QuorumCollector>,
+    /// Votes for heights this replica has not applied yet.
+    early: BTreeMap<u64, Vec<SignedVote>>,
+    early_count: usize,
+}
+
+impl Certifier {
+    /// Records this replica's own vote for an applied block; returns the certificate if the
+    /// votes already held complete a quorum.
+    fn applied(&mut self, set: &ValidatorSet, bls: &SecretKey, height: u64, block_hash: [u8; 32], root: [u8; 32]) -> Option<Certificate> {
+        let vote = Vote { chain_id: self.chain_id, shard: self.shard, height, block_hash, state_root: root };
+        let signed = SignedVote::sign(vote, self.replica, bls);
+        if self.own.len() >= OWN_VOTES {
+            self.own.pop_first();
+        }
+        self.own.insert(height, (signed, None));
+        let mut collector = QuorumCollector::new(set.clone(), vote);
+        let mut certificate = collector.add(signed).ok().flatten();
+        if let Some(votes) = self.early.remove(&height) {
+            self.early_count -= votes.len();
+            for v in votes {
+                certificate = certificate.or_else(|| self.add(&mut collector, v));
+            }
+        }
+        if self.collectors.len() >= OWN_VOTES {
+            self.collectors.pop_first();
+        }
+        self.collectors.insert(height, collector);
+        certificate
+    }
+
+    fn add(&self, collector: &mut QuorumCollector, v: SignedVote) -> Option<Certificate> {
+        match collector.add(v) {
+            Ok(c) => c,
+            Err(occam_shard::CertificateError::VoteMismatch { signer }) => {
+                error!(
+                    shard = self.shard,
+                    height = v.vote.height,
+                    signer,
+                    "replica {signer} diverged: its vote names another block or state root than this replica's; not counted"
+                );
+                None
+            }
+            Err(e) => {
+                debug!(shard = self.shard, "vote ignored: {e}");
+                None
+            }
+        }
+    }
+
+    /// A vote from another replica.
+    fn on_vote(&mut self, v: SignedVote) -> Option<Certificate> {
+        let h = v.vote.height;
+        if let Some(mut c) = self.collectors.remove(&h) {
+            let out = self.add(&mut c, v);
+            self.collectors.insert(h, c);
+            return out;
+        }
+        if self.early_count < EARLY_VOTES {
+            self.early.entry(h).or_default().push(v);
+            self.early_count += 1;
+        }
+        None
+    }
+
+    /// The height is certified: nothing more to collect or send for it.
+    fn done(&mut self, height: u64) {
+        self.own.remove(&height);
+        self.collectors.remove(&height);
+        if let Some(v) = self.early.remove(&height) {
+            self.early_count -= v.len();
+        }
+    }
+
+    /// This replica's vote for `height`, if it holds one.
+    fn own_vote(&self, height: u64) -> Option<&SignedVote> {
+        self.own.get(&height).map(|(v, _)| v)
+    }
+}
+
+/// Runs a group's thread until the node stops.
+pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEvent>, shared: Arc<Shared>) {
+    let shard = ctx.shard;
+    let node = shared.node;
+    let events = ctx.handle.events.clone();
+    let mut mempool: Mempool = Mempool::new();
+    let mut proposed: HashMap<[u8; 32], Proposed> = HashMap::new();
+    let mut awaiting: BTreeMap<u64, Awaiting> = BTreeMap::new();
+    let mut in_flight = 0usize;
+    let mut cross = CrossSide::new(shard);
+    let mut point = AppliedPoint { height: 0, log_index: 0, block_hash: [0; 32], root: StateRoot([0; 32]) };
+    let mut cert = Certifier {
+        chain_id: ctx.check.chain_id,
+        shard,
+        replica: ctx.replica,
+        own: BTreeMap::new(),
+        collectors: BTreeMap::new(),
+        early: BTreeMap::new(),
+        early_count: 0,
+    };
+    // Vote again for what a previous run applied but saw no certificate for.
+    match ctx.store.uncertified(shard, REVOTE_ON_START) {
+        Ok(heights) => {
+            for h in heights {
+                let stored = ctx.store.block(shard, h).ok().flatten();
+                match stored.as_deref().and_then(split_stored) {
+                    Some((hash, root, _)) => {
+                        let _ = cert.applied(&ctx.set, &ctx.bls, h, hash, root);
+                    }
+                    None => warn!(shard, height = h, "a stored block without its hash and root; not voted for again"),
+                }
+            }
+        }
+        Err(e) => error!(shard, "reading the uncertified heights: {e}"),
+    }
+    let members: Vec<u32> = (0..shared.cluster.replicas as u32).map(|r| shared.cluster.node_of(shard, r)).collect();
+    // A certificate this replica holds: store it, tell the others (when it formed here), send
+    // the receipts it was waiting for, and acknowledge a cross-shard round it carried.
+    let certified =
+        |c: Certificate, formed_here: bool, cert: &mut Certifier, awaiting: &mut BTreeMap<u64, Awaiting>, cross: &mut CrossSide| {
+            let h = c.vote.height;
+            cert.done(h);
+            if let Err(e) = ctx.store.put_certificate(shard, h, &c.encode()) {
+                error!(shard, height = h, "storing a certificate: {e}");
+            }
+            if formed_here {
+                for &m in members.iter().filter(|&&m| m != node) {
+                    shared.send_to_node(m, &Message::Commit(c.clone()));
+                }
+            }
+            // The node that proposed the block counts it (once per cluster) and answers its clients.
+            let entries = match awaiting.remove(&h) {
+                Some(a) => {
+                    ctx.metrics.certified(h, a.entries.len() as u64, a.started.elapsed());
+                    a.entries
+                }
+                None => {
+                    ctx.metrics.height.fetch_max(h, Ordering::Relaxed);
+                    Vec::new()
+                }
+            };
+            cross.certified(shard, h, &c, &shared);
+            if !entries.is_empty() {
+                send_receipts(&shared, Some(c), entries);
+            }
+        };
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let Some(batch) = turn(&rx) else { break };
+        let leader = ctx.handle.leader();
+        let leading = leader == Some(node);
+        for event in batch {
+            match event {
+                GroupEvent::Submit(txs, at) => {
+                    mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at)));
+                }
+                GroupEvent::Read { conn, id, keys } => {
+                    let state = ctx.handle.state.read();
+                    let values = keys.iter().map(|k| (*k, state.get(k).cloned())).collect();
+                    drop(state);
+                    shared.send_to_client(conn, &Message::Values { id, values });
+                    shared.read_done(conn);
+                }
+                GroupEvent::Cross(m) => cross.on_message(shard, m, &ctx.handle.state, in_flight, &shared),
+                GroupEvent::Vote(v) => {
+                    let h = v.vote.height;
+                    if h <= point.height && cert.own_vote(h).is_none() {
+                        // Certified here already (or too old to collect): the voter missed the
+                        // certificate; send it.
+                        if let Ok(Some(bytes)) = ctx.store.certificate(shard, h) {
+                            if let Ok(c) = Certificate::decode(&bytes) {
+                                shared.send_to_node(shared.cluster.node_of(shard, v.signer), &Message::Commit(c));
+                            }
+                        }
+                        continue;
+                    }
+                    if let Some(c) = cert.on_vote(*v) {
+                        certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                    }
+                }
+                GroupEvent::Commit(c) => {
+                    let h = c.vote.height;
+                    let Some(own) = cert.own_vote(h).copied() else { continue };
+                    if let Err(e) = c.verify(&ctx.set) {
+                        warn!(shard, height = h, "a certificate that does not verify: {e}");
+                        continue;
+                    }
+                    if own.vote != c.vote {
+                        error!(shard, height = h, "this replica diverged: the certified block or state root is not the one it applied");
+                        continue;
+                    }
+                    certified(*c, false, &mut cert, &mut awaiting, &mut cross);
+                }
+                GroupEvent::Applied(info) => {
+                    point.height = info.height;
+                    point.block_hash = info.block_hash;
+                    point.root = StateRoot(info.root);
+                    ctx.metrics.executed(info.height, info.statuses.len() as u64, info.took);
+                    if let Some(p) = proposed.remove(&info.key) {
+                        let entries: Vec<_> = p.origins.into_iter().zip(info.statuses.iter().copied()).collect();
+                        awaiting.insert(info.height, Awaiting { entries, started: p.at });
+                        if let Some(round) = p.round {
+                            cross.carried(info.height, round);
+                        }
+                    }
+                    if let Some(c) = cert.applied(&ctx.set, &ctx.bls, info.height, info.block_hash, info.root) {
+                        certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                    }
+                    shared.set_status(ReplicaStatus {
+                        shard,
+                        replica: ctx.replica,
+                        height: info.height,
+                        root: info.root,
+                        pending: mempool.len() as u64,
+                    });
+                }
+                GroupEvent::Restored(p) => {
+                    point = p;
+                    shared.set_status(ReplicaStatus { shard, replica: ctx.replica, height: p.height, root: p.root.0, pending: 0 });
+                }
+                GroupEvent::Written { key, ok } => {
+                    in_flight = in_flight.saturating_sub(1);
+                    if !ok {
+                        // The entry may still commit under the next leader; its receipts then
+                        // go out from here when its certificate arrives.
+                        debug!(shard, "a proposal was not committed under this leader");
+                    }
+                    let _ = key;
+                }
+                GroupEvent::Snapshot(reply) => {
+                    let _ = reply.send(ctx.handle.state.read().sorted_entries());
+                }
+            }
+        }
+        // Votes not yet answered by a certificate go (again) to the leader.
+        if let Some(l) = leader.filter(|&l| l != node) {
+            let now = Instant::now();
+            for (v, sent) in cert.own.values_mut().take(256) {
+                if sent.is_none_or(|t| now.duration_since(t) >= VOTE_RESEND) {
+                    *sent = Some(now);
+                    shared.send_to_node(l, &Message::Vote(*v));
+                }
+            }
+        }
+        proposed.retain(|key, p| {
+            let keep = p.at.elapsed() < PROPOSED_TTL;
+            if !keep {
+                ctx.verified.lock().remove(key);
+            }
+            keep
+        });
+        if !leading {
+            if !mempool.is_empty() {
+                debug!(shard, dropped = mempool.len(), "no longer leading; pending transactions dropped");
+                drop_pending(&mut mempool, &ctx.handle.depth, &shared);
+            }
+            continue;
+        }
+        cross.poll(shard, &ctx.handle.state, in_flight, &shared);
+        while in_flight < ctx.pipeline && cross.open() && (ready(&mempool, ctx.block_txs, ctx.block_time) || cross.has_writes()) {
+            let good = take_verified(&ctx.check, &mut mempool, &ctx.handle.depth, ctx.block_txs, &shared);
+            let (block, origins) = match aggregate(ctx.check.chain_id, good) {
+                Ok(b) => b,
+                Err(dropped) => {
+                    error!(shard, "the block's signatures do not aggregate; dropped");
+                    send_receipts(&shared, None, dropped);
+                    continue;
+                }
+            };
+            let (round, cross_writes) = cross.take_writes();
+            if block.is_none() && round.is_none() {
+                continue;
+            }
+            let p = Proposal { shard, height: 0, parent: [0; 32], cross_writes, block };
+            let Some(bytes) = encode_payload(&p) else {
+                error!(shard, "a block too large for one entry; its transactions are dropped");
+                send_receipts(&shared, None, origins.into_iter().map(|o| (o, TxStatus::Aborted)).collect());
+                continue;
+            };
+            let key = *blake3::hash(&bytes).as_bytes();
+            ctx.verified.lock().insert(key);
+            proposed.insert(key, Proposed { origins, round, at: Instant::now() });
+            in_flight += 1;
+            let raft = ctx.handle.raft.clone();
+            let events = events.clone();
+            ctx.runtime.spawn(async move {
+                let ok = match raft.client_write(RaftRequest::new(bytes)).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        debug!(shard, "proposal: {e}");
+                        false
+                    }
+                };
+                let _ = events.send(GroupEvent::Written { key, ok });
+            });
+        }
+        ctx.metrics.mempool.store(ctx.handle.depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+    }
+    debug!(shard, uncertified = awaiting.len(), pending = mempool.len(), "group stopped");
+}

@@ -1,0 +1,290 @@
+//! Ingress: accepts QUIC connections and routes what arrives on them.
+//!
+//! A connection with a pinned node certificate is a peer; one without a client certificate is
+//! a client; any other is refused in the handshake. A peer's one-way frames (votes,
+//! certificates, cross-shard messages) arrive on unidirectional streams and its Raft RPCs on
+//! bidirectional ones ([`crate::raft::network::serve_rpc`]). A malformed, oversized or
+//! forbidden frame closes that connection only.
+//!
+//! A client's batch is admitted to a group's mempool if this node leads the batch's shard (else
+//! it is refused as `NotLeader`), the mempool has room (`limits.mempool`) and the client has
+//! fewer than `limits.per_client` transactions pending here. Admission decodes the batch but
+//! does no curve arithmetic: signatures are checked by the group's thread, in batches, before
+//! the block goes to Raft.
+
+use super::coordinator::CoordEvent;
+use super::group::GroupEvent;
+use super::{route_keys, route_tx_with, Client, Origin, Shared, MAX_CLIENTS, MAX_READS_IN_FLIGHT};
+use crate::tls::{peer_cert, PinnedCerts};
+use crate::transport::{close, read_frame, spawn_writer};
+use crate::wire::{Message, Refusal, MAX_FRAME_LEN};
+use occam_shard::protocol::Message as CrossMessage;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, error, warn};
+
+pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, pinned: PinnedCerts) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        let pinned = pinned.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    // An unknown certificate ends here, in the handshake.
+                    warn!("refused a connection: {e}");
+                    return;
+                }
+            };
+            serve_connection(conn, shared, pinned).await;
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: PinnedCerts) {
+    let peer = peer_cert(&conn).and_then(|c| pinned.node_of(&c));
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if peer.is_none() {
+        let mut clients = shared.clients.lock();
+        if clients.len() >= MAX_CLIENTS {
+            drop(clients);
+            warn!(remote = %conn.remote_address(), "refused a client: {MAX_CLIENTS} are connected");
+            conn.close(close::BUSY.into(), b"too many clients");
+            return;
+        }
+        let client = Client {
+            conn: conn.clone(),
+            frames: spawn_writer(conn.clone()),
+            pending: Arc::new(AtomicUsize::new(0)),
+            reads: Arc::new(AtomicUsize::new(0)),
+        };
+        clients.insert(id, client);
+        shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    }
+    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
+    if let Some(from) = peer {
+        // A peer's Raft RPCs: one bidirectional stream each (a protocol violation closes the
+        // connection).
+        let groups: Arc<dyn crate::raft::network::RaftGroups> = shared.clone();
+        tokio::spawn(crate::raft::network::serve_peer(conn.clone(), u64::from(from), groups));
+    }
+    // Clients send batches and reads; nodes send votes, certificates and cross-shard writes.
+    let max_frame = if peer.is_some() { MAX_FRAME_LEN } else { crate::transport::MAX_CLIENT_FRAME_LEN };
+    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
+    if let Some(from) = peer {
+        // A peer's Raft RPCs: one bidirectional stream each.
+        let shared = shared.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let shared = shared.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::raft::network::serve_rpc(send, recv, u64::from(from), &*shared).await {
+                        if let Some(code) = e.close_code() {
+                            warn!(peer = from, "closing the connection: {e}");
+                            shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            conn.close(code.into(), e.to_string().as_bytes());
+                        } else {
+                            debug!(peer = from, "raft rpc: {e}");
+                        }
+                    }
+                });
+            }
+        });
+    }
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut recv, max_frame).await {
+                    Ok(Some(m)) => {
+                        if let Err(why) = dispatch(&shared, id, peer, m) {
+                            warn!(conn = id, ?peer, "closing the connection: {why}");
+                            shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                            conn.close(close::FORBIDDEN.into(), why.as_bytes());
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(crate::transport::FrameError::Wire(e)) => {
+                        error!(conn = id, ?peer, remote = %conn.remote_address(), "bad frame, closing the connection: {e}");
+                        shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(conn = id, "stream ended: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    if shared.clients.lock().remove(&id).is_some() {
+        shared.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Handles one message from connection `conn` (from node `peer`, or a client). An error closes
+/// the connection.
+pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result<(), &'static str> {
+    match (m, peer) {
+        (Message::Submit { batch, txs }, None) => {
+            if let Err(reason) = admit(shared, conn, batch, txs) {
+                shared.metrics.refused(reason);
+                shared.send_to_client(conn, &Message::Refused { batch, reason });
+            }
+            Ok(())
+        }
+        (Message::Read { id, keys }, None) => {
+            let group =
+                route_keys(&*shared.partitioner, &keys).and_then(|s| shared.groups.get(&s)).filter(|g| g.leader() == Some(shared.node));
+            let Some(group) = group else {
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader });
+                return Ok(());
+            };
+            let reads = shared.clients.lock().get(&conn).map(|c| c.reads.clone());
+            let Some(reads) = reads else { return Ok(()) };
+            if reads.fetch_add(1, Ordering::Relaxed) >= MAX_READS_IN_FLIGHT {
+                reads.fetch_sub(1, Ordering::Relaxed);
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::Throttled });
+                return Ok(());
+            }
+            if group.events.send(GroupEvent::Read { conn, id, keys }).is_err() {
+                reads.fetch_sub(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        (Message::StatusRequest, None) => {
+            shared.send_to_client(conn, &Message::Status(shared.status.lock().clone()));
+            Ok(())
+        }
+        (Message::Vote(v), Some(from)) => {
+            let shard = v.vote.shard;
+            if shard as usize >= shared.cluster.shards || v.signer as usize >= shared.cluster.replicas {
+                return Err("a vote for a shard or replica the cluster does not have");
+            }
+            if from != shared.cluster.node_of(shard, v.signer) {
+                return Err("a vote signed for another node's replica");
+            }
+            if let Some(g) = shared.groups.get(&shard) {
+                if g.events.try_send(GroupEvent::Vote(Box::new(v))).is_err() {
+                    debug!(shard, "group queue full; a vote dropped (the replica sends it again)");
+                }
+            }
+            Ok(())
+        }
+        (Message::Commit(c), Some(from)) => {
+            let shard = c.vote.shard;
+            if !shared.is_member(shard, from) {
+                return Err("a certificate from a node that holds no replica of the shard");
+            }
+            if let Some((tx, _)) = &shared.coordinator {
+                let _ = tx.try_send(CoordEvent::Commit { from, certificate: Box::new(c.clone()) });
+            }
+            if let Some(g) = shared.groups.get(&shard) {
+                let _ = g.events.try_send(GroupEvent::Commit(Box::new(c)));
+            }
+            Ok(())
+        }
+        (Message::Cross { shard, message }, Some(from)) => match &message {
+            CrossMessage::ReadRequest { .. } | CrossMessage::Apply { .. } => {
+                if from != shared.coordinator_node() {
+                    return Err("a cross-shard request from a node that does not coordinate");
+                }
+                // Only the shard's leader takes part; elsewhere the request is dropped and the
+                // coordinator asks again (of the leader it learns of meanwhile).
+                if let Some(g) = shared.groups.get(&shard).filter(|g| g.leader() == Some(shared.node)) {
+                    let _ = g.events.try_send(GroupEvent::Cross(message));
+                }
+                Ok(())
+            }
+            CrossMessage::ReadReply { from: s, .. } | CrossMessage::Applied { from: s, .. } => {
+                if *s != shard || !shared.is_member(shard, from) {
+                    return Err("a cross-shard reply from a node that holds no replica of the shard");
+                }
+                // Only a leader answers: the coordinator's next requests for the shard go there.
+                shared.leader_hints.lock().insert(shard, from);
+                if let Some((tx, _)) = &shared.coordinator {
+                    let _ = tx.try_send(CoordEvent::Cross { from, message });
+                }
+                Ok(())
+            }
+        },
+        (Message::Propose(_) | Message::Sync { .. }, Some(_)) => Err("a message of the pre-Raft protocol"),
+        (Message::Submit { .. } | Message::StatusRequest | Message::Read { .. }, Some(_)) => Err("a client message on a node link"),
+        (Message::Vote(_) | Message::Propose(_) | Message::Commit(_) | Message::Sync { .. } | Message::Cross { .. }, None) => {
+            Err("a node message from a client")
+        }
+        (Message::RaftRequest { .. } | Message::RaftReply { .. }, _) => Err("a Raft message outside a Raft stream"),
+        (
+            Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_) | Message::Values { .. },
+            _,
+        ) => Err("a message only nodes send"),
+    }
+}
+
+/// Admits a client batch to a group's (or the coordinator's) mempool, or says why not.
+///
+/// The quota and the mempool space are reserved first and given back if anything fails, so
+/// two batches admitted at once cannot both squeeze into the last space. `Accepted` is queued
+/// to the client before the batch reaches the group, so it always precedes the batch's
+/// receipts on the client's stream.
+fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), Refusal> {
+    if shared.stopping.load(Ordering::Relaxed) {
+        return Err(Refusal::ShuttingDown);
+    }
+    if txs.chain_id != shared.cluster.chain_id {
+        return Err(Refusal::WrongChain);
+    }
+    let n = txs.txs.len();
+    let Some(first) = txs.txs.first() else {
+        shared.send_to_client(conn, &Message::Accepted { batch });
+        return Ok(());
+    };
+    // A batch is one shard's transactions, or cross-shard ones (for the coordinator).
+    let mut keys = Vec::with_capacity(8);
+    let route = route_tx_with(&*shared.partitioner, &first.header, &mut keys);
+    if txs.txs[1..].iter().any(|t| route_tx_with(&*shared.partitioner, &t.header, &mut keys) != route) {
+        return Err(Refusal::WrongShard);
+    }
+    let limits = &shared.cluster.limits;
+    let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or(Refusal::ShuttingDown)?;
+    let depth = match route {
+        Some(shard) => {
+            let g = shared.groups.get(&shard).ok_or(Refusal::NotLeader)?;
+            if g.leader() != Some(shared.node) {
+                return Err(Refusal::NotLeader);
+            }
+            g.depth.clone()
+        }
+        None => shared.coordinator.as_ref().ok_or(Refusal::NotLeader)?.1.clone(),
+    };
+    if pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_client {
+        pending.fetch_sub(n, Ordering::Relaxed);
+        return Err(Refusal::Throttled);
+    }
+    if depth.fetch_add(n, Ordering::Relaxed) + n > limits.mempool {
+        depth.fetch_sub(n, Ordering::Relaxed);
+        pending.fetch_sub(n, Ordering::Relaxed);
+        return Err(Refusal::QueueFull);
+    }
+    shared.send_to_client(conn, &Message::Accepted { batch });
+    let now = Instant::now();
+    let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
+    let sent = match route {
+        Some(shard) => shared.groups[&shard].events.send(GroupEvent::Submit(txs, now)).is_ok(),
+        None => shared.coordinator.as_ref().is_some_and(|(c, _)| c.send(CoordEvent::Submit(txs, now)).is_ok()),
+    };
+    if !sent {
+        // The group's thread is gone (the node is stopping): nothing of the batch is pending.
+        depth.fetch_sub(n, Ordering::Relaxed);
+        pending.fetch_sub(n, Ordering::Relaxed);
+        return Err(Refusal::ShuttingDown);
+    }
+    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
+}

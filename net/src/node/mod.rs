@@ -1,0 +1,575 @@
+//! The node runtime: QUIC endpoints, one Raft group per hosted shard replica over the node's
+//! RocksDB store, certification of every applied block, and the clients' ingress.
+//!
+//! A node hosts the replicas the cluster file places on it. Its parts, each in its module:
+//!
+//! - [`ingress`]: accepts QUIC connections, admits client batches to the groups this node
+//!   leads, and routes peers' frames and Raft RPCs.
+//! - [`group`]: one thread per hosted replica. Raft (openraft) orders its blocks; every
+//!   replica applies committed blocks (verify, execute, persist), votes, and the votes become
+//!   the block's certificate. While this node leads the group, the thread also builds blocks
+//!   from its mempool and hands them to Raft. Receipts go out only for certified blocks.
+//! - [`coordinator`]: cross-shard rounds, on the node hosting replica 0 of shard 0.
+//! - [`links`]: one outgoing QUIC connection per peer for one-way messages.
+//! - [`batch`]: mempool, signature verification in batches, aggregation, receipts.
+//! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
+//!
+//! Everything a replica must not lose lives in the node's store (`occam-store`, in
+//! `data_dir`): each group's Raft log and vote, its blocks with their certificates, its state
+//! and applied point. A restarted node opens it, checks it is this chain's and this node's,
+//! reloads each group's state (checking its root), and Raft replays or snapshots the rest.
+//!
+//! Limits: at most [`MAX_CLIENTS`] client connections, client frames of at most
+//! [`crate::transport::MAX_CLIENT_FRAME_LEN`], [`MAX_READS_IN_FLIGHT`] reads per client; a
+//! client whose outgoing queue is full (it does not read) is disconnected; each group's queue
+//! holds [`GROUP_QUEUE`] events.
+
+mod batch;
+mod coordinator;
+mod group;
+mod ingress;
+mod links;
+
+use crate::config::{ClusterConfig, NodeKeys, RaftSettings};
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{PeerAddr, RaftGroups, RaftPeers};
+use crate::raft::state_machine::{OpenError, StateMachine};
+use crate::raft::{NodeId, TypeConfig};
+use crate::tls::{client_config, server_config};
+use crate::transport::{close, frame};
+use crate::wire::{Message, ReplicaStatus};
+use batch::SigCheck;
+use coordinator::{CoordCtx, CoordEvent};
+use group::{GroupCtx, GroupEvent, GroupHandle, NodeApplier};
+use links::{run_link, Link, LINK_BYTES};
+use occam_engine::crypto::{BatchVerifier, KeyRegistry};
+use occam_engine::exec::executor_by_name;
+use occam_engine::key::Key;
+use occam_engine::native::signed::{nonce_key, SignedVm, TxHeader};
+use occam_engine::native::NativeVm;
+use occam_engine::state::CommittedState;
+use occam_engine::value::Value;
+use occam_engine::vm::Vm;
+use occam_shard::partition::{ModuloPartitioner, Partitioner};
+use occam_store::{Store, StoreError, StoreIdentity, StoreOptions};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// How often group and coordinator threads wake up with nothing to do (partial blocks, vote
+/// resends).
+const TICK: Duration = Duration::from_millis(5);
+/// The most client connections a node serves at once.
+pub const MAX_CLIENTS: usize = 4096;
+/// The most reads one client may have unanswered at one node.
+pub const MAX_READS_IN_FLIGHT: usize = 8;
+/// Events a group handles before it looks at its mempool again.
+const EVENTS_PER_TURN: usize = 1024;
+/// Events a group's queue holds; peers' votes and certificates beyond it are dropped (their
+/// senders send them again), local events wait.
+pub const GROUP_QUEUE: usize = 65_536;
+/// How long a Raft RPC to a peer may take before it counts as unreachable.
+const RAFT_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration does not make a node.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A socket, runtime or thread could not be created.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The executor or verifier could not start.
+    #[error("{0}")]
+    Engine(String),
+    /// The data directory cannot be used: it is another chain's or node's, damaged, or its
+    /// state does not match its recorded root. Nothing in it was changed.
+    #[error("data directory: {0}")]
+    Store(#[from] StoreError),
+    /// A group's state machine could not be opened from the store.
+    #[error("data directory: {0}")]
+    Open(#[from] OpenError),
+    /// Raft refused its configuration or could not start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Everything a node needs to start.
+pub struct NodeSetup {
+    /// This node's id.
+    pub node: u32,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// This node's keys.
+    pub keys: NodeKeys,
+    /// Threads each hosted replica executes on.
+    pub exec_threads: usize,
+    /// Threads verifying signatures.
+    pub verify_threads: usize,
+    /// The whole genesis state (each replica keeps its shard's part); written to the store on
+    /// the first start only.
+    pub genesis: Arc<CommittedState>,
+    /// The transaction signers' registry.
+    pub registry: Arc<KeyRegistry>,
+    /// A socket already bound to the node's address (tests bind ports before starting
+    /// nodes); `None` binds the cluster file's address.
+    pub socket: Option<std::net::UdpSocket>,
+    /// Admit transactions but propose no blocks (for measuring ingress alone).
+    pub hold_blocks: bool,
+    /// The node's data directory (its RocksDB store), created if missing.
+    pub data_dir: PathBuf,
+}
+
+/// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
+/// it declares; `None` if they span shards or the body does not declare its keys.
+pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32> {
+    route_tx_with(partitioner, header, &mut Vec::with_capacity(8))
+}
+
+/// [`route_tx`] with a caller's buffer for the keys, for loops over many transactions.
+pub fn route_tx_with(partitioner: &dyn Partitioner, header: &TxHeader, keys: &mut Vec<Key>) -> Option<u32> {
+    keys.clear();
+    keys.push(nonce_key(header.signer));
+    if !NativeVm.declared_keys(&header.body, keys) {
+        return None;
+    }
+    route_keys(partitioner, keys)
+}
+
+/// The one shard owning every key of `keys`; `None` if they span shards or there are none.
+pub fn route_keys(partitioner: &dyn Partitioner, keys: &[Key]) -> Option<u32> {
+    let shard = partitioner.shard_of(keys.first()?);
+    keys.iter().all(|k| partitioner.shard_of(k) == shard).then_some(shard)
+}
+
+/// The cluster's partitioner: by id modulo the shard count (see
+/// [`occam_shard::partition::ModuloPartitioner`]).
+pub fn cluster_partitioner(cluster: &ClusterConfig) -> Arc<dyn Partitioner> {
+    Arc::new(ModuloPartitioner::new(cluster.shards).expect("the cluster check bounds the shard count"))
+}
+
+/// Where a pending transaction came from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    conn: u64,
+    batch: u64,
+    index: u32,
+}
+
+/// A replica's whole state, sorted by key, sent back to [`Node::snapshot`].
+type SnapshotReply = crossbeam_channel::Sender<Vec<(Key, Value)>>;
+
+struct Client {
+    conn: quinn::Connection,
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
+}
+
+struct Shared {
+    node: u32,
+    cluster: ClusterConfig,
+    partitioner: Arc<dyn Partitioner>,
+    clients: Mutex<HashMap<u64, Client>>,
+    next_conn: AtomicU64,
+    links: HashMap<u32, Link>,
+    groups: HashMap<u32, GroupHandle>,
+    /// The leader of each shard this node hosts no replica of, as last seen (from the
+    /// cross-shard replies only leaders send).
+    leader_hints: Mutex<HashMap<u32, u32>>,
+    /// The cross-shard coordinator, on the node hosting replica 0 of shard 0.
+    coordinator: Option<(crossbeam_channel::Sender<CoordEvent>, Arc<AtomicUsize>)>,
+    status: Mutex<Vec<ReplicaStatus>>,
+    metrics: Arc<Metrics>,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn send_to_node(&self, node: u32, message: &Message) {
+        if node == self.node {
+            // The coordinator and a participant leader may share a node.
+            if let Err(why) = ingress::dispatch(self, 0, Some(node), message.clone()) {
+                error!("a message to this node itself was refused: {why}");
+            }
+            return;
+        }
+        let Some(link) = self.links.get(&node) else { return };
+        if let Some(f) = frame(message) {
+            // Bounded in frames and in bytes: votes resent to a peer that is down must not
+            // pile up in memory.
+            let len = f.len();
+            if link.queued.fetch_add(len, Ordering::Relaxed) + len > LINK_BYTES {
+                link.queued.fetch_sub(len, Ordering::Relaxed);
+                debug!(peer = node, "link queue full; message dropped (its sender sends it again)");
+                return;
+            }
+            if link.frames.try_send(f).is_err() {
+                link.queued.fetch_sub(len, Ordering::Relaxed);
+                debug!(peer = node, "link queue full or closed; message dropped (its sender sends it again)");
+            }
+        }
+    }
+
+    fn send_to_client(&self, conn: u64, message: &Message) {
+        let Some((frames, connection)) = self.clients.lock().get(&conn).map(|c| (c.frames.clone(), c.conn.clone())) else { return };
+        if let Some(f) = frame(message) {
+            if frames.try_send(f).is_err() {
+                // Its queue is full: it does not read. Buffering more would let one client hold
+                // the node's memory; dropping frames silently would lose its receipts.
+                self.metrics.receipts_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(conn, "client does not read its answers; closing the connection");
+                connection.close(close::NOT_READING.into(), b"not reading");
+            }
+        }
+    }
+
+    /// A read of `conn` was answered.
+    fn read_done(&self, conn: u64) {
+        if let Some(c) = self.clients.lock().get(&conn) {
+            c.reads.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks `n` transactions of `conn` as no longer pending.
+    fn release(&self, conn: u64, n: usize) {
+        if let Some(c) = self.clients.lock().get(&conn) {
+            c.pending.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    fn set_status(&self, s: ReplicaStatus) {
+        let mut all = self.status.lock();
+        if let Some(e) = all.iter_mut().find(|e| e.shard == s.shard) {
+            *e = s;
+        }
+    }
+
+    /// True if `node` hosts a replica of `shard`.
+    fn is_member(&self, shard: u32, node: u32) -> bool {
+        (shard as usize) < self.cluster.shards && (0..self.cluster.replicas as u32).any(|r| self.cluster.node_of(shard, r) == node)
+    }
+
+    /// The node the cross-shard coordinator runs on.
+    fn coordinator_node(&self) -> u32 {
+        self.cluster.node_of(0, 0)
+    }
+
+    /// The node leading `shard`, as far as this node knows: its own replica's view of the
+    /// group, else the last hint, else the bootstrap leader.
+    fn leader_of(&self, shard: u32) -> u32 {
+        if let Some(l) = self.groups.get(&shard).and_then(GroupHandle::leader) {
+            return l;
+        }
+        self.leader_hints.lock().get(&shard).copied().unwrap_or_else(|| self.cluster.leader_of(shard))
+    }
+}
+
+impl RaftGroups for Shared {
+    fn raft(&self, group: occam_store::GroupId) -> Option<openraft::Raft<TypeConfig>> {
+        self.groups.get(&group).map(|g| g.raft.clone())
+    }
+
+    fn is_member(&self, group: occam_store::GroupId, node: NodeId) -> bool {
+        u32::try_from(node).is_ok_and(|n| Shared::is_member(self, group, n))
+    }
+}
+
+/// openraft's configuration for a shard's group.
+fn raft_config(chain_id: u64, shard: u32, s: &RaftSettings) -> Result<Arc<openraft::Config>, NodeError> {
+    let config = openraft::Config {
+        cluster_name: format!("occam-{chain_id:x}-shard{shard}"),
+        heartbeat_interval: s.heartbeat_ms,
+        election_timeout_min: s.election_min_ms,
+        election_timeout_max: s.election_max_ms,
+        // Each entry is a block of up to MAX_BLOCK_TXS transactions; a few per request keep an
+        // AppendEntries well inside one frame.
+        max_payload_entries: 4,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(s.snapshot_every),
+        max_in_snapshot_log_to_keep: s.keep_logs,
+        snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] leaves its threads running until the
+/// process exits.
+pub struct Node {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoint: quinn::Endpoint,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    store: Store,
+}
+
+impl Node {
+    /// Opens the node's store, starts its Raft groups, binds its sockets and starts its
+    /// threads. On the very first start of a cluster, the node hosting replica 0 of a shard
+    /// initializes the shard's group and stands for election, so initial leadership is spread
+    /// like the replicas.
+    pub fn start(setup: NodeSetup) -> Result<Node, NodeError> {
+        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry, socket, hold_blocks, data_dir } = setup;
+        cluster.check()?;
+        let entry = cluster.nodes.get(node as usize).ok_or_else(|| NodeError::Engine(format!("node {node} is not in the cluster")))?;
+        if entry.bls_key != occam_engine::key::hex_encode(&keys.bls.public_key().to_bytes()) {
+            return Err(NodeError::Engine(format!("node {node}'s BLS key is not the one the cluster file lists for it")));
+        }
+        // The store first: a data directory that is not this node's refuses the start before
+        // any socket is bound.
+        let store = Store::open(&data_dir, StoreIdentity::new(cluster.chain_id, node), &StoreOptions::default())?;
+        let pinned = cluster.pinned()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(format!("occam-net-{node}")).enable_all().build()?;
+        let server = server_config(&keys.tls, pinned.clone())?;
+        let endpoint = {
+            let _guard = runtime.enter();
+            match socket {
+                Some(socket) => {
+                    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))?
+                }
+                None => quinn::Endpoint::server(server, entry.addr)?,
+            }
+        };
+        let addr = endpoint.local_addr()?;
+        let partitioner = cluster_partitioner(&cluster);
+        let metrics = Arc::new(Metrics::new(node));
+        let verifier = Arc::new(BatchVerifier::new(verify_threads).map_err(|e| NodeError::Engine(e.to_string()))?);
+        let check = SigCheck { chain_id: cluster.chain_id, registry: registry.clone(), verifier: verifier.clone() };
+
+        // Links and Raft connections to every other node.
+        let mut links = HashMap::new();
+        let mut peers = Vec::new();
+        for peer in &cluster.nodes {
+            if peer.id == node {
+                continue;
+            }
+            let config = client_config(pinned.cert_of(peer.id).expect("pinned every node"), Some(&keys.tls))?;
+            let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
+            let queued = Arc::new(AtomicUsize::new(0));
+            runtime.spawn(run_link(endpoint.clone(), config.clone(), peer.addr, peer.id, rx, queued.clone()));
+            links.insert(peer.id, Link { frames: tx, queued });
+            peers.push(PeerAddr { node: u64::from(peer.id), addr: peer.addr, config, server_name: crate::tls::node_name(peer.id) });
+        }
+        let raft_peers = RaftPeers::new(endpoint.clone(), peers, RAFT_RPC_TIMEOUT);
+
+        // One Raft group per hosted replica.
+        let hosted = cluster.hosted_by(node);
+        let mut groups = HashMap::new();
+        let mut group_starts = Vec::new();
+        let mut status = Vec::new();
+        for &(shard, replica) in &hosted {
+            if store.applied(shard)?.is_none() {
+                let entries = shard_state(&genesis, &*partitioner, shard).sorted_entries();
+                store.write_genesis(shard, &entries)?;
+            }
+            let (events, rx) = crossbeam_channel::bounded(GROUP_QUEUE);
+            let state = Arc::new(RwLock::new(CommittedState::new()));
+            let verified = Arc::new(Mutex::new(HashSet::new()));
+            let shard_metrics = metrics.shard(shard);
+            let applier = NodeApplier {
+                shard,
+                state: state.clone(),
+                exec: Mutex::new(executor_by_name::<SignedVm>("parallel", exec_threads).map_err(|e| NodeError::Engine(e.to_string()))?),
+                check: check.clone(),
+                verified: verified.clone(),
+                events: events.clone(),
+                store: store.clone(),
+                metrics: shard_metrics.clone(),
+                last: None,
+            };
+            let sm = StateMachine::open(store.clone(), shard, applier)?;
+            let point = sm.applied_point();
+            status.push(ReplicaStatus { shard, replica, height: point.height, root: point.root.0, pending: 0 });
+            let log = LogStore::new(store.clone(), shard);
+            let config = raft_config(cluster.chain_id, shard, &cluster.raft)?;
+            let raft = runtime
+                .block_on(openraft::Raft::new(u64::from(node), config, raft_peers.group(shard), log, sm))
+                .map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))?;
+            let initialized = runtime.block_on(raft.is_initialized()).map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))?;
+            if !initialized && replica == 0 {
+                let members: BTreeMap<NodeId, openraft::EmptyNode> =
+                    (0..cluster.replicas as u32).map(|r| (u64::from(cluster.node_of(shard, r)), openraft::EmptyNode {})).collect();
+                let members: std::collections::BTreeSet<NodeId> = members.into_keys().collect();
+                runtime.block_on(raft.initialize(members)).map_err(|e| NodeError::Raft(format!("shard {shard}: initialize: {e}")))?;
+                info!(shard, "initialized the shard's Raft group");
+            }
+            let handle = GroupHandle { events, depth: Arc::new(AtomicUsize::new(0)), raft, state };
+            groups.insert(shard, handle.clone());
+            let limits = &cluster.limits;
+            let ctx = GroupCtx {
+                shard,
+                replica,
+                handle,
+                store: store.clone(),
+                set: cluster.validator_set(shard)?,
+                bls: keys.bls.clone(),
+                check: check.clone(),
+                metrics: shard_metrics,
+                verified,
+                block_txs: if hold_blocks { usize::MAX } else { limits.block_txs },
+                block_time: if hold_blocks { Duration::MAX } else { Duration::from_millis(limits.block_ms) },
+                pipeline: limits.pipeline,
+                runtime: runtime.handle().clone(),
+            };
+            group_starts.push((ctx, rx));
+        }
+
+        // The cross-shard coordinator lives on the node hosting replica 0 of shard 0.
+        let mut coordinator = None;
+        let mut coord_start = None;
+        if cluster.node_of(0, 0) == node && cluster.shards > 1 {
+            let (tx, rx) = crossbeam_channel::bounded(GROUP_QUEUE);
+            let depth = Arc::new(AtomicUsize::new(0));
+            coordinator = Some((tx, depth.clone()));
+            let exec = executor_by_name::<SignedVm>("sequential", 1).map_err(|e| NodeError::Engine(e.to_string()))?;
+            let ctx = CoordCtx { exec, check: check.clone(), metrics: metrics.shard(u32::MAX) };
+            let limits = cluster.limits.clone();
+            coord_start = Some(move |shared: Arc<Shared>| {
+                coordinator::run_coordinator(ctx, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
+            });
+        }
+        let shared = Arc::new(Shared {
+            node,
+            coordinator,
+            partitioner,
+            clients: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            links,
+            groups,
+            leader_hints: Mutex::new(HashMap::new()),
+            status: Mutex::new(status),
+            metrics: metrics.clone(),
+            stopping: AtomicBool::new(false),
+            cluster: cluster.clone(),
+        });
+        let mut threads = Vec::new();
+        for (ctx, rx) in group_starts {
+            let shared = shared.clone();
+            let name = format!("occam-shard{}-r{}", ctx.shard, ctx.replica);
+            threads.push(std::thread::Builder::new().name(name).spawn(move || group::run_group(ctx, rx, shared))?);
+        }
+        if let Some(start) = coord_start {
+            let shared = shared.clone();
+            threads.push(std::thread::Builder::new().name("occam-coordinator".into()).spawn(move || start(shared))?);
+        }
+        runtime.spawn(ingress::accept_loop(endpoint.clone(), shared.clone(), pinned));
+        let metrics_addr = match entry.metrics {
+            Some(a) => Some(runtime.block_on(crate::metrics::serve(a, metrics.clone(), shared_status(&shared)))?),
+            None => None,
+        };
+        info!(node, %addr, shards = ?hosted, data_dir = %data_dir.display(), "node started");
+        Ok(Node { shared, runtime: Some(runtime), endpoint, threads, addr, metrics_addr, store })
+    }
+
+    /// The QUIC address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The metrics endpoint's address, if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's replicas' positions.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.shared.status.lock().clone()
+    }
+
+    /// Every entry of this node's replica of `shard`, sorted by key (`None` if it hosts no
+    /// replica of it, or the replica does not answer within 5 s). For tests and inspection:
+    /// it copies the whole shard.
+    pub fn snapshot(&self, shard: u32) -> Option<Vec<(Key, Value)>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.shared.groups.get(&shard)?.events.send(GroupEvent::Snapshot(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Blocks until the process is asked to stop (Ctrl-C or SIGTERM).
+    pub fn wait_for_signal(&self) {
+        if let Some(rt) = &self.runtime {
+            rt.block_on(async {
+                #[cfg(unix)]
+                {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        }
+    }
+
+    /// The node's store (for inspection: certificates, blocks, disk use).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current leader of `shard` as this node's replica sees it (`None` if this node hosts
+    /// no replica of it, or the group has no leader now).
+    pub fn leader(&self, shard: u32) -> Option<u32> {
+        self.shared.groups.get(&shard).and_then(GroupHandle::leader)
+    }
+
+    /// Raft's view of this node's replica of `shard`: role, term, leader, log and applied
+    /// indexes, membership (`None` if this node hosts no replica of it).
+    pub fn raft_metrics(&self, shard: u32) -> Option<openraft::RaftMetrics<NodeId, openraft::EmptyNode>> {
+        self.shared.groups.get(&shard).map(|g| g.raft.metrics().borrow().clone())
+    }
+
+    /// Closes every connection, stops the node's Raft groups and threads, and closes its
+    /// store. Transactions pending and not yet certified are lost (they were never
+    /// acknowledged with a receipt); everything applied is in the store.
+    pub fn shutdown(mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(rt) = &self.runtime {
+            for (shard, g) in &self.shared.groups {
+                if let Err(e) = rt.block_on(g.raft.shutdown()) {
+                    warn!(shard, "stopping the shard's Raft group: {e}");
+                }
+            }
+        }
+        self.endpoint.close(close::DONE.into(), b"shutting down");
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(rt) = self.runtime.take() {
+            // Let the close frames go out, so peers drop their connections now rather than
+            // after the idle timeout.
+            let endpoint = self.endpoint.clone();
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+            });
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+        info!(node = self.shared.node, "node stopped");
+    }
+}
+
+fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
+    let s = Arc::downgrade(shared);
+    Arc::new(move || s.upgrade().map(|s| s.status.lock().clone()).unwrap_or_default())
+}
+
+fn shard_state(genesis: &CommittedState, partitioner: &dyn Partitioner, shard: u32) -> CommittedState {
+    CommittedState::from_entries(genesis.sorted_entries().into_iter().filter(|(k, _)| partitioner.shard_of(k) == shard))
+}
