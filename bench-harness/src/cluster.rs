@@ -17,6 +17,7 @@ use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
 use occam_net::node::{cluster_partitioner, route_keys, Node, NodeSetup};
+use occam_net::wire::ReplicaStatus;
 use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -66,6 +67,51 @@ pub fn start_node(
         data_dir: data_dir.to_path_buf(),
     };
     Node::start(setup).with_context(|| format!("starting node {node}"))
+}
+
+/// Every node's replica statuses, asked of all nodes at once: per node, its replicas or why it
+/// did not answer within `timeout` (each node on its own connection, so a dead node costs
+/// `timeout` once, not once per node).
+pub async fn node_statuses(cluster: &ClusterConfig, timeout: std::time::Duration) -> Vec<(u32, Result<Vec<ReplicaStatus>, String>)> {
+    let asks: Vec<_> = (0..cluster.nodes.len() as u32)
+        .map(|node| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let asked = async {
+                    let mut c = Client::connect_to(&cluster, &[node]).await.map_err(|e| e.to_string())?;
+                    c.request_status(node).await.map_err(|e| e.to_string())?;
+                    while let Some(e) = c.next_event().await {
+                        if let ClientEvent::Status { replicas, .. } = e {
+                            c.close().await;
+                            return Ok(replicas);
+                        }
+                    }
+                    Err("connection closed".to_string())
+                };
+                match tokio::time::timeout(timeout, asked).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer in {timeout:?}")),
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(asks.len());
+    for (node, ask) in asks.into_iter().enumerate() {
+        out.push((node as u32, ask.await.unwrap_or_else(|e| Err(e.to_string()))));
+    }
+    out
+}
+
+/// A client of every node that answers, sending each shard's batches to the leader the nodes
+/// report now (not the bootstrap leader of the cluster file, which may have changed).
+pub async fn connect(cluster: &ClusterConfig) -> anyhow::Result<Client> {
+    let client = Client::connect(cluster).await.context("connecting to the cluster's nodes")?;
+    for (node, answer) in node_statuses(cluster, std::time::Duration::from_secs(2)).await {
+        if let Ok(replicas) = answer {
+            client.learn_leaders(node, &replicas);
+        }
+    }
+    Ok(client)
 }
 
 /// Every signer's next nonce, read from the shard leaders (so a load run can follow earlier

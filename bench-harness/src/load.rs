@@ -11,14 +11,22 @@
 //! Transactions are signed before the clock starts (signing is not the cluster's cost). They
 //! go to their shard's leader in batches of up to `--batch`, one batch in flight per shard so
 //! each signer's nonces arrive in order; a refused batch (throttled, mempool full) is resent
-//! after 2 ms. Every receipt's certificate is verified against the cluster file's validator
+//! after 2 ms.
+//!
+//! Leaders move (each shard is a Raft group). A batch refused as `NotLeader` goes to the leader
+//! the refusing node names, or, if it names none, to the one the nodes' statuses report. When a
+//! node's connection closes (it crashed or stopped), the batches it had accepted and not yet
+//! answered are sent again, first and in order, to the shard's new leader: a transaction that
+//! had committed before the crash is refused for its nonce this time (nonces make a transaction
+//! commit at most once) and counts as `recovered`, committed without a receipt; the others
+//! commit now. The client dials a closed node again every second, for when it comes back. Every receipt's certificate is verified against the cluster file's validator
 //! set (once per block). Latencies go into an HdrHistogram; the report has p50, p90, p99,
 //! p99.9 and max, offered and achieved rates, and a per-second series.
 
 use crate::cluster::{fetch_nonces, signers, LoadTxs};
 use crate::distribution::Distribution;
 use crate::machine::{Machine, COMMIT};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use hdrhistogram::Histogram;
 use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
 use occam_net::client::{Client, ClientEvent};
@@ -150,6 +158,16 @@ pub struct LoadReport {
     pub dropped: u64,
     /// Transactions sent with no receipt when the run ended.
     pub lost: u64,
+    /// Transactions sent again because the node that had accepted them closed its connection.
+    #[serde(default)]
+    pub resent: u64,
+    /// Of those, transactions that had committed before the node closed (refused for their
+    /// nonce when sent again): committed, but without a receipt here. Not in `committed`.
+    #[serde(default)]
+    pub recovered: u64,
+    /// Connections to nodes that closed during the run.
+    #[serde(default)]
+    pub disconnects: u64,
     /// Transactions scheduled but never sent (the cluster or the client fell behind).
     pub unsent: u64,
     /// Latency samples that are lower bounds: transactions lost or unsent, recorded with the
@@ -222,9 +240,61 @@ impl LoadConfig {
 
 struct Shard {
     queue: VecDeque<(RawSignedTx, Instant)>,
+    /// Batches to send again before anything new, in order (their node closed), with the
+    /// intended times of those not yet accepted (empty for accepted ones, already awaiting).
+    resend: VecDeque<(u64, Vec<RawSignedTx>, Vec<Instant>)>,
+    /// The node each accepted, unanswered batch went to, with its transactions.
+    accepted: HashMap<u64, (u32, Vec<RawSignedTx>)>,
+    /// The node the in-flight batch went to, and when.
+    sent_to: u32,
+    sent_at: Instant,
     in_flight: Option<(u64, Vec<RawSignedTx>, Vec<Instant>)>,
     retry_at: Option<Instant>,
     next_batch: u64,
+}
+
+impl Shard {
+    /// `node` is gone or no longer leads this shard: what it accepted and did not answer goes
+    /// again, in batch order, and then the batch in flight to it, which is newer than those (the
+    /// node may have taken it without the answer arriving). Each is marked as resent when it
+    /// goes out.
+    fn give_up_on(&mut self, node: u32) {
+        let mut lost: Vec<u64> = self.accepted.iter().filter(|(_, (n, _))| *n == node).map(|(b, _)| *b).collect();
+        lost.sort_unstable();
+        for b in lost {
+            if let Some((_, txs)) = self.accepted.remove(&b) {
+                self.resend.push_back((b, txs, Vec::new()));
+            }
+        }
+        if self.sent_to == node {
+            if let Some((b, txs, due)) = self.in_flight.take() {
+                self.resend.push_back((b, txs, due));
+                self.retry_at = None;
+            }
+        }
+    }
+}
+
+/// A batch without any answer (accepted or refused) for this long is sent again.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends a batch to the node its route goes to now (the shard's leader as the client knows
+/// it, or the coordinator); returns that node, and false if it is known to be down or the send
+/// failed (the caller tries again once a status or a refusal names another).
+async fn send_batch(
+    client: &Client,
+    cluster: &ClusterConfig,
+    route: Option<u32>,
+    batch: u64,
+    txs: &[RawSignedTx],
+    down: &HashMap<u32, Instant>,
+) -> (u32, bool) {
+    let node = route.map_or(cluster.node_of(0, 0), |s| client.leader(s));
+    if down.contains_key(&node) {
+        return (node, false);
+    }
+    let sent = client.submit_routed(route, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.to_vec() }).await;
+    (node, sent.is_ok())
 }
 
 /// Runs the load against `cluster` and returns its report.
@@ -234,7 +304,7 @@ pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> an
     let (keys, _) = signers(cluster)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
+        let mut client = crate::cluster::connect(cluster).await?;
         // Earlier runs may have used the signers: continue from their nonces.
         let nonces = fetch_nonces(&mut client).await?;
         if progress {
@@ -256,8 +326,23 @@ async fn drive(
     // One queue per shard, and one for cross-shard transactions (to the coordinator).
     let shards = cluster.shards + 1;
     let queue_of = |route: Option<u32>| route.map_or(shards - 1, |s| s as usize);
-    let mut state: Vec<Shard> =
-        (0..shards).map(|_| Shard { queue: VecDeque::new(), in_flight: None, retry_at: None, next_batch: 0 }).collect();
+    let mut state: Vec<Shard> = (0..shards)
+        .map(|_| Shard {
+            queue: VecDeque::new(),
+            resend: VecDeque::new(),
+            accepted: HashMap::new(),
+            sent_to: 0,
+            sent_at: Instant::now(),
+            in_flight: None,
+            retry_at: None,
+            next_batch: 0,
+        })
+        .collect();
+    // Nodes whose connection closed, with when to dial them again; batches resent, by id.
+    let mut down: HashMap<u32, Instant> = HashMap::new();
+    let mut resent_batches: std::collections::HashSet<u64> = Default::default();
+    let (mut resent, mut recovered, mut disconnects) = (0u64, 0u64, 0u64);
+    let mut ask_status_at: Option<Instant> = None;
     let duration = Duration::from_secs_f64(cfg.duration_s);
     let mut pending_txs: VecDeque<(RawSignedTx, Option<u32>)> = txs.into();
     let mut crossing = 0u64;
@@ -319,14 +404,54 @@ async fn drive(
                 }
             }
         }
-        // Send: one batch in flight per shard.
+        // Dial closed nodes again, and ask the live ones who leads when a leader is unknown.
+        for (node, at) in down.iter_mut() {
+            if *at <= now {
+                *at = now + Duration::from_secs(1);
+                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(300), client.reconnect(*node)).await {
+                    *at = now;
+                }
+            }
+        }
+        down.retain(|_, at| *at != now);
+        if ask_status_at.is_some_and(|t| t <= now) {
+            ask_status_at = None;
+            for node in (0..cluster.nodes.len() as u32).filter(|n| !down.contains_key(n)) {
+                let _ = client.request_status(node).await;
+            }
+        }
+        // Send: one batch in flight per shard; batches of a closed node first.
         for (s, sh) in state.iter_mut().enumerate() {
             let route = (s < shards - 1).then_some(s as u32);
             if let Some((batch, txs, _)) = &sh.in_flight {
+                // No answer at all for a while: the node may have taken it and died, or never
+                // got it. Everything it holds of this shard goes again, in order (a copy that
+                // finds its nonces spent counts as recovered).
+                if sh.retry_at.is_none() && now.saturating_duration_since(sh.sent_at) >= ANSWER_TIMEOUT {
+                    let node = sh.sent_to;
+                    sh.give_up_on(node);
+                    ask_status_at.get_or_insert(now);
+                    continue;
+                }
                 if sh.retry_at.is_some_and(|t| t <= now) {
                     sh.retry_at = None;
-                    client.submit_routed(route, *batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
+                    sh.sent_at = now;
+                    let (node, ok) = send_batch(&client, cluster, route, *batch, txs, &down).await;
+                    sh.sent_to = node;
+                    if !ok {
+                        // A node that is down: wait for the next status or refusal to name another.
+                        sh.retry_at = Some(now + Duration::from_millis(50));
+                        ask_status_at.get_or_insert(now + Duration::from_millis(50));
+                    }
                 }
+                continue;
+            }
+            if let Some((batch, txs, due)) = sh.resend.pop_front() {
+                // Receipts come under the same batch id.
+                resent += txs.len() as u64;
+                resent_batches.insert(batch);
+                sh.in_flight = Some((batch, txs, due));
+                sh.retry_at = Some(now);
                 continue;
             }
             if sh.queue.is_empty() {
@@ -343,8 +468,8 @@ async fn drive(
             outstanding += txs.len() as u64;
             bump(&mut series, second(now));
             series[second(now) as usize].1 += txs.len() as u64;
-            client.submit_routed(route, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.clone() }).await?;
             sh.in_flight = Some((batch, txs, due));
+            sh.retry_at = Some(now);
         }
         if progress && now.duration_since(last_report) >= Duration::from_secs(1) {
             last_report = now;
@@ -361,17 +486,44 @@ async fn drive(
                 let Some(event) = event else { bail!("every connection to the cluster closed") };
                 match event {
                     ClientEvent::Accepted { batch } => {
-                        let sh = &mut state[(batch >> 48) as usize % shards];
-                        if let Some((b, _, due)) = sh.in_flight.take_if(|f| f.0 == batch) {
-                            awaiting.insert(b, due.into_iter().map(Some).collect());
+                        let s = (batch >> 48) as usize % shards;
+                        let sh = &mut state[s];
+                        if let Some((b, txs, due)) = sh.in_flight.take_if(|f| f.0 == batch) {
+                            // A resent batch's entries already wait (and keep their intended times).
+                            if !due.is_empty() {
+                                awaiting.insert(b, due.into_iter().map(Some).collect());
+                            }
+                            sh.accepted.insert(b, (sh.sent_to, txs));
                         }
                     }
-                    ClientEvent::Refused { batch, reason } => {
+                    ClientEvent::Refused { batch, reason, leader } => {
                         *refused.entry(format!("{reason:?}")).or_default() += 1;
-                        let sh = &mut state[(batch >> 48) as usize % shards];
+                        let s = (batch >> 48) as usize % shards;
+                        let sh = &mut state[s];
                         match reason {
                             Refusal::Throttled | Refusal::QueueFull => sh.retry_at = Some(Instant::now() + Duration::from_millis(2)),
+                            Refusal::NotLeader | Refusal::ShuttingDown => {
+                                match leader.filter(|l| !down.contains_key(l)) {
+                                    Some(l) if s < shards - 1 => client.set_leader(s as u32, l),
+                                    _ => {
+                                        ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(20));
+                                    }
+                                }
+                                sh.retry_at = Some(Instant::now() + Duration::from_millis(20));
+                            }
                             other => bail!("the cluster refused a batch: {other:?}"),
+                        }
+                    }
+                    ClientEvent::Status { node, replicas } => {
+                        client.learn_leaders(node, &replicas);
+                        // A batch waiting on a node that no longer leads its shard goes to the
+                        // leader now (after what that node accepted and did not answer),
+                        // without waiting for its answer timeout.
+                        for (s, sh) in state.iter_mut().enumerate().take(shards - 1) {
+                            if sh.in_flight.is_some() && sh.retry_at.is_none() && sh.sent_to != client.leader(s as u32) {
+                                let node = sh.sent_to;
+                                sh.give_up_on(node);
+                            }
                         }
                     }
                     ClientEvent::Receipts { certificate, entries } => {
@@ -391,8 +543,18 @@ async fn drive(
                             else {
                                 continue;
                             };
+                            if awaiting.get(&e.batch).is_some_and(|v| v.iter().all(Option::is_none)) {
+                                awaiting.remove(&e.batch);
+                                state[(e.batch >> 48) as usize % shards].accepted.remove(&e.batch);
+                            }
                             outstanding = outstanding.saturating_sub(1);
                             slots += 1;
+                            if e.status == TxStatus::BadNonce && resent_batches.contains(&e.batch) {
+                                // Sent again after its node closed, and its nonce was spent: it
+                                // had committed before; its receipt went down with that node.
+                                recovered += 1;
+                                continue;
+                            }
                             // Committed means: in a block whose certificate verified here.
                             if !verified || !e.status.is_committed() {
                                 dropped += 1;
@@ -415,8 +577,18 @@ async fn drive(
                             slot.3.saturating_record(us);
                         }
                     }
-                    ClientEvent::Closed { node, reason } => bail!("node {node} closed the connection: {reason}"),
-                    ClientEvent::Status { .. } | ClientEvent::Values { .. } => {}
+                    ClientEvent::Closed { node, reason } => {
+                        if progress {
+                            eprintln!("  node {node} closed the connection ({reason}); following the new leaders");
+                        }
+                        disconnects += 1;
+                        down.insert(node, Instant::now() + Duration::from_secs(1));
+                        ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(100));
+                        for sh in state.iter_mut() {
+                            sh.give_up_on(node);
+                        }
+                    }
+                    ClientEvent::Values { .. } => {}
                 }
             }
         }
@@ -437,7 +609,7 @@ async fn drive(
         record_censored(*due, &mut hist);
     }
     for sh in &state {
-        for due in sh.in_flight.iter().flat_map(|f| f.2.iter()) {
+        for due in sh.in_flight.iter().flat_map(|f| f.2.iter()).chain(sh.resend.iter().flat_map(|r| r.2.iter())) {
             record_censored(*due, &mut hist);
         }
         for (_, due) in &sh.queue {
@@ -467,6 +639,9 @@ async fn drive(
         bad_nonce,
         dropped,
         lost: outstanding,
+        resent,
+        recovered,
+        disconnects,
         unsent,
         censored,
         refused,
@@ -499,6 +674,7 @@ pub fn render(r: &LoadReport) -> String {
     format!(
         "occam load: {} nodes, {} shards × {} replicas; {} ({} cross-shard), {mode}, {} s\n\
          offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {}, unsent {})\n\
+         failover: {} connections closed, {} transactions sent again, {} of them had committed before\n\
          commit latency from intended send: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n\
          certificates verified: {} (bad {}); refused batches: {:?}; max send lag {:.1} ms\n",
         r.cluster.nodes,
@@ -516,6 +692,9 @@ pub fn render(r: &LoadReport) -> String {
         r.dropped,
         r.lost,
         r.unsent,
+        r.disconnects,
+        r.resent,
+        r.recovered,
         l.p50_ms,
         l.p90_ms,
         l.p99_ms,
@@ -598,7 +777,7 @@ pub fn run_ingress(cluster: &ClusterConfig, n: usize, batch: usize) -> anyhow::R
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let mut client = Client::connect(cluster).await.context("connecting to the shard leaders")?;
+        let mut client = crate::cluster::connect(cluster).await?;
         let mut next: Vec<usize> = vec![0; cluster.shards];
         let mut in_flight: Vec<usize> = vec![0; cluster.shards];
         let mut retry: Vec<VecDeque<usize>> = vec![VecDeque::new(); cluster.shards];

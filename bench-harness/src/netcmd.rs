@@ -2,9 +2,8 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use occam_bench::cluster::{genesis, init_logging, signers};
+use occam_bench::cluster::{genesis, init_logging, node_statuses, signers};
 use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
-use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -84,6 +83,9 @@ pub struct StatusArgs {
     /// The cluster file.
     #[arg(long)]
     cluster: PathBuf,
+    /// How long to wait for each node (all are asked at once).
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
 }
 
 /// `occam node`.
@@ -186,42 +188,50 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?),
+        ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?, Duration::from_millis(a.timeout_ms)),
     }
 }
 
-fn status(cluster: &ClusterConfig) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+fn status(cluster: &ClusterConfig, timeout: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut rows = Vec::new();
     let mut down = Vec::new();
-    rt.block_on(async {
-        for node in 0..cluster.nodes.len() as u32 {
-            let asked = async {
-                let mut c = Client::connect_to(cluster, &[node]).await?;
-                c.request_status(node).await?;
-                while let Some(e) = c.next_event().await {
-                    if let ClientEvent::Status { replicas, .. } = e {
-                        c.close().await;
-                        return Ok::<_, anyhow::Error>(replicas);
-                    }
-                }
-                bail!("connection closed")
-            };
-            match tokio::time::timeout(Duration::from_secs(3), asked).await {
-                Ok(Ok(replicas)) => rows.extend(replicas.into_iter().map(|r| (node, r))),
-                Ok(Err(e)) => down.push(format!("node {node}: {e:#}")),
-                Err(_) => down.push(format!("node {node}: no answer in 3 s")),
-            }
+    for (node, answer) in rt.block_on(node_statuses(cluster, timeout)) {
+        match answer {
+            Ok(replicas) => rows.extend(replicas.into_iter().map(|r| (node, r))),
+            Err(e) => down.push(format!("node {node}: {e}")),
         }
-    });
+    }
     rows.sort_by_key(|(n, r)| (r.shard, r.replica, *n));
-    println!("{:>5} {:>7} {:>4} {:>8} {:>8}  state root", "shard", "replica", "node", "height", "pending");
+    // Written with errors ignored: `| head` closing the pipe is not a failure.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:>5} {:>7} {:>4} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8}  state root",
+        "shard", "replica", "node", "role", "term", "leader", "log", "applied", "height", "certified", "pending"
+    );
     for (node, r) in &rows {
         let root: String = r.root.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        println!("{:>5} {:>7} {:>4} {:>8} {:>8}  {root}…", r.shard, r.replica, node, r.height, r.pending);
+        let leader = r.leader.map_or("-".to_string(), |l| l.to_string());
+        let _ = writeln!(
+            out,
+            "{:>5} {:>7} {:>4} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8}  {root}…",
+            r.shard,
+            r.replica,
+            node,
+            format!("{:?}", r.role).to_lowercase(),
+            r.term,
+            leader,
+            r.log_index,
+            r.applied_index,
+            r.height,
+            r.certified,
+            r.pending
+        );
     }
     for d in &down {
-        println!("down: {d}");
+        let _ = writeln!(out, "down: {d}");
     }
     if !down.is_empty() {
         bail!("{} of {} nodes did not answer", down.len(), cluster.nodes.len());

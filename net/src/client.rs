@@ -35,6 +35,8 @@ pub enum ClientEvent {
         batch: u64,
         /// Why.
         reason: Refusal,
+        /// For `NotLeader`: the node the refusing node knows to lead the shard now.
+        leader: Option<u32>,
     },
     /// Transactions committed in a certified block, or dropped (no certificate).
     Receipts {
@@ -151,30 +153,55 @@ impl Client {
         }
         let mut last_error = None;
         for &node in nodes {
-            let entry = cluster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
-            let cert = pinned.cert_of(node).expect("every node is pinned");
-            let config = client_config(cert, None)?;
-            let err = |reason: String| ClientError::Connect { node, addr: entry.addr, reason };
-            let dialled = match client.endpoint.connect_with(config, entry.addr, &node_name(node)) {
-                Ok(connecting) => connecting.await.map_err(|e| err(e.to_string())),
-                Err(e) => Err(err(e.to_string())),
-            };
-            let conn = match dialled {
-                Ok(c) => c,
+            match client.dial(node, &pinned).await {
+                Ok(()) => {}
                 Err(e) if tolerant => {
                     tracing::warn!("{e}; going on without it");
                     last_error = Some(e);
-                    continue;
                 }
                 Err(e) => return Err(e),
-            };
-            client.writers.insert(node, spawn_writer(conn.clone()));
-            tokio::spawn(read_events(conn.clone(), node, client.events_tx.clone()));
-            client.conns.insert(node, conn);
+            }
         }
         match last_error {
             Some(e) if client.conns.is_empty() => Err(e),
             _ => Ok(client),
+        }
+    }
+
+    /// Dials `node` and starts reading its answers (replacing an earlier connection to it).
+    async fn dial(&mut self, node: u32, pinned: &crate::tls::PinnedCerts) -> Result<(), ClientError> {
+        let entry = self.cluster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
+        let addr = entry.addr;
+        let cert = pinned.cert_of(node).ok_or_else(|| ConfigError::Invalid(format!("node {node} has no pinned certificate")))?;
+        let config = client_config(cert, None)?;
+        let err = |reason: String| ClientError::Connect { node, addr, reason };
+        let conn = self
+            .endpoint
+            .connect_with(config, addr, &node_name(node))
+            .map_err(|e| err(e.to_string()))?
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        self.writers.insert(node, spawn_writer(conn.clone()));
+        tokio::spawn(read_events(conn.clone(), node, self.events_tx.clone()));
+        if let Some(old) = self.conns.insert(node, conn) {
+            old.close(0u32.into(), b"replaced");
+        }
+        Ok(())
+    }
+
+    /// Connects to `node` again (after a [`ClientEvent::Closed`], once it is back).
+    pub async fn reconnect(&mut self, node: u32) -> Result<(), ClientError> {
+        let pinned = self.cluster.pinned()?;
+        self.dial(node, &pinned).await
+    }
+
+    /// Learns the leaders `node` reports in its status: a replica that leads its shard there
+    /// becomes the shard's destination.
+    pub fn learn_leaders(&self, node: u32, replicas: &[ReplicaStatus]) {
+        for r in replicas {
+            if r.role == crate::wire::RaftRole::Leader {
+                self.set_leader(r.shard, node);
+            }
         }
     }
 
@@ -279,7 +306,7 @@ async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<Client
         Ok(mut recv) => loop {
             let event = match read_frame(&mut recv, MAX_FRAME_LEN).await {
                 Ok(Some(Message::Accepted { batch })) => ClientEvent::Accepted { batch },
-                Ok(Some(Message::Refused { batch, reason })) => ClientEvent::Refused { batch, reason },
+                Ok(Some(Message::Refused { batch, reason, leader })) => ClientEvent::Refused { batch, reason, leader },
                 Ok(Some(Message::Receipts { certificate, entries })) => {
                     ClientEvent::Receipts { certificate: certificate.map(Box::new), entries }
                 }

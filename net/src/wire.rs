@@ -219,20 +219,59 @@ pub struct ReceiptEntry {
     pub status: TxStatus,
 }
 
+/// A replica's role in its shard's Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum RaftRole {
+    /// Not (yet) a voter: a node that has not joined its group.
+    #[default]
+    Learner = 0,
+    /// Follows the leader.
+    Follower = 1,
+    /// Standing for election.
+    Candidate = 2,
+    /// Leads the group: orders its blocks and admits its clients' transactions.
+    Leader = 3,
+}
+
+impl RaftRole {
+    /// Every role, in wire order (`ALL[r as usize] == r`).
+    pub const ALL: [RaftRole; 4] = [RaftRole::Learner, RaftRole::Follower, RaftRole::Candidate, RaftRole::Leader];
+
+    fn from_u8(b: u8) -> Result<RaftRole, WireError> {
+        Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("raft role"))
+    }
+}
+
 /// One replica's position, as a node reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplicaStatus {
     /// The shard.
     pub shard: u32,
-    /// This node's index among the shard's replicas (0 is the leader).
+    /// This node's index among the shard's replicas (its signer index in certificates).
     pub replica: u32,
-    /// Blocks executed.
+    /// Blocks applied.
     pub height: u64,
     /// The state root after them.
     pub root: [u8; 32],
     /// Transactions waiting in the shard's mempool (leaders only).
     pub pending: u64,
+    /// Its role in the shard's Raft group.
+    pub role: RaftRole,
+    /// Its Raft term.
+    pub term: u64,
+    /// The group's leader as it knows it (`None`: no leader now).
+    pub leader: Option<u32>,
+    /// Its last Raft log index.
+    pub log_index: u64,
+    /// The last Raft log index it applied.
+    pub applied_index: u64,
+    /// The highest height it holds a certificate for.
+    pub certified: u64,
 }
+
+/// The encoded size of a [`ReplicaStatus`].
+const REPLICA_STATUS_LEN: usize = 4 + 4 + 8 + 32 + 8 + 1 + 8 + 4 + 8 + 8 + 8;
 
 /// A block proposal: the leader's block for its replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +329,9 @@ pub enum Message {
         batch: u64,
         /// Why.
         reason: Refusal,
+        /// For [`Refusal::NotLeader`]: the node this node knows to lead the shard now, if any;
+        /// the client sends there next.
+        leader: Option<u32>,
     },
     /// Leader → client: transactions committed in one certified block, or dropped.
     Receipts {
@@ -441,9 +483,10 @@ impl Message {
                 w.extend_from_slice(&txs.encode());
             }
             Message::Accepted { batch } => w.extend_from_slice(&batch.to_le_bytes()),
-            Message::Refused { batch, reason } => {
+            Message::Refused { batch, reason, leader } => {
                 w.extend_from_slice(&batch.to_le_bytes());
                 w.push(*reason as u8);
+                w.extend_from_slice(&leader.unwrap_or(u32::MAX).to_le_bytes());
             }
             Message::Receipts { certificate, entries } => {
                 match certificate {
@@ -472,6 +515,12 @@ impl Message {
                     w.extend_from_slice(&r.height.to_le_bytes());
                     w.extend_from_slice(&r.root);
                     w.extend_from_slice(&r.pending.to_le_bytes());
+                    w.push(r.role as u8);
+                    w.extend_from_slice(&r.term.to_le_bytes());
+                    w.extend_from_slice(&r.leader.unwrap_or(u32::MAX).to_le_bytes());
+                    w.extend_from_slice(&r.log_index.to_le_bytes());
+                    w.extend_from_slice(&r.applied_index.to_le_bytes());
+                    w.extend_from_slice(&r.certified.to_le_bytes());
                 }
             }
             Message::Read { id, keys } => {
@@ -546,7 +595,11 @@ impl Message {
                 Message::Submit { batch, txs }
             }
             Kind::ACCEPTED => Message::Accepted { batch: r.u64("batch id")? },
-            Kind::REFUSED => Message::Refused { batch: r.u64("batch id")?, reason: Refusal::from_u8(r.u8("reason")?)? },
+            Kind::REFUSED => Message::Refused {
+                batch: r.u64("batch id")?,
+                reason: Refusal::from_u8(r.u8("reason")?)?,
+                leader: Some(r.u32("leader")?).filter(|&l| l != u32::MAX),
+            },
             Kind::RECEIPTS => {
                 let certificate = match r.u8("certificate flag")? {
                     0 => None,
@@ -569,7 +622,7 @@ impl Message {
             Kind::COMMIT => Message::Commit(Certificate::decode(r.rest())?),
             Kind::STATUS_REQUEST => Message::StatusRequest,
             Kind::STATUS => {
-                let n = r.count("replica statuses", 56, 4096)?;
+                let n = r.count("replica statuses", REPLICA_STATUS_LEN, 4096)?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     v.push(ReplicaStatus {
@@ -578,6 +631,12 @@ impl Message {
                         height: r.u64("status")?,
                         root: r.array("status")?,
                         pending: r.u64("status")?,
+                        role: RaftRole::from_u8(r.u8("status")?)?,
+                        term: r.u64("status")?,
+                        leader: Some(r.u32("status")?).filter(|&l| l != u32::MAX),
+                        log_index: r.u64("status")?,
+                        applied_index: r.u64("status")?,
+                        certified: r.u64("status")?,
                     });
                 }
                 Message::Status(v)

@@ -130,6 +130,15 @@ impl CrossSide {
         }
     }
 
+    /// This node no longer leads the shard: forget the round in progress (the coordinator asks
+    /// the next leader again).
+    pub(super) fn step_down(&mut self) {
+        self.deferred = None;
+        self.barrier = None;
+        self.writes = None;
+        self.acks.clear();
+    }
+
     /// Answers a deferred read once nothing this leader proposed is unapplied.
     pub(super) fn poll(&mut self, shard: u32, state: &RwLock<CommittedState>, in_flight: usize, shared: &Shared) {
         if in_flight == 0 {

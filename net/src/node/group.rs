@@ -33,7 +33,7 @@ use super::{Origin, Shared, SnapshotReply};
 use crate::metrics::ShardMetrics;
 use crate::raft::state_machine::{AppliedBlock, BlockApplier, BlockInput};
 use crate::raft::{RaftRequest, TypeConfig};
-use crate::wire::{Message, Proposal, ReplicaStatus, TxStatus, MAX_FRAME_LEN};
+use crate::wire::{Message, Proposal, TxStatus, MAX_FRAME_LEN};
 use crossbeam_channel::Sender;
 use occam_engine::crypto::SecretKey;
 use occam_engine::exec::BlockExecutor;
@@ -64,6 +64,11 @@ const EARLY_VOTES: usize = 4096;
 /// Blocks this node proposed and has not seen applied are forgotten after this long (the entry
 /// was lost with a leader change); their clients get no receipt from here.
 const PROPOSED_TTL: Duration = Duration::from_secs(60);
+/// Votes a replica sends (again) in one turn of its loop.
+const VOTES_PER_TURN: usize = 256;
+/// Room left in a Raft entry for the envelope around a block (an AppendEntries request's vote,
+/// log ids and lengths), so that one entry always fits in one frame.
+const ENTRY_MARGIN: usize = 64 << 10;
 /// Heights a restarted replica votes for again, oldest first.
 const REVOTE_ON_START: usize = 1024;
 /// Bytes of a stored block before its payload: the block hash, then the state root after it.
@@ -85,8 +90,6 @@ pub(super) enum GroupEvent {
     Applied(Box<AppliedInfo>),
     /// The state was replaced (opened, or a snapshot installed) at this point.
     Restored(AppliedPoint),
-    /// Raft answered a proposal: `ok` if it was committed and applied here.
-    Written { key: [u8; 32], ok: bool },
     /// The replica's whole state, for [`super::Node::snapshot`].
     Snapshot(SnapshotReply),
 }
@@ -356,8 +359,11 @@ impl Certifier {
             return out;
         }
         if self.early_count < EARLY_VOTES {
-            self.early.entry(h).or_default().push(v);
-            self.early_count += 1;
+            let held = self.early.entry(h).or_default();
+            if !held.iter().any(|e| e.signer == v.signer) {
+                held.push(v);
+                self.early_count += 1;
+            }
         }
         None
     }
@@ -371,6 +377,17 @@ impl Certifier {
         }
     }
 
+    /// Forgets held votes for heights up to `height` that this replica will not apply (it
+    /// applied past them, or installed a snapshot beyond them).
+    fn prune_early(&mut self, height: u64) {
+        while let Some(entry) = self.early.first_entry() {
+            if *entry.key() > height {
+                break;
+            }
+            self.early_count -= entry.remove().len();
+        }
+    }
+
     /// This replica's vote for `height`, if it holds one.
     fn own_vote(&self, height: u64) -> Option<&SignedVote> {
         self.own.get(&height).map(|(v, _)| v)
@@ -381,11 +398,11 @@ impl Certifier {
 pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEvent>, shared: Arc<Shared>) {
     let shard = ctx.shard;
     let node = shared.node;
-    let events = ctx.handle.events.clone();
     let mut mempool: Mempool = Mempool::new();
     let mut proposed: HashMap<[u8; 32], Proposed> = HashMap::new();
     let mut awaiting: BTreeMap<u64, Awaiting> = BTreeMap::new();
-    let mut in_flight = 0usize;
+    // Blocks handed to Raft and not yet applied here (or refused).
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let mut cross = CrossSide::new(shard);
     let mut point = AppliedPoint { height: 0, log_index: 0, block_hash: [0; 32], root: StateRoot([0; 32]) };
     let mut cert = Certifier {
@@ -422,6 +439,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             if let Err(e) = ctx.store.put_certificate(shard, h, &c.encode()) {
                 error!(shard, height = h, "storing a certificate: {e}");
             }
+            shared.set_certified(shard, h);
             if formed_here {
                 for &m in members.iter().filter(|&&m| m != node) {
                     shared.send_to_node(m, &Message::Commit(c.clone()));
@@ -447,6 +465,12 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         let Some(batch) = turn(&rx) else { break };
         let leader = ctx.handle.leader();
         let leading = leader == Some(node);
+        // A new leader answers cross-shard reads only once it has applied an entry of its own
+        // term: then every entry committed before it is applied here too.
+        let caught_up = leading && {
+            let m = ctx.handle.raft.metrics().borrow().clone();
+            m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+        };
         for event in batch {
             match event {
                 GroupEvent::Submit(txs, at) => {
@@ -459,18 +483,30 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     shared.send_to_client(conn, &Message::Values { id, values });
                     shared.read_done(conn);
                 }
-                GroupEvent::Cross(m) => cross.on_message(shard, m, &ctx.handle.state, in_flight, &shared),
+                // Reads wait in `cross` until this leader is caught up and has nothing in flight.
+                GroupEvent::Cross(m) => {
+                    cross.on_message(shard, m, &ctx.handle.state, usize::from(!caught_up) + in_flight.load(Ordering::Relaxed), &shared)
+                }
                 GroupEvent::Vote(v) => {
                     let h = v.vote.height;
                     if h <= point.height && cert.own_vote(h).is_none() {
-                        // Certified here already (or too old to collect): the voter missed the
-                        // certificate; send it.
+                        // Certified here already: the voter missed the certificate; send it.
                         if let Ok(Some(bytes)) = ctx.store.certificate(shard, h) {
                             if let Ok(c) = Certificate::decode(&bytes) {
                                 shared.send_to_node(shared.cluster.node_of(shard, v.signer), &Message::Commit(c));
                             }
+                            continue;
                         }
-                        continue;
+                        // Not certified and this replica's vote is gone (evicted, or the block
+                        // came before a snapshot): vote again from the stored block.
+                        match ctx.store.block(shard, h).ok().flatten().as_deref().and_then(split_stored) {
+                            Some((hash, root, _)) => {
+                                if let Some(c) = cert.applied(&ctx.set, &ctx.bls, h, hash, root) {
+                                    certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                                }
+                            }
+                            None => continue,
+                        }
                     }
                     if let Some(c) = cert.on_vote(*v) {
                         certified(c, true, &mut cert, &mut awaiting, &mut cross);
@@ -504,37 +540,32 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     if let Some(c) = cert.applied(&ctx.set, &ctx.bls, info.height, info.block_hash, info.root) {
                         certified(c, true, &mut cert, &mut awaiting, &mut cross);
                     }
-                    shared.set_status(ReplicaStatus {
-                        shard,
-                        replica: ctx.replica,
-                        height: info.height,
-                        root: info.root,
-                        pending: mempool.len() as u64,
-                    });
+                    cert.prune_early(info.height);
+                    shared.set_position(shard, info.height, info.root);
                 }
                 GroupEvent::Restored(p) => {
                     point = p;
-                    shared.set_status(ReplicaStatus { shard, replica: ctx.replica, height: p.height, root: p.root.0, pending: 0 });
-                }
-                GroupEvent::Written { key, ok } => {
-                    in_flight = in_flight.saturating_sub(1);
-                    if !ok {
-                        // The entry may still commit under the next leader; its receipts then
-                        // go out from here when its certificate arrives.
-                        debug!(shard, "a proposal was not committed under this leader");
-                    }
-                    let _ = key;
+                    cert.prune_early(p.height);
+                    shared.set_position(shard, p.height, p.root.0);
                 }
                 GroupEvent::Snapshot(reply) => {
                     let _ = reply.send(ctx.handle.state.read().sorted_entries());
                 }
             }
         }
-        // Votes not yet answered by a certificate go (again) to the leader.
+        // Votes not yet answered by a certificate go (again) to the leader, at most
+        // VOTES_PER_TURN a turn, the least recently sent first.
         if let Some(l) = leader.filter(|&l| l != node) {
             let now = Instant::now();
-            for (v, sent) in cert.own.values_mut().take(256) {
-                if sent.is_none_or(|t| now.duration_since(t) >= VOTE_RESEND) {
+            let mut due: Vec<(Option<Instant>, u64)> = cert
+                .own
+                .iter()
+                .filter(|(_, (_, sent))| sent.is_none_or(|t| now.duration_since(t) >= VOTE_RESEND))
+                .map(|(h, (_, t))| (*t, *h))
+                .collect();
+            due.sort_unstable();
+            for (_, h) in due.into_iter().take(VOTES_PER_TURN) {
+                if let Some((v, sent)) = cert.own.get_mut(&h) {
                     *sent = Some(now);
                     shared.send_to_node(l, &Message::Vote(*v));
                 }
@@ -544,6 +575,15 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             let keep = p.at.elapsed() < PROPOSED_TTL;
             if !keep {
                 ctx.verified.lock().remove(key);
+                // Lost with a leader change: no receipt comes from here; give the clients'
+                // quotas back.
+                let mut by_conn: HashMap<u64, usize> = HashMap::new();
+                for o in &p.origins {
+                    *by_conn.entry(o.conn).or_default() += 1;
+                }
+                for (conn, n) in by_conn {
+                    shared.release(conn, n);
+                }
             }
             keep
         });
@@ -552,10 +592,21 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 debug!(shard, dropped = mempool.len(), "no longer leading; pending transactions dropped");
                 drop_pending(&mut mempool, &ctx.handle.depth, &shared);
             }
+            // A round in progress here is the next leader's to answer (the coordinator asks
+            // again); writes held for a block must not be proposed when this node leads again.
+            cross.step_down();
             continue;
         }
-        cross.poll(shard, &ctx.handle.state, in_flight, &shared);
-        while in_flight < ctx.pipeline && cross.open() && (ready(&mempool, ctx.block_txs, ctx.block_time) || cross.has_writes()) {
+        if caught_up {
+            cross.poll(shard, &ctx.handle.state, in_flight.load(Ordering::Relaxed), &shared);
+        }
+        // Blocks proposed and not yet certified are bounded by the pipeline (a shard whose
+        // certificates stall, say with a replica down where the quorum needs it, stops
+        // proposing instead of piling up receipts).
+        while in_flight.load(Ordering::Relaxed) + awaiting.len() < ctx.pipeline
+            && cross.open()
+            && (ready(&mempool, ctx.block_txs, ctx.block_time) || cross.has_writes())
+        {
             let good = take_verified(&ctx.check, &mut mempool, &ctx.handle.depth, ctx.block_txs, &shared);
             let (block, origins) = match aggregate(ctx.check.chain_id, good) {
                 Ok(b) => b,
@@ -570,7 +621,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 continue;
             }
             let p = Proposal { shard, height: 0, parent: [0; 32], cross_writes, block };
-            let Some(bytes) = encode_payload(&p) else {
+            let Some(bytes) = encode_payload(&p).filter(|b| b.len() <= crate::raft::codec::MAX_PAYLOAD_BYTES - ENTRY_MARGIN) else {
                 error!(shard, "a block too large for one entry; its transactions are dropped");
                 send_receipts(&shared, None, origins.into_iter().map(|o| (o, TxStatus::Aborted)).collect());
                 continue;
@@ -578,18 +629,17 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             let key = *blake3::hash(&bytes).as_bytes();
             ctx.verified.lock().insert(key);
             proposed.insert(key, Proposed { origins, round, at: Instant::now() });
-            in_flight += 1;
+            in_flight.fetch_add(1, Ordering::Relaxed);
             let raft = ctx.handle.raft.clone();
-            let events = events.clone();
+            let done = in_flight.clone();
             ctx.runtime.spawn(async move {
-                let ok = match raft.client_write(RaftRequest::new(bytes)).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        debug!(shard, "proposal: {e}");
-                        false
-                    }
-                };
-                let _ = events.send(GroupEvent::Written { key, ok });
+                // Answered once the entry is applied here, or refused (this node stopped
+                // leading; the entry may still commit under the next leader, and its receipts
+                // then go out from here when its certificate arrives).
+                if let Err(e) = raft.client_write(RaftRequest::new(bytes)).await {
+                    debug!(shard, "proposal not committed under this leader: {e}");
+                }
+                done.fetch_sub(1, Ordering::Relaxed);
             });
         }
         ctx.metrics.mempool.store(ctx.handle.depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);

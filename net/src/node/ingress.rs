@@ -133,33 +133,36 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
 pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message) -> Result<(), &'static str> {
     match (m, peer) {
         (Message::Submit { batch, txs }, None) => {
-            if let Err(reason) = admit(shared, conn, batch, txs) {
+            if let Err((reason, shard)) = admit(shared, conn, batch, txs) {
                 shared.metrics.refused(reason);
-                shared.send_to_client(conn, &Message::Refused { batch, reason });
+                let leader = shard.filter(|_| reason == Refusal::NotLeader).and_then(|s| shared.known_leader(s));
+                shared.send_to_client(conn, &Message::Refused { batch, reason, leader });
             }
             Ok(())
         }
         (Message::Read { id, keys }, None) => {
-            let group =
-                route_keys(&*shared.partitioner, &keys).and_then(|s| shared.groups.get(&s)).filter(|g| g.leader() == Some(shared.node));
+            let shard = route_keys(&*shared.partitioner, &keys);
+            let group = shard.and_then(|s| shared.groups.get(&s)).filter(|g| g.leader() == Some(shared.node));
             let Some(group) = group else {
-                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader });
+                let leader = shard.and_then(|s| shared.known_leader(s));
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::NotLeader, leader });
                 return Ok(());
             };
             let reads = shared.clients.lock().get(&conn).map(|c| c.reads.clone());
             let Some(reads) = reads else { return Ok(()) };
             if reads.fetch_add(1, Ordering::Relaxed) >= MAX_READS_IN_FLIGHT {
                 reads.fetch_sub(1, Ordering::Relaxed);
-                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::Throttled });
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::Throttled, leader: None });
                 return Ok(());
             }
-            if group.events.send(GroupEvent::Read { conn, id, keys }).is_err() {
+            if group.events.try_send(GroupEvent::Read { conn, id, keys }).is_err() {
                 reads.fetch_sub(1, Ordering::Relaxed);
+                shared.send_to_client(conn, &Message::Refused { batch: id, reason: Refusal::QueueFull, leader: None });
             }
             Ok(())
         }
         (Message::StatusRequest, None) => {
-            shared.send_to_client(conn, &Message::Status(shared.status.lock().clone()));
+            shared.send_to_client(conn, &Message::Status(shared.replica_statuses()));
             Ok(())
         }
         (Message::Vote(v), Some(from)) => {
@@ -233,12 +236,22 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
 /// two batches admitted at once cannot both squeeze into the last space. `Accepted` is queued
 /// to the client before the batch reaches the group, so it always precedes the batch's
 /// receipts on the client's stream.
-fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), Refusal> {
+fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), (Refusal, Option<u32>)> {
+    admit_routed(shared, conn, batch, txs)
+}
+
+/// [`admit`]'s work; a refusal names the batch's shard where it has one.
+fn admit_routed(
+    shared: &Shared,
+    conn: u64,
+    batch: u64,
+    txs: occam_engine::native::signed::RawSignedBlock,
+) -> Result<(), (Refusal, Option<u32>)> {
     if shared.stopping.load(Ordering::Relaxed) {
-        return Err(Refusal::ShuttingDown);
+        return Err((Refusal::ShuttingDown, None));
     }
     if txs.chain_id != shared.cluster.chain_id {
-        return Err(Refusal::WrongChain);
+        return Err((Refusal::WrongChain, None));
     }
     let n = txs.txs.len();
     let Some(first) = txs.txs.first() else {
@@ -249,41 +262,46 @@ fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::sign
     let mut keys = Vec::with_capacity(8);
     let route = route_tx_with(&*shared.partitioner, &first.header, &mut keys);
     if txs.txs[1..].iter().any(|t| route_tx_with(&*shared.partitioner, &t.header, &mut keys) != route) {
-        return Err(Refusal::WrongShard);
+        return Err((Refusal::WrongShard, None));
     }
     let limits = &shared.cluster.limits;
-    let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or(Refusal::ShuttingDown)?;
+    let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or((Refusal::ShuttingDown, route))?;
     let depth = match route {
         Some(shard) => {
-            let g = shared.groups.get(&shard).ok_or(Refusal::NotLeader)?;
+            let g = shared.groups.get(&shard).ok_or((Refusal::NotLeader, route))?;
             if g.leader() != Some(shared.node) {
-                return Err(Refusal::NotLeader);
+                return Err((Refusal::NotLeader, route));
             }
             g.depth.clone()
         }
-        None => shared.coordinator.as_ref().ok_or(Refusal::NotLeader)?.1.clone(),
+        None => shared.coordinator.as_ref().ok_or((Refusal::NotLeader, None))?.1.clone(),
     };
     if pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_client {
         pending.fetch_sub(n, Ordering::Relaxed);
-        return Err(Refusal::Throttled);
+        return Err((Refusal::Throttled, route));
     }
     if depth.fetch_add(n, Ordering::Relaxed) + n > limits.mempool {
         depth.fetch_sub(n, Ordering::Relaxed);
         pending.fetch_sub(n, Ordering::Relaxed);
-        return Err(Refusal::QueueFull);
+        return Err((Refusal::QueueFull, route));
     }
     shared.send_to_client(conn, &Message::Accepted { batch });
     let now = Instant::now();
     let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
     let sent = match route {
-        Some(shard) => shared.groups[&shard].events.send(GroupEvent::Submit(txs, now)).is_ok(),
-        None => shared.coordinator.as_ref().is_some_and(|(c, _)| c.send(CoordEvent::Submit(txs, now)).is_ok()),
+        Some(shard) => shared.groups[&shard].events.try_send(GroupEvent::Submit(txs, now)).map_err(|e| e.is_full()),
+        None => match shared.coordinator.as_ref() {
+            Some((c, _)) => c.try_send(CoordEvent::Submit(txs, now)).map_err(|e| e.is_full()),
+            None => Err(false),
+        },
     };
-    if !sent {
-        // The group's thread is gone (the node is stopping): nothing of the batch is pending.
+    if let Err(full) = sent {
+        // The thread's queue is full (never waited on here: this runs on the network's
+        // threads), or the thread is gone (the node is stopping): nothing of the batch is
+        // pending.
         depth.fetch_sub(n, Ordering::Relaxed);
         pending.fetch_sub(n, Ordering::Relaxed);
-        return Err(Refusal::ShuttingDown);
+        return Err((if full { Refusal::QueueFull } else { Refusal::ShuttingDown }, route));
     }
     shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
     Ok(())

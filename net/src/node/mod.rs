@@ -38,7 +38,7 @@ use crate::raft::state_machine::{OpenError, StateMachine};
 use crate::raft::{NodeId, TypeConfig};
 use crate::tls::{client_config, server_config};
 use crate::transport::{close, frame};
-use crate::wire::{Message, ReplicaStatus};
+use crate::wire::{Message, RaftRole, ReplicaStatus};
 use batch::SigCheck;
 use coordinator::{CoordCtx, CoordEvent};
 use group::{GroupCtx, GroupEvent, GroupHandle, NodeApplier};
@@ -248,10 +248,18 @@ impl Shared {
         }
     }
 
-    fn set_status(&self, s: ReplicaStatus) {
-        let mut all = self.status.lock();
-        if let Some(e) = all.iter_mut().find(|e| e.shard == s.shard) {
-            *e = s;
+    /// A hosted replica applied `height`, reaching `root`.
+    fn set_position(&self, shard: u32, height: u64, root: [u8; 32]) {
+        if let Some(e) = self.status.lock().iter_mut().find(|e| e.shard == shard) {
+            e.height = height;
+            e.root = root;
+        }
+    }
+
+    /// A hosted replica holds the certificate of `height`.
+    fn set_certified(&self, shard: u32, height: u64) {
+        if let Some(e) = self.status.lock().iter_mut().find(|e| e.shard == shard) {
+            e.certified = e.certified.max(height);
         }
     }
 
@@ -263,6 +271,37 @@ impl Shared {
     /// The node the cross-shard coordinator runs on.
     fn coordinator_node(&self) -> u32 {
         self.cluster.node_of(0, 0)
+    }
+
+    /// The node leading `shard` as this node knows it for sure: its own replica's view, or a
+    /// leader's recent cross-shard reply (`None`: no leader known now).
+    fn known_leader(&self, shard: u32) -> Option<u32> {
+        match self.groups.get(&shard) {
+            Some(g) => g.leader(),
+            None => self.leader_hints.lock().get(&shard).copied(),
+        }
+    }
+
+    /// Every hosted replica's status, with its Raft group's view as of now.
+    fn replica_statuses(&self) -> Vec<ReplicaStatus> {
+        let mut all = self.status.lock().clone();
+        for r in &mut all {
+            if let Some(g) = self.groups.get(&r.shard) {
+                let m = g.raft.metrics().borrow().clone();
+                r.role = match m.state {
+                    openraft::ServerState::Leader => RaftRole::Leader,
+                    openraft::ServerState::Follower => RaftRole::Follower,
+                    openraft::ServerState::Candidate => RaftRole::Candidate,
+                    _ => RaftRole::Learner,
+                };
+                r.term = m.current_term;
+                r.leader = m.current_leader.map(|n| n as u32);
+                r.log_index = m.last_log_index.unwrap_or(0);
+                r.applied_index = m.last_applied.map_or(0, |l| l.index);
+                r.pending = g.depth.load(Ordering::Relaxed) as u64;
+            }
+        }
+        all
     }
 
     /// The node leading `shard`, as far as this node knows: its own replica's view of the
@@ -393,7 +432,8 @@ impl Node {
             };
             let sm = StateMachine::open(store.clone(), shard, applier)?;
             let point = sm.applied_point();
-            status.push(ReplicaStatus { shard, replica, height: point.height, root: point.root.0, pending: 0 });
+            let certified = store.last_certified(shard)?.unwrap_or(0);
+            status.push(ReplicaStatus { shard, replica, height: point.height, root: point.root.0, certified, ..Default::default() });
             let log = LogStore::new(store.clone(), shard);
             let config = raft_config(cluster.chain_id, shard, &cluster.raft)?;
             let raft = runtime
@@ -485,9 +525,9 @@ impl Node {
         self.metrics_addr
     }
 
-    /// The node's replicas' positions.
+    /// The node's replicas' positions, with their Raft groups' views.
     pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.shared.status.lock().clone()
+        self.shared.replica_statuses()
     }
 
     /// Every entry of this node's replica of `shard`, sorted by key (`None` if it hosts no
@@ -567,7 +607,7 @@ impl Node {
 
 fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
     let s = Arc::downgrade(shared);
-    Arc::new(move || s.upgrade().map(|s| s.status.lock().clone()).unwrap_or_default())
+    Arc::new(move || s.upgrade().map(|s| s.replica_statuses()).unwrap_or_default())
 }
 
 fn shard_state(genesis: &CommittedState, partitioner: &dyn Partitioner, shard: u32) -> CommittedState {

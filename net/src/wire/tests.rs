@@ -45,7 +45,8 @@ fn every_message() -> Vec<Message> {
     vec![
         Message::Submit { batch: 42, txs: raw(&block) },
         Message::Accepted { batch: 42 },
-        Message::Refused { batch: 42, reason: Refusal::Throttled },
+        Message::Refused { batch: 42, reason: Refusal::Throttled, leader: None },
+        Message::Refused { batch: 43, reason: Refusal::NotLeader, leader: Some(3) },
         Message::Receipts {
             certificate: Some(certificate()),
             entries: vec![
@@ -65,7 +66,22 @@ fn every_message() -> Vec<Message> {
         Message::Vote(SignedVote::sign(Vote { chain_id: 7, shard: 0, height: 1, block_hash: [1; 32], state_root: [2; 32] }, 3, &key(3))),
         Message::Commit(certificate()),
         Message::StatusRequest,
-        Message::Status(vec![ReplicaStatus { shard: 1, replica: 2, height: 3, root: [4; 32], pending: 5 }]),
+        Message::Status(vec![
+            ReplicaStatus { shard: 1, replica: 2, height: 3, root: [4; 32], pending: 5, ..Default::default() },
+            ReplicaStatus {
+                shard: 6,
+                replica: 0,
+                height: 7,
+                root: [8; 32],
+                pending: 0,
+                role: RaftRole::Leader,
+                term: 9,
+                leader: Some(10),
+                log_index: 11,
+                applied_index: 12,
+                certified: 7,
+            },
+        ]),
         Message::Read { id: 7, keys: vec![Key::from_parts(1, 2, 3), Key::from_parts(9, 1, 0)] },
         Message::Values { id: 7, values: entries() },
         Message::Sync { shard: 2, from: 17 },

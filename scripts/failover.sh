@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Failover under load: kills the leader of shard 0 with SIGKILL, KILLS times, while `occam load`
+# runs, and measures each time from the kill to the next certified block of shard 0 (a new
+# leader committing). Prints each time and the p50 and max. The killed node is started again
+# (scripts/cluster.sh up) before the next kill.
+#
+#   DIR=target/cluster scripts/cluster.sh up && DIR=target/cluster scripts/failover.sh
+#
+# Settings (environment): DIR (default target/cluster), KILLS (10), RATE (load, 200 tx/s),
+# OCCAM (default target/release/occam). The cluster must be up; traffic stays on its addresses.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${DIR:-target/cluster}
+KILLS=${KILLS:-10}
+RATE=${RATE:-200}
+OCCAM=${OCCAM:-target/release/occam}
+CLUSTER=$DIR/cluster.toml
+[ -f "$CLUSTER" ] || { echo "no cluster at $DIR (scripts/cluster.sh up first)" >&2; exit 1; }
+
+status() { "$OCCAM" cluster status --cluster "$CLUSTER" --timeout-ms 1000 2>/dev/null || true; }
+# The node leading shard 0, and shard 0's highest certified height, from a status table.
+leader0() { awk '$1 == 0 && $4 == "leader" { print $3; exit }'; }
+certified0() { awk '$1 == 0 { if ($10 > m) m = $10 } END { print m + 0 }'; }
+now_ms() { date +%s%3N; }
+
+duration=$((KILLS * 20 + 10))
+"$OCCAM" load --cluster "$CLUSTER" --rate "$RATE" --duration "$duration" --drain 30 >"$DIR/failover-load.txt" 2>&1 &
+load=$!
+trap 'kill $load 2>/dev/null || true' EXIT
+# The load signs its transactions first (seconds of both cores): kill only once it is sending.
+for _ in $(seq 1 600); do grep -q "t=" "$DIR/failover-load.txt" 2>/dev/null && break; sleep 0.2; done
+sleep 3
+times=()
+for ((k = 1; k <= KILLS; k++)); do
+  table=$(status)
+  leader=$(leader0 <<<"$table")
+  before=$(certified0 <<<"$table")
+  [ -n "$leader" ] || { echo "kill $k: shard 0 has no leader now" >&2; sleep 2; continue; }
+  pid=$(cat "$DIR/node-$leader.pid")
+  t0=$(now_ms)
+  kill -KILL "$pid"
+  deadline=$((t0 + 30000))
+  while :; do
+    table=$(status)
+    new=$(leader0 <<<"$table")
+    if [ -n "$new" ] && [ "$new" != "$leader" ] && [ "$(certified0 <<<"$table")" -gt "$before" ]; then
+      break
+    fi
+    [ "$(now_ms)" -lt "$deadline" ] || { echo "kill $k: no new certified block within 30 s" >&2; exit 1; }
+    sleep 0.05
+  done
+  t=$(($(now_ms) - t0))
+  times+=("$t")
+  echo "kill $k: node $leader killed; shard 0 certified again under node $new after $t ms"
+  DIR=$DIR scripts/cluster.sh up >/dev/null
+  sleep 4
+done
+kill $load 2>/dev/null || true
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+n=${#times[@]}
+echo "failover over $n kills: p50 $(sed -n "$(((n + 1) / 2))p" <<<"$sorted") ms, max $(tail -1 <<<"$sorted") ms"
