@@ -51,8 +51,12 @@ up() {
     nohup "$OCCAM" node --config "$DIR/node-$i.toml" >"$DIR/node-$i.log" 2>&1 &
     echo $! >"$DIR/node-$i.pid"
   done
-  for _ in $(seq 1 60); do
-    if "$OCCAM" cluster status --cluster "$DIR/cluster.toml" >/dev/null 2>&1; then
+  # Up means: every node answers and every shard has elected a leader.
+  local shards table
+  shards=$(awk -F' *= *' '$1 == "shards" { print $2; exit }' "$DIR/cluster.toml")
+  for _ in $(seq 1 120); do
+    if table=$("$OCCAM" cluster status --cluster "$DIR/cluster.toml" 2>/dev/null) &&
+      [ "$(awk '$4 == "leader" { print $1 }' <<<"$table" | sort -u | wc -l)" -ge "$shards" ]; then
       echo "cluster up: $n nodes ($DIR/cluster.toml); logs in $DIR/node-*.log"
       return 0
     fi

@@ -17,7 +17,7 @@ use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
 use occam_net::node::{cluster_partitioner, route_keys, Node, NodeSetup};
-use occam_net::wire::ReplicaStatus;
+use occam_net::wire::{Refusal, ReplicaStatus};
 use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -114,6 +114,9 @@ pub async fn connect(cluster: &ClusterConfig) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// How many times [`fetch_nonces`] asks again after a `NotLeader`.
+const NONCE_RETRIES: usize = 50;
+
 /// Every signer's next nonce, read from the shard leaders (so a load run can follow earlier
 /// ones on the same cluster). Call before other traffic on `client`: other events are
 /// discarded while it waits.
@@ -129,6 +132,7 @@ pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
     }
     let mut nonces = vec![0u64; cluster.signers as usize];
     let mut answered = 0;
+    let mut retries = 0;
     while answered < by_shard.len() {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.next_event())
             .await
@@ -141,6 +145,25 @@ pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
                     nonces[*s as usize] = v.and_then(|v| v.as_u64()).unwrap_or(0);
                 }
                 answered += 1;
+            }
+            // The shard's leader moved (or none is elected yet): ask the one named, or the one
+            // the nodes report, a little later; a bounded number of times.
+            ClientEvent::Refused { batch: id, reason: Refusal::NotLeader | Refusal::ShuttingDown, leader } if retries < NONCE_RETRIES => {
+                retries += 1;
+                let shard = id as u32;
+                let signers = by_shard.get(&shard).context("a refusal of a query not sent")?;
+                match leader {
+                    Some(l) => client.set_leader(shard, l),
+                    None => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        for (node, answer) in node_statuses(&cluster, std::time::Duration::from_secs(1)).await {
+                            if let Ok(replicas) = answer {
+                                client.learn_leaders(node, &replicas);
+                            }
+                        }
+                    }
+                }
+                client.read(shard, id, signers.iter().map(|s| nonce_key(*s)).collect()).await?;
             }
             ClientEvent::Refused { reason, .. } => anyhow::bail!("the nonce query was refused: {reason:?}"),
             ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
