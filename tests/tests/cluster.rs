@@ -8,7 +8,7 @@ use occam_engine::crypto::{KeyRegistry, SecretKey};
 use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
 use occam_engine::state::CommittedState;
 use occam_net::client::{Client, ClientEvent};
-use occam_net::config::{local_cluster, ClusterConfig, GenesisSpec, Limits, NodeKeys};
+use occam_net::config::{local_cluster, ClusterConfig, GenesisSpec, Limits, NodeKeys, RaftSettings};
 use occam_net::node::Node;
 use occam_net::tls::{client_config, node_name, Identity};
 use occam_net::wire::{Message, Refusal, TxStatus, MAX_FRAME_LEN, WIRE_VERSION};
@@ -36,11 +36,16 @@ fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluste
 }
 
 fn start_with(workload: &str, nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
+    start_raft(workload, nodes, shards, replicas, limits, RaftSettings::default())
+}
+
+fn start_raft(workload: &str, nodes: usize, shards: usize, replicas: usize, limits: Limits, raft: RaftSettings) -> Cluster {
     if std::env::var_os("OCCAM_LOG").is_some() {
         occam_bench::cluster::init_logging();
     }
     let spec = GenesisSpec { workload: workload.into(), accounts: 1000 };
     let (mut config, node_keys, sockets) = local_cluster(nodes, shards, replicas, spec.clone(), limits).unwrap();
+    config.raft = raft;
     // Metrics endpoints on ports the system picks.
     for n in &mut config.nodes {
         n.metrics = Some("127.0.0.1:0".parse().unwrap());
@@ -447,6 +452,94 @@ fn every_node_restarts_with_what_it_certified_and_the_cluster_goes_on() {
     assert_agree(&cluster.settled_roots(&heights), 4);
     let total: u64 = (0..2).map(|s| nonce_total(&cluster.config, &cluster.nodes[1].as_ref().unwrap().snapshot(s).unwrap())).sum();
     assert_eq!(total, 500);
+    cluster.stop();
+}
+
+#[test]
+fn a_replica_down_past_the_log_retention_catches_up_by_snapshot() {
+    // Snapshots every 16 entries, 4 kept behind: a replica that misses more cannot get them
+    // from the log.
+    let raft = RaftSettings { snapshot_every: 16, keep_logs: 4, ..RaftSettings::default() };
+    // Small blocks, so 600 transactions make many entries.
+    let mut cluster = start_raft("transfer", 4, 1, 4, Limits { block_txs: 8, ..limits() }, raft);
+    let rt = runtime();
+    let leaders = cluster.await_leaders();
+    let down = (0..4).find(|&n| n != leaders[0] as usize).unwrap();
+    cluster.nodes[down].take().unwrap().shutdown();
+    let txs = transfers(&cluster, 0.0, 31).signed(600, &cluster.keys);
+    let (statuses, heights) = submit_to_leaders(&rt, &cluster, &leaders, &txs, 10, 0);
+    assert!(statuses.len() == 600 && statuses.values().all(|s| *s == TxStatus::Succeeded));
+    let held = cluster.nodes[leaders[0] as usize].as_ref().unwrap().raft_metrics(0).unwrap();
+    assert!(held.purged.is_some_and(|p| p.index > 4), "the leader purged its log: {held:?}");
+    cluster.restart(down);
+    assert_agree(&cluster.settled_roots(&heights), 4);
+    let back = cluster.nodes[down].as_ref().unwrap();
+    let m = back.raft_metrics(0).unwrap();
+    assert!(m.snapshot.is_some(), "the returning replica installed a snapshot: {m:?}");
+    let leader_state = cluster.nodes[leaders[0] as usize].as_ref().unwrap().snapshot(0).unwrap();
+    assert_eq!(back.snapshot(0).unwrap(), leader_state);
+    cluster.stop();
+}
+
+/// Every file under `dir` with its contents, to show nothing was changed.
+fn fingerprint(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.insert(p, bytes);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_node_refuses_data_that_is_not_its_own_and_changes_nothing_in_it() {
+    let mut cluster = start(2, 1, 2, limits());
+    let config = cluster.config.clone();
+    for i in 0..2 {
+        cluster.nodes[i].take().unwrap().shutdown();
+    }
+    let start0 = |config: &ClusterConfig, dir: &std::path::Path| {
+        start_node(config, 0, cluster.node_keys[0].clone(), 1, cluster.genesis.clone(), cluster.registry.clone(), None, dir)
+            .map(|n| n.shutdown())
+            .unwrap_err()
+    };
+    // Another node's store.
+    let other = cluster.dir.path().join("node-1");
+    let before = fingerprint(&other);
+    let e = format!("{:#}", start0(&config, &other));
+    assert!(e.contains("belongs to") && e.contains("refusing to start"), "{e}");
+    assert_eq!(fingerprint(&other), before, "nothing in the refused folder changed");
+    // Another chain's store (its own folder, a cluster file of another chain).
+    let own = cluster.dir.path().join("node-0");
+    let before = fingerprint(&own);
+    let another_chain = ClusterConfig { chain_id: config.chain_id + 1, ..config.clone() };
+    let e = format!("{:#}", start0(&another_chain, &own));
+    assert!(e.contains("belongs to"), "{e}");
+    assert_eq!(fingerprint(&own), before);
+    // A folder with files but no database, and a database whose identity record is gone.
+    let junk = cluster.dir.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("notes.txt"), b"not a store").unwrap();
+    let e = format!("{:#}", start0(&config, &junk));
+    assert!(e.contains("not an Occam store"), "{e}");
+    assert_eq!(std::fs::read(junk.join("notes.txt")).unwrap(), b"not a store");
+    let damaged = cluster.dir.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("CURRENT"), b"MANIFEST-000099\n").unwrap();
+    let e = format!("{:#}", start0(&config, &damaged));
+    assert!(e.contains("data directory"), "{e}");
+    // Its own folder still starts.
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.await_leaders();
     cluster.stop();
 }
 
