@@ -16,7 +16,7 @@ use occam_engine::state::CommittedState;
 use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
-use occam_net::node::{cluster_partitioner, route_keys, Node, NodeSetup};
+use occam_net::node::{cluster_partitioner, route_keys, Genesis, Node, NodeSetup};
 use occam_net::wire::{Refusal, ReplicaStatus};
 use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
@@ -60,7 +60,7 @@ pub fn start_node(
         keys,
         exec_threads: threads,
         verify_threads: threads,
-        genesis,
+        genesis: Genesis::State(genesis),
         registry,
         socket,
         hold_blocks: false,

@@ -7,7 +7,6 @@ use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
 use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `occam keygen`.
@@ -242,8 +241,12 @@ fn status(cluster: &ClusterConfig, timeout: Duration) -> anyhow::Result<()> {
 pub fn node(a: NodeArgs) -> anyhow::Result<()> {
     init_logging();
     let (node_cfg, cluster, keys) = NodeConfig::load(&a.config)?;
-    tracing::info!(workload = %cluster.genesis.workload, accounts = cluster.genesis.accounts, "building the genesis state");
-    let genesis = Arc::new(genesis(&cluster.genesis)?);
+    // Built only on a first start: a restarted node loads its state from its store.
+    let spec = cluster.genesis.clone();
+    let genesis = occam_net::node::Genesis::Build(Box::new(move || {
+        tracing::info!(workload = %spec.workload, accounts = spec.accounts, "building the genesis state");
+        genesis(&spec).map_err(|e| format!("{e:#}"))
+    }));
     let (_, registry) = signers(&cluster)?;
     let setup = occam_net::node::NodeSetup {
         node: node_cfg.node,

@@ -105,6 +105,16 @@ pub enum NodeError {
     Raft(String),
 }
 
+/// Where a node's genesis state comes from. Only a first start needs it (a hosted group whose
+/// store holds no applied point yet); a restarted node loads its state from its store and
+/// never builds it.
+pub enum Genesis {
+    /// The state, already built.
+    State(Arc<CommittedState>),
+    /// Builds the state: called at most once, and only on a first start.
+    Build(Box<dyn FnOnce() -> Result<CommittedState, String> + Send>),
+}
+
 /// Everything a node needs to start.
 pub struct NodeSetup {
     /// This node's id.
@@ -117,9 +127,9 @@ pub struct NodeSetup {
     pub exec_threads: usize,
     /// Threads verifying signatures.
     pub verify_threads: usize,
-    /// The whole genesis state (each replica keeps its shard's part); written to the store on
-    /// the first start only.
-    pub genesis: Arc<CommittedState>,
+    /// The whole genesis state (each replica keeps its shard's part); needed, and written to
+    /// the store, only on a first start.
+    pub genesis: Genesis,
     /// The transaction signers' registry.
     pub registry: Arc<KeyRegistry>,
     /// A socket already bound to the node's address (tests bind ports before starting
@@ -410,9 +420,23 @@ impl Node {
         let mut groups = HashMap::new();
         let mut group_starts = Vec::new();
         let mut status = Vec::new();
+        let mut genesis = Some(genesis);
+        let mut genesis_entries: Option<Vec<(Key, Value)>> = None;
         for &(shard, replica) in &hosted {
             if store.applied(shard)?.is_none() {
-                let entries = shard_state(&genesis, &*partitioner, shard).sorted_entries();
+                if genesis_entries.is_none() {
+                    let state = match genesis.take() {
+                        Some(Genesis::State(s)) => s,
+                        Some(Genesis::Build(build)) => {
+                            Arc::new(build().map_err(|e| NodeError::Engine(format!("building the genesis state: {e}")))?)
+                        }
+                        None => return Err(NodeError::Engine("the genesis state was already consumed".into())),
+                    };
+                    info!(node, "first start: writing the genesis state to the store");
+                    genesis_entries = Some(state.sorted_entries());
+                }
+                let all = genesis_entries.as_deref().unwrap_or_default();
+                let entries: Vec<(Key, Value)> = all.iter().filter(|(k, _)| partitioner.shard_of(k) == shard).cloned().collect();
                 store.write_genesis(shard, &entries)?;
             }
             let (events, rx) = crossbeam_channel::bounded(GROUP_QUEUE);
@@ -608,8 +632,4 @@ impl Node {
 fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
     let s = Arc::downgrade(shared);
     Arc::new(move || s.upgrade().map(|s| s.replica_statuses()).unwrap_or_default())
-}
-
-fn shard_state(genesis: &CommittedState, partitioner: &dyn Partitioner, shard: u32) -> CommittedState {
-    CommittedState::from_entries(genesis.sorted_entries().into_iter().filter(|(k, _)| partitioner.shard_of(k) == shard))
 }
