@@ -15,8 +15,10 @@
 //!
 //! Leaders move (each shard is a Raft group). A batch refused as `NotLeader` goes to the leader
 //! the refusing node names, or, if it names none, to the one the nodes' statuses report. When a
-//! node's connection closes (it crashed or stopped), the batches it had accepted and not yet
-//! answered are sent again, first and in order, to the shard's new leader: a transaction that
+//! node's connection closes (it crashed or stopped), it refuses a batch as `NotLeader` (it
+//! stepped down and dropped what it had not proposed), or it leaves a batch unanswered for a
+//! second, the batches it had accepted and not yet answered are sent again, first and in
+//! order, to the shard's new leader: a transaction that
 //! had committed before the crash is refused for its nonce this time (nonces make a transaction
 //! commit at most once) and counts as `recovered`, committed without a receipt; the others
 //! commit now. The client dials a closed node again every second, for when it comes back. Every receipt's certificate is verified against the cluster file's validator
@@ -158,7 +160,8 @@ pub struct LoadReport {
     pub dropped: u64,
     /// Transactions sent with no receipt when the run ended.
     pub lost: u64,
-    /// Transactions sent again because the node that had accepted them closed its connection.
+    /// Transactions sent again because the node that had accepted them closed its connection,
+    /// stopped leading, or did not answer.
     #[serde(default)]
     pub resent: u64,
     /// Of those, transactions that had committed before the node closed (refused for their
@@ -508,6 +511,21 @@ async fn drive(
                                     _ => {
                                         ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(20));
                                     }
+                                }
+                                // The refusing node stopped leading: what it accepted and did not
+                                // answer may never be proposed (a leader that steps down drops its
+                                // pending transactions). It goes again first, in order, then the
+                                // refused batch; a copy that finds its nonce spent counts as
+                                // recovered.
+                                let node = sh.sent_to;
+                                sh.give_up_on(node);
+                                if let Some((b, txs, due)) = sh.resend.pop_front() {
+                                    // The refused batch itself was never taken: not a resend.
+                                    if b != batch {
+                                        resent += txs.len() as u64;
+                                        resent_batches.insert(b);
+                                    }
+                                    sh.in_flight = Some((b, txs, due));
                                 }
                                 sh.retry_at = Some(Instant::now() + Duration::from_millis(20));
                             }
