@@ -3,15 +3,15 @@
 //!
 //! A node hosts the replicas the cluster file places on it. Its parts, each in its module:
 //!
-//! - [`ingress`]: accepts QUIC connections, admits client batches to the groups this node
+//! - `ingress`: accepts QUIC connections, admits client batches to the groups this node
 //!   leads, and routes peers' frames and Raft RPCs.
-//! - [`group`]: one thread per hosted replica. Raft (openraft) orders its blocks; every
+//! - `group`: one thread per hosted replica. Raft (openraft) orders its blocks; every
 //!   replica applies committed blocks (verify, execute, persist), votes, and the votes become
 //!   the block's certificate. While this node leads the group, the thread also builds blocks
 //!   from its mempool and hands them to Raft. Receipts go out only for certified blocks.
-//! - [`coordinator`]: cross-shard rounds, on the node hosting replica 0 of shard 0.
-//! - [`links`]: one outgoing QUIC connection per peer for one-way messages.
-//! - [`batch`]: mempool, signature verification in batches, aggregation, receipts.
+//! - `coordinator`: cross-shard rounds, on the node hosting replica 0 of shard 0.
+//! - `links`: one outgoing QUIC connection per peer for one-way messages.
+//! - `batch`: mempool, signature verification in batches, aggregation, receipts.
 //! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
 //!
 //! Everything a replica must not lose lives in the node's store (`occam-store`, in
