@@ -1,4 +1,4 @@
-//! The keys of the native VM's state, one constructor per [`tag`](super::tag). Public so that
+//! The keys of the native VM's state, one constructor per [`tag`]. Public so that
 //! embedders and workload generators can build genesis entries and inspect state.
 
 use super::tag;

@@ -1,7 +1,7 @@
 //! Signed native transactions, replay protection, and the two block forms with their codecs.
 //!
 //! A [`SignedTx`] carries its signer (a number in the chain's [`KeyRegistry`], admitted with a
-//! proof of possession), a nonce and a BLS signature over [`SignedTx::signing_bytes`]: a
+//! proof of possession), a nonce and a BLS signature over [`TxHeader::signing_bytes`]: a
 //! domain-separated, canonical encoding that includes the chain id, so a transaction signed for
 //! one chain is worthless on another. [`SignedVm`] executes verified transactions: a wrong or
 //! reused nonce is a typed failure ([`SignedFailure::BadNonce`]) that changes nothing, and a
