@@ -186,12 +186,11 @@ impl BlockApplier for NodeApplier {
             }
         }
         let mut state = self.state.write();
-        let mut writes: BTreeMap<Key, Option<Value>> = BTreeMap::new();
-        if !p.cross_writes.is_empty() {
-            state.apply(&WriteSet::from_entries(p.cross_writes.clone()), None);
-            writes.extend(p.cross_writes.iter().cloned());
+        let cross = (!p.cross_writes.is_empty()).then(|| WriteSet::from_entries(p.cross_writes.clone()));
+        if let Some(w) = &cross {
+            state.apply(w, None);
         }
-        let statuses = match &p.block {
+        let (statuses, block_writes) = match &p.block {
             Some(block) => {
                 let txs: Vec<VerifiedTx> = block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
                 let out = self
@@ -199,10 +198,20 @@ impl BlockApplier for NodeApplier {
                     .get_mut()
                     .execute_and_commit(&SignedVm, &mut state, &txs)
                     .map_err(|e| ApplyError { shard: self.shard, detail: format!("executing block {height}: {e}") })?;
-                writes.extend(out.write_set.sorted());
-                out.outputs.iter().map(status_of).collect()
+                (out.outputs.iter().map(status_of).collect(), Some(out.write_set))
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
+        };
+        // What to persist: the block's write set as the executor made it; only a block that
+        // also carries cross-shard writes needs the two merged (block writes last, each key once).
+        let writes = match (cross, block_writes) {
+            (Some(c), Some(b)) => {
+                let mut merged: BTreeMap<Key, Option<Value>> = c.iter().cloned().collect();
+                merged.extend(b.iter().cloned());
+                WriteSet::from_entries(merged.into_iter().collect())
+            }
+            (Some(w), None) | (None, Some(w)) => w,
+            (None, None) => WriteSet::default(),
         };
         let root = state.root().0;
         drop(state);
@@ -212,12 +221,7 @@ impl BlockApplier for NodeApplier {
         stored.extend_from_slice(&root);
         stored.extend_from_slice(bytes);
         self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, took: started.elapsed() });
-        Ok(Some(AppliedBlock {
-            writes: WriteSet::from_entries(writes.into_iter().collect()),
-            block_hash,
-            root: StateRoot(root),
-            block: Some(stored),
-        }))
+        Ok(Some(AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored) }))
     }
 
     fn check_snapshot(&mut self, group: GroupId, point: &AppliedPoint) -> Result<(), ApplyError> {
@@ -468,7 +472,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         // A new leader answers cross-shard reads only once it has applied an entry of its own
         // term: then every entry committed before it is applied here too.
         let caught_up = leading && {
-            let m = ctx.handle.raft.metrics().borrow().clone();
+            let m = ctx.handle.raft.metrics();
+            let m = m.borrow();
             m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
         };
         for event in batch {
