@@ -7,7 +7,8 @@
 #
 # Settings (environment): DIR (default target/cluster), NODES (4), SHARDS (4), REPLICAS (4),
 # BASE_PORT (7000), WORKLOAD (transfer), ACCOUNTS (100000), THREADS (1), BLOCK_TXS (4096), BLOCK_MS (20),
-# OCCAM (the binary; default target/release/occam, built if missing).
+# OCCAM (the binary; default target/release/occam, built if missing), WAIT (1: `up` waits until
+# every shard has a leader; 0: it returns once the processes are started).
 # Node i logs to $DIR/node-i.log (OCCAM_LOG=debug for more) and serves Prometheus metrics on
 # TCP port BASE_PORT + 1000 + i. Then: occam load --cluster $DIR/cluster.toml --rate 1000
 set -euo pipefail
@@ -32,7 +33,9 @@ binary() {
   fi
 }
 
-running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A node killed a moment ago may linger as a zombie until its parent (often init) reaps it:
+# that is not running.
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && [ "$(ps -o stat= -p "$(cat "$1")" | cut -c1)" != Z ]; }
 
 up() {
   binary
@@ -51,7 +54,8 @@ up() {
     nohup "$OCCAM" node --config "$DIR/node-$i.toml" >"$DIR/node-$i.log" 2>&1 &
     echo $! >"$DIR/node-$i.pid"
   done
-  # Up means: every node answers and every shard has elected a leader.
+  # Up means: every node answers and every shard has elected a leader (WAIT=0: return at once).
+  [ "${WAIT:-1}" = 0 ] && return 0
   local shards table
   shards=$(awk -F' *= *' '$1 == "shards" { print $2; exit }' "$DIR/cluster.toml")
   for _ in $(seq 1 120); do

@@ -111,8 +111,9 @@ pub struct Client {
     events: mpsc::Receiver<ClientEvent>,
     events_tx: mpsc::Sender<ClientEvent>,
     sets: HashMap<u32, ValidatorSet>,
-    /// The node each shard's batches and reads go to.
-    leaders: parking_lot::Mutex<Vec<u32>>,
+    /// The node each shard's batches and reads go to, with the Raft term it was seen leading
+    /// in (0: not known from a status).
+    leaders: parking_lot::Mutex<Vec<(u32, u64)>>,
 }
 
 /// Events a client buffers before its connections' readers wait (and, through QUIC flow
@@ -146,7 +147,7 @@ impl Client {
             events,
             events_tx,
             sets: HashMap::new(),
-            leaders: parking_lot::Mutex::new((0..cluster.shards as u32).map(|s| cluster.leader_of(s)).collect()),
+            leaders: parking_lot::Mutex::new((0..cluster.shards as u32).map(|s| (cluster.leader_of(s), 0)).collect()),
         };
         for s in 0..cluster.shards as u32 {
             client.sets.insert(s, cluster.validator_set(s)?);
@@ -195,12 +196,17 @@ impl Client {
         self.dial(node, &pinned).await
     }
 
-    /// Learns the leaders `node` reports in its status: a replica that leads its shard there
-    /// becomes the shard's destination.
+    /// Learns the leaders `node` reports in its status (nodes also send it unasked when one of
+    /// their replicas becomes a leader): a replica that leads its shard there becomes the
+    /// shard's destination, unless a leader of a later term is known (a deposed leader that has
+    /// not heard of its successor still calls itself leader).
     pub fn learn_leaders(&self, node: u32, replicas: &[ReplicaStatus]) {
-        for r in replicas {
-            if r.role == crate::wire::RaftRole::Leader {
-                self.set_leader(r.shard, node);
+        let mut leaders = self.leaders.lock();
+        for r in replicas.iter().filter(|r| r.role == crate::wire::RaftRole::Leader) {
+            if let Some(l) = leaders.get_mut(r.shard as usize) {
+                if r.term >= l.1 {
+                    *l = (node, r.term);
+                }
             }
         }
     }
@@ -217,26 +223,24 @@ impl Client {
     }
 
     /// Sends a batch to shard `route`'s leader, or for `None` (cross-shard transactions) to
-    /// the cluster's coordinator (the node leading shard 0); waits while the connection's
+    /// the cluster's coordinator (it runs with shard 0's leader); waits while the connection's
     /// queue is full.
     pub async fn submit_routed(&self, route: Option<u32>, batch: u64, txs: RawSignedBlock) -> Result<(), ClientError> {
-        let node = match route {
-            Some(shard) => self.leader(shard),
-            None => self.cluster.node_of(0, 0),
-        };
+        // The coordinator of cross-shard transactions runs with shard 0's leader.
+        let node = self.leader(route.unwrap_or(0));
         self.send(node, &Message::Submit { batch, txs }).await
     }
 
     /// The node this client sends `shard`'s batches and reads to.
     pub fn leader(&self, shard: u32) -> u32 {
-        self.leaders.lock().get(shard as usize).copied().unwrap_or_else(|| self.cluster.leader_of(shard))
+        self.leaders.lock().get(shard as usize).map_or_else(|| self.cluster.leader_of(shard), |l| l.0)
     }
 
     /// Sends `shard`'s batches and reads to `node` from now on (after a `NotLeader` refusal,
     /// to the leader the cluster reports).
     pub fn set_leader(&self, shard: u32, node: u32) {
         if let Some(l) = self.leaders.lock().get_mut(shard as usize) {
-            *l = node;
+            l.0 = node;
         }
     }
 

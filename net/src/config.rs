@@ -92,11 +92,13 @@ impl Default for Limits {
 /// The Raft settings every shard group of the cluster uses (`[raft]` in `cluster.toml`).
 ///
 /// The defaults suit a cluster on one machine or a LAN: a leader sends heartbeats every
-/// 200 ms, and a follower that hears none for 800–1600 ms (random in the range) stands for
-/// election, so a failover takes one to two seconds. The heartbeat interval is also openraft's
-/// time limit for one AppendEntries (which includes the follower's fsync): on a busy machine
-/// with a slow disk, 100 ms made followers miss heartbeats and stand for election needlessly.
-/// Across a WAN, raise all three.
+/// 100 ms; a follower that hears none stands for election after openraft's leader lease
+/// (`election_max_ms`) plus a wait random in `[election_min_ms, election_max_ms)`, so a
+/// follower stands 0.8–1.0 s after the last heartbeat and a failover takes about a second
+/// (BENCHMARKS.md has the measured figures: p50 1.2 s on the 2-core dev VM under load, against
+/// 3.0 s with 200 ms heartbeats and 800–1600 ms elections). The heartbeat interval is also
+/// openraft's time limit for one AppendEntries (which includes the follower's fsync): on a slow
+/// disk, raise it. Across a WAN, raise all three.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSettings {
@@ -117,7 +119,7 @@ pub struct RaftSettings {
 
 impl Default for RaftSettings {
     fn default() -> Self {
-        RaftSettings { heartbeat_ms: 200, election_min_ms: 800, election_max_ms: 1600, snapshot_every: 2000, keep_logs: 1000 }
+        RaftSettings { heartbeat_ms: 100, election_min_ms: 300, election_max_ms: 500, snapshot_every: 2000, keep_logs: 1000 }
     }
 }
 

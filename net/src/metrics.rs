@@ -182,11 +182,22 @@ impl Metrics {
             "Frames to clients dropped because the client did not read.",
             vec![(String::new(), load(&self.receipts_dropped).to_string())],
         );
+        let per_replica = |f: &dyn Fn(&crate::wire::ReplicaStatus) -> u64| -> Vec<(String, String)> {
+            status.iter().map(|r| (format!(",shard=\"{}\",replica=\"{}\"", r.shard, r.replica), f(r).to_string())).collect()
+        };
+        family("occam_replica_height", "gauge", "Each hosted replica's executed height.", per_replica(&|r| r.height));
         family(
-            "occam_replica_height",
+            "occam_replica_certified_height",
             "gauge",
-            "Each hosted replica's executed height.",
-            status.iter().map(|r| (format!(",shard=\"{}\",replica=\"{}\"", r.shard, r.replica), r.height.to_string())).collect(),
+            "The highest height each hosted replica holds a certificate for.",
+            per_replica(&|r| r.certified),
+        );
+        family("occam_replica_term", "gauge", "Each hosted replica's Raft term.", per_replica(&|r| r.term));
+        family(
+            "occam_replica_leader",
+            "gauge",
+            "1 if the hosted replica leads its shard's Raft group, else 0.",
+            per_replica(&|r| u64::from(r.role == crate::wire::RaftRole::Leader)),
         );
         out
     }
