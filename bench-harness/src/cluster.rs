@@ -9,15 +9,17 @@ use crate::distribution::Distribution;
 use crate::workload::{Generator, Placement, Workload};
 use anyhow::Context;
 use occam_engine::crypto::{deterministic_signers, KeyRegistry, SecretKey};
+use occam_engine::key::Key;
 use occam_engine::native::signed::nonce_key;
 use occam_engine::native::signed::{RawSignedTx, TxHeader};
 use occam_engine::native::NativeVm;
 use occam_engine::state::CommittedState;
+use occam_engine::value::Value;
 use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
 use occam_net::node::{cluster_partitioner, route_keys, Genesis, Node, NodeSetup};
-use occam_net::wire::{Refusal, ReplicaStatus};
+use occam_net::wire::{Refusal, ReplicaStatus, MAX_READ_KEYS};
 use occam_shard::partition::Partitioner;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -114,46 +116,62 @@ pub async fn connect(cluster: &ClusterConfig) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// How many times [`fetch_nonces`] asks again after a `NotLeader`.
-const NONCE_RETRIES: usize = 50;
+/// How many times [`fetch_values`] asks again after a `NotLeader`.
+const READ_RETRIES: usize = 50;
 
 /// Every signer's next nonce, read from the shard leaders (so a load run can follow earlier
 /// ones on the same cluster). Call before other traffic on `client`: other events are
 /// discarded while it waits.
 pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
+    let keys = (0..client.cluster().signers).map(nonce_key).collect();
+    let values = fetch_values(client, keys).await?;
+    Ok(values.into_iter().map(|v| v.and_then(|v| v.as_u64()).unwrap_or(0)).collect())
+}
+
+/// The current values of `keys`, in order, read from their shards' leaders in reads of at most
+/// [`MAX_READ_KEYS`] keys. Call before other traffic on `client`: other events are discarded
+/// while it waits.
+pub async fn fetch_values(client: &mut Client, keys: Vec<Key>) -> anyhow::Result<Vec<Option<Value>>> {
     let cluster = client.cluster().clone();
     let partitioner = cluster_partitioner(&cluster);
-    let mut by_shard: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-    for s in 0..cluster.signers {
-        by_shard.entry(partitioner.shard_of(&nonce_key(s))).or_default().push(s);
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, k) in keys.iter().enumerate() {
+        by_shard.entry(partitioner.shard_of(k)).or_default().push(i);
     }
-    for (shard, signers) in &by_shard {
-        client.read(*shard, u64::from(*shard), signers.iter().map(|s| nonce_key(*s)).collect()).await?;
+    // One read per chunk; its id indexes `reads`.
+    let reads: Vec<(u32, &[usize])> = by_shard.iter().flat_map(|(s, idx)| idx.chunks(MAX_READ_KEYS).map(move |c| (*s, c))).collect();
+    // A read's shard and keys, by id.
+    let read = |id: usize| (reads[id].0, reads[id].1.iter().map(|&i| keys[i]).collect::<Vec<Key>>());
+    for id in 0..reads.len() {
+        let (shard, ks) = read(id);
+        client.read(shard, id as u64, ks).await?;
     }
-    let mut nonces = vec![0u64; cluster.signers as usize];
-    let mut answered = 0;
+    let mut out = vec![None; keys.len()];
+    let mut answered = vec![false; reads.len()];
+    let mut left = reads.len();
     let mut retries = 0;
-    while answered < by_shard.len() {
+    while left > 0 {
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.next_event())
             .await
-            .context("no answer to the nonce query in 10 s")?
+            .context("no answer to a read in 10 s")?
             .context("the cluster closed the connection")?;
         match event {
             ClientEvent::Values { id, values } => {
-                let signers = by_shard.get(&(id as u32)).context("an answer to a query not sent")?;
-                for (s, (_, v)) in signers.iter().zip(values) {
-                    nonces[*s as usize] = v.and_then(|v| v.as_u64()).unwrap_or(0);
+                let id = usize::try_from(id).ok().filter(|&i| i < reads.len()).context("an answer to a read not sent")?;
+                if !std::mem::replace(&mut answered[id], true) {
+                    for (&i, (_, v)) in reads[id].1.iter().zip(values) {
+                        out[i] = v;
+                    }
+                    left -= 1;
                 }
-                answered += 1;
             }
             // The shard's leader moved (or none is elected yet): ask the one named, or the one
             // the nodes report, a little later; a bounded number of times.
-            ClientEvent::Refused { batch: id, reason: Refusal::NotLeader | Refusal::ShuttingDown, leader } if retries < NONCE_RETRIES => {
+            ClientEvent::Refused { batch: id, reason: Refusal::NotLeader | Refusal::ShuttingDown, leader } if retries < READ_RETRIES => {
                 retries += 1;
-                let shard = id as u32;
-                let signers = by_shard.get(&shard).context("a refusal of a query not sent")?;
+                let id = usize::try_from(id).ok().filter(|&i| i < reads.len()).context("a refusal of a read not sent")?;
                 match leader {
-                    Some(l) => client.set_leader(shard, l),
+                    Some(l) => client.set_leader(reads[id].0, l),
                     None => {
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         for (node, answer) in node_statuses(&cluster, std::time::Duration::from_secs(1)).await {
@@ -163,14 +181,15 @@ pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
                         }
                     }
                 }
-                client.read(shard, id, signers.iter().map(|s| nonce_key(*s)).collect()).await?;
+                let (shard, ks) = read(id);
+                client.read(shard, id as u64, ks).await?;
             }
-            ClientEvent::Refused { reason, .. } => anyhow::bail!("the nonce query was refused: {reason:?}"),
+            ClientEvent::Refused { reason, .. } => anyhow::bail!("a read was refused: {reason:?}"),
             ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
             _ => {}
         }
     }
-    Ok(nonces)
+    Ok(out)
 }
 
 /// Signed transactions of a workload for a cluster, each with its route: the shard whose leader

@@ -278,6 +278,43 @@ impl Shard {
     }
 }
 
+/// The shard a queue's batches go to the leader of: its own, or for the last queue (cross-shard
+/// transactions) shard 0, whose leader runs the coordinator.
+fn queue_shard(queue: usize, queues: usize) -> u32 {
+    if queue + 1 < queues {
+        queue as u32
+    } else {
+        0
+    }
+}
+
+/// Moves what went to a node that no longer leads a queue's shard (accepted and unanswered, or
+/// in flight) to the queue's head, in batch order, to go to the leader the client knows now,
+/// without waiting for an answer timeout: a leader that steps down drops what it had not
+/// proposed, and a dead one answers nothing. Called whenever the client learns of a leader
+/// (nodes announce a new one as soon as it is elected). Whatever had committed comes back
+/// `BadNonce` and counts as recovered; nothing newer of a queue goes to the new leader before
+/// the older batches do, or its nonces would run ahead of theirs.
+fn requeue_stale(state: &mut [Shard], client: &Client) {
+    let queues = state.len();
+    for (q, sh) in state.iter_mut().enumerate() {
+        let leader = client.leader(queue_shard(q, queues));
+        let mut stale: Vec<u32> = sh.accepted.values().map(|(n, _)| *n).filter(|&n| n != leader).collect();
+        if sh.in_flight.is_some() && sh.retry_at.is_none() && sh.sent_to != leader {
+            stale.push(sh.sent_to);
+        }
+        if stale.is_empty() {
+            continue;
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        for n in stale {
+            sh.give_up_on(n);
+        }
+        sh.resend.make_contiguous().sort_by_key(|(b, _, _)| *b);
+    }
+}
+
 /// A batch without any answer (accepted or refused) for this long is sent again.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -292,7 +329,8 @@ async fn send_batch(
     txs: &[RawSignedTx],
     down: &HashMap<u32, Instant>,
 ) -> (u32, bool) {
-    let node = route.map_or(cluster.node_of(0, 0), |s| client.leader(s));
+    // Cross-shard batches go to the coordinator, which runs with shard 0's leader.
+    let node = client.leader(route.unwrap_or(0));
     if down.contains_key(&node) {
         return (node, false);
     }
@@ -502,12 +540,17 @@ async fn drive(
                     ClientEvent::Refused { batch, reason, leader } => {
                         *refused.entry(format!("{reason:?}")).or_default() += 1;
                         let s = (batch >> 48) as usize % shards;
-                        let sh = &mut state[s];
                         match reason {
-                            Refusal::Throttled | Refusal::QueueFull => sh.retry_at = Some(Instant::now() + Duration::from_millis(2)),
+                            Refusal::Throttled | Refusal::QueueFull => state[s].retry_at = Some(Instant::now() + Duration::from_millis(2)),
                             Refusal::NotLeader | Refusal::ShuttingDown => {
+                                let node = state[s].sent_to;
                                 match leader.filter(|l| !down.contains_key(l)) {
-                                    Some(l) if s < shards - 1 => client.set_leader(s as u32, l),
+                                    Some(l) => {
+                                        client.set_leader(queue_shard(s, shards), l);
+                                        // The hint may move other queues too (cross-shard
+                                        // batches go to shard 0's leader).
+                                        requeue_stale(&mut state, &client);
+                                    }
                                     _ => {
                                         ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(20));
                                     }
@@ -517,7 +560,7 @@ async fn drive(
                                 // pending transactions). It goes again first, in order, then the
                                 // refused batch; a copy that finds its nonce spent counts as
                                 // recovered.
-                                let node = sh.sent_to;
+                                let sh = &mut state[s];
                                 sh.give_up_on(node);
                                 if let Some((b, txs, due)) = sh.resend.pop_front() {
                                     // The refused batch itself was never taken: not a resend.
@@ -534,15 +577,7 @@ async fn drive(
                     }
                     ClientEvent::Status { node, replicas } => {
                         client.learn_leaders(node, &replicas);
-                        // A batch waiting on a node that no longer leads its shard goes to the
-                        // leader now (after what that node accepted and did not answer),
-                        // without waiting for its answer timeout.
-                        for (s, sh) in state.iter_mut().enumerate().take(shards - 1) {
-                            if sh.in_flight.is_some() && sh.retry_at.is_none() && sh.sent_to != client.leader(s as u32) {
-                                let node = sh.sent_to;
-                                sh.give_up_on(node);
-                            }
-                        }
+                        requeue_stale(&mut state, &client);
                     }
                     ClientEvent::Receipts { certificate, entries } => {
                         let at = Instant::now();

@@ -282,12 +282,59 @@ pub struct Proposal {
     pub height: u64,
     /// Hash of the previous block (zero before the first).
     pub parent: [u8; 32],
-    /// Cross-shard writes applied before the block's transactions (see the node docs).
-    pub cross_writes: Entries,
-    /// The transactions, under one aggregate signature; `None` for a block that only applies
-    /// cross-shard writes.
+    /// The cross-shard step the block carries, applied before its transactions (see
+    /// [`CrossStep`]).
+    pub cross: Option<CrossStep>,
+    /// The transactions, under one aggregate signature; `None` for a block that carries only a
+    /// cross-shard step.
     pub block: Option<AggregatedBlock>,
 }
+
+/// A step of a cross-shard round, carried in a block so that it goes through the shard's Raft
+/// log: every replica applies it at the same point of the shard's history, and a leader elected
+/// later finds its effect in the replicated state (`net::node` keeps the records under reserved
+/// keys of the shard's state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrossStep {
+    /// Participant: lock the shard for `round`; the round reads `keys` as they stand after this
+    /// block.
+    Prepare {
+        /// The round.
+        round: u64,
+        /// The keys read (this shard's).
+        keys: Vec<Key>,
+    },
+    /// Participant: the round's outcome here, its writes on this shard (none for an abort);
+    /// unlocks the shard.
+    Apply {
+        /// The round.
+        round: u64,
+        /// The writes.
+        writes: Entries,
+    },
+    /// Coordinator, on shard 0: a round starts (its id is this block's height).
+    Start {
+        /// The participant shards.
+        participants: Vec<u32>,
+    },
+    /// Coordinator, on shard 0: the round's outcome, before any participant learns it.
+    Decide {
+        /// The round.
+        round: u64,
+        /// True if the round is aborted (no writes anywhere).
+        aborted: bool,
+        /// Each participant's writes.
+        writes: Vec<(u32, Entries)>,
+    },
+}
+
+/// The version of a block's encoding as a Raft entry ([`Proposal::encode_entry`]); a node
+/// refuses to apply an entry of another version rather than misread it.
+pub const ENTRY_VERSION: u8 = 1;
+/// The first bytes of every block entry.
+const ENTRY_MAGIC: &[u8; 4] = b"OCBK";
+/// The most participants a cross-shard step names.
+pub const MAX_PARTICIPANTS: usize = 4096;
 
 impl Proposal {
     /// The number of transactions in the block.
@@ -297,6 +344,32 @@ impl Proposal {
 }
 
 impl Proposal {
+    /// The block as a Raft entry's payload: magic, [`ENTRY_VERSION`], then the block's own
+    /// encoding (with the height and parent Raft's order gives it at apply time).
+    pub fn encode_entry(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + self.txs() * 60);
+        w.extend_from_slice(ENTRY_MAGIC);
+        w.push(ENTRY_VERSION);
+        encode_proposal(self, &mut w);
+        w
+    }
+
+    /// Decodes a Raft entry's payload, bounded as a frame is.
+    pub fn decode_entry(bytes: &[u8]) -> Result<Proposal, WireError> {
+        if bytes.len() > MAX_FRAME_LEN {
+            return Err(WireError::TooMany { what: "entry bytes", got: bytes.len(), max: MAX_FRAME_LEN });
+        }
+        let mut r = Reader { bytes };
+        if &r.array::<4>("entry magic")? != ENTRY_MAGIC {
+            return Err(WireError::Invalid("entry magic"));
+        }
+        let version = r.u8("entry version")?;
+        if version != ENTRY_VERSION {
+            return Err(WireError::Invalid("entry version"));
+        }
+        decode_proposal(&mut r)
+    }
+
     /// The block hash replicas vote on: BLAKE3 over the proposal's encoding.
     pub fn hash(&self) -> [u8; 32] {
         let mut w = Vec::with_capacity(64 + self.txs() * 60);
@@ -757,7 +830,36 @@ fn encode_proposal(p: &Proposal, w: &mut Vec<u8>) {
     w.extend_from_slice(&p.shard.to_le_bytes());
     w.extend_from_slice(&p.height.to_le_bytes());
     w.extend_from_slice(&p.parent);
-    put_entries(w, &p.cross_writes);
+    match &p.cross {
+        None => w.push(0),
+        Some(CrossStep::Prepare { round, keys }) => {
+            w.push(1);
+            w.extend_from_slice(&round.to_le_bytes());
+            put_keys(w, keys);
+        }
+        Some(CrossStep::Apply { round, writes }) => {
+            w.push(2);
+            w.extend_from_slice(&round.to_le_bytes());
+            put_entries(w, writes);
+        }
+        Some(CrossStep::Start { participants }) => {
+            w.push(3);
+            w.extend_from_slice(&(participants.len() as u32).to_le_bytes());
+            for s in participants {
+                w.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        Some(CrossStep::Decide { round, aborted, writes }) => {
+            w.push(4);
+            w.extend_from_slice(&round.to_le_bytes());
+            w.push(u8::from(*aborted));
+            w.extend_from_slice(&(writes.len() as u32).to_le_bytes());
+            for (s, e) in writes {
+                w.extend_from_slice(&s.to_le_bytes());
+                put_entries(w, e);
+            }
+        }
+    }
     match &p.block {
         Some(b) => {
             w.push(1);
@@ -771,13 +873,37 @@ fn decode_proposal(r: &mut Reader<'_>) -> Result<Proposal, WireError> {
     let shard = r.u32("shard")?;
     let height = r.u64("height")?;
     let parent = r.array("parent hash")?;
-    let cross_writes = r.entries()?;
+    let cross = match r.u8("cross step")? {
+        0 => None,
+        1 => Some(CrossStep::Prepare { round: r.u64("round")?, keys: r.keys()? }),
+        2 => Some(CrossStep::Apply { round: r.u64("round")?, writes: r.entries()? }),
+        3 => {
+            let n = r.count("participants", 4, MAX_PARTICIPANTS)?;
+            let participants = (0..n).map(|_| r.u32("participant")).collect::<Result<_, _>>()?;
+            Some(CrossStep::Start { participants })
+        }
+        4 => {
+            let round = r.u64("round")?;
+            let aborted = match r.u8("aborted flag")? {
+                0 => false,
+                1 => true,
+                _ => return Err(WireError::Invalid("aborted flag")),
+            };
+            let n = r.count("participants", 8, MAX_PARTICIPANTS)?;
+            let mut writes = Vec::with_capacity(n);
+            for _ in 0..n {
+                writes.push((r.u32("participant")?, r.entries()?));
+            }
+            Some(CrossStep::Decide { round, aborted, writes })
+        }
+        _ => return Err(WireError::Invalid("cross step")),
+    };
     let block = match r.u8("block flag")? {
         0 => None,
         1 => Some(AggregatedBlock::decode(r.rest())?),
         _ => return Err(WireError::Invalid("block flag")),
     };
-    Ok(Proposal { shard, height, parent, cross_writes, block })
+    Ok(Proposal { shard, height, parent, cross, block })
 }
 
 struct Reader<'a> {

@@ -6,12 +6,15 @@
 //!
 //! Checked: the load finishes with nothing lost; the shard whose leader was killed commits
 //! again within a bound; every transaction the load was told committed (or learned had
-//! committed) is in the final state exactly once (the signers' nonces add up to it); every
-//! replica of a shard ends on the same height and root; after the cluster-wide kill every node
-//! comes back to the same roots, with a certificate for its last block.
+//! committed) is in the final state exactly once (the signers' nonces add up to it); the
+//! cross-shard rounds, whose coordinator (shard 0's leader) is the first node killed, landed on
+//! all their shards or on none (the balances add up to the genesis total); every replica of a
+//! shard ends on the same height and root; after the cluster-wide kill every node comes back to
+//! the same roots, with a certificate for its last block.
 
-use occam_bench::cluster::{fetch_nonces, genesis, node_statuses, signers, start_node};
+use occam_bench::cluster::{fetch_nonces, fetch_values, genesis, node_statuses, signers, start_node};
 use occam_bench::load::{run_load, LoadConfig};
+use occam_engine::native::keys::account;
 use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig};
 use occam_net::wire::{RaftRole, ReplicaStatus};
 use std::collections::BTreeMap;
@@ -148,16 +151,19 @@ fn settled(rt: &tokio::runtime::Runtime, cluster: &ClusterConfig, nodes: usize) 
     }
 }
 
-/// The sum of every signer's nonce, read from the shards' leaders.
-fn nonce_total(rt: &tokio::runtime::Runtime, cluster: &ClusterConfig, leaders: &[u32]) -> u64 {
+/// The sum of every signer's nonce, and the sum of every account's balance, read from the
+/// shards' leaders.
+fn totals(rt: &tokio::runtime::Runtime, cluster: &ClusterConfig, leaders: &[u32]) -> (u64, u64) {
     rt.block_on(async {
         let mut c = occam_bench::cluster::connect(cluster).await.unwrap();
         for (s, &l) in leaders.iter().enumerate() {
             c.set_leader(s as u32, l);
         }
-        let n = fetch_nonces(&mut c).await.unwrap();
+        let nonces: u64 = fetch_nonces(&mut c).await.unwrap().iter().sum();
+        let keys = (0..cluster.genesis.accounts).map(account).collect();
+        let balances = fetch_values(&mut c, keys).await.unwrap().iter().map(|v| v.as_ref().and_then(|v| v.as_u64()).unwrap_or(0)).sum();
         c.close().await;
-        n.iter().sum()
+        (nonces, balances)
     })
 }
 
@@ -193,7 +199,9 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
             rate: Some(200.0),
             concurrency: None,
             duration_s: 14.0,
-            cross_shard: 0.0,
+            // Cross-shard rounds too: the first node killed leads shard 0, so it is their
+            // coordinator.
+            cross_shard: 0.2,
             batch: 25,
             workload: "transfer".into(),
             distribution: "uniform".into(),
@@ -219,8 +227,10 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
         std::thread::sleep(Duration::from_millis(50));
     };
     eprintln!("failover: shard 0 certified a new block {failover:?} after its leader's SIGKILL");
-    // A bound for regressions on a busy CI machine; BENCHMARKS.md has the measured figures.
-    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+    // Measured here at about 1.6 s (the poll waits up to 500 ms on the dead node each round).
+    // The bound leaves room for a busy CI machine; BENCHMARKS.md has p50 and max over 10 kills
+    // (`scripts/failover.sh`, which reads the nodes' metrics every 50 ms).
+    assert!(failover < Duration::from_secs(4), "failover took {failover:?}");
     std::thread::sleep(Duration::from_secs(2));
     procs.spawn(victim);
     std::thread::sleep(Duration::from_secs(2));
@@ -237,7 +247,14 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
     assert!(report.committed > 1000, "{report:?}");
     let heights = settled(&rt, &cluster, 4);
     let leaders_now = leaders(&rt, &cluster, Duration::from_secs(20));
-    let total = nonce_total(&rt, &cluster, &leaders_now);
+    let (total, balances) = totals(&rt, &cluster, &leaders_now);
+    // Transfers move money and make none: a cross-shard round applied on some of its shards
+    // and not on others would show here.
+    let genesis_total: u64 = {
+        let g = genesis(&cluster.genesis).unwrap();
+        (0..cluster.genesis.accounts).map(|a| g.get(&account(a)).and_then(|v| v.as_u64()).unwrap_or(0)).sum()
+    };
+    assert_eq!(balances, genesis_total, "the balances add up to the genesis total");
     // Every transaction the load was told (or learned) committed is in the state, once; those
     // it never heard of (`lost`: accepted by a leader that stopped leading before proposing
     // them, or whose answer went down with it) may or may not be.
@@ -253,6 +270,6 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
     }
     let leaders_after = leaders(&rt, &cluster, Duration::from_secs(30));
     assert_eq!(settled(&rt, &cluster, 4), heights, "every shard restarts at its last certified height and root");
-    assert_eq!(nonce_total(&rt, &cluster, &leaders_after), total);
+    assert_eq!(totals(&rt, &cluster, &leaders_after), (total, balances));
     drop(procs);
 }

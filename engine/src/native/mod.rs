@@ -86,6 +86,9 @@ pub mod tag {
     pub const CREDIT_LINE: u8 = 24;
     /// A notarised evidence record, 16 bytes `submitter ‖ digest`: `(evidence)`.
     pub const EVIDENCE: u8 = 25;
+    /// Reserved for a node's replicated bookkeeping in a shard's state (its cross-shard round
+    /// records); no native transaction reads or writes such a key, and a foreign VM must not.
+    pub const SYSTEM: u8 = 0xFF;
 }
 
 /// The size of a YCSB record value in bytes.

@@ -76,6 +76,18 @@ fn verify(check: &SigCheck, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
     (good, bad)
 }
 
+/// Gives back the clients' quotas held by `origins`, for transactions no receipt will come for
+/// from this node.
+pub(super) fn release_origins(shared: &Shared, origins: &[Origin]) {
+    let mut by_conn: HashMap<u64, usize> = HashMap::new();
+    for o in origins {
+        *by_conn.entry(o.conn).or_default() += 1;
+    }
+    for (conn, n) in by_conn {
+        shared.release(conn, n);
+    }
+}
+
 /// Sends each client its entries, with the certificate (or none, for dropped transactions).
 pub(super) fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
     let mut by_conn: HashMap<u64, Vec<ReceiptEntry>> = HashMap::new();

@@ -27,13 +27,14 @@
 //! the stored block (which keeps its hash and root), so their certificates form once a quorum
 //! is back.
 
-use super::batch::{aggregate, drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::batch::{aggregate, drop_pending, ready, release_origins, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
 use super::coordinator::CrossSide;
+use super::system::{self, CrossOutcome};
 use super::{Origin, Shared, SnapshotReply};
 use crate::metrics::ShardMetrics;
 use crate::raft::state_machine::{AppliedBlock, BlockApplier, BlockInput};
 use crate::raft::{RaftRequest, TypeConfig};
-use crate::wire::{Message, Proposal, TxStatus, MAX_FRAME_LEN};
+use crate::wire::{Message, Proposal, TxStatus};
 use crossbeam_channel::Sender;
 use occam_engine::crypto::SecretKey;
 use occam_engine::exec::BlockExecutor;
@@ -80,8 +81,8 @@ pub(super) enum GroupEvent {
     Submit(Vec<(RawSignedTx, Origin)>, Instant),
     /// A client's read of keys of this shard.
     Read { conn: u64, id: u64, keys: Vec<Key> },
-    /// A cross-shard request from the coordinator.
-    Cross(CrossMessage),
+    /// A cross-shard request from the coordinator at node `from`.
+    Cross { from: u32, message: CrossMessage },
     /// A replica's vote.
     Vote(Box<SignedVote>),
     /// A certificate formed elsewhere.
@@ -102,6 +103,8 @@ pub(super) struct AppliedInfo {
     /// BLAKE3 of the Raft entry's payload: how the proposer finds its block again.
     key: [u8; 32],
     statuses: Vec<TxStatus>,
+    /// What the block's cross-shard step did.
+    cross: Option<CrossOutcome>,
     took: Duration,
 }
 
@@ -128,19 +131,6 @@ pub(super) struct NodeApplier {
     pub last: Option<AppliedInfo>,
 }
 
-/// The encoding of a block as a Raft entry carries it: the wire's proposal frame, with height
-/// and parent zero (Raft's order gives them; the applier fills them in).
-pub(super) fn encode_payload(p: &Proposal) -> Option<Vec<u8>> {
-    crate::transport::frame(&Message::Propose(p.clone()))
-}
-
-fn decode_payload(bytes: &[u8]) -> Option<Proposal> {
-    match Message::decode_frame(bytes, MAX_FRAME_LEN) {
-        Ok(Message::Propose(p)) => Some(p),
-        _ => None,
-    }
-}
-
 /// Splits a stored block into its hash, root and payload.
 fn split_stored(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
     if bytes.len() < STORED_BLOCK_HEADER {
@@ -149,6 +139,32 @@ fn split_stored(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
     let hash = bytes[..32].try_into().ok()?;
     let root = bytes[32..64].try_into().ok()?;
     Some((hash, root, &bytes[STORED_BLOCK_HEADER..]))
+}
+
+impl NodeApplier {
+    /// Records what the group's thread learns of an applied block and returns what the state
+    /// machine persists.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        p: &Proposal,
+        bytes: &[u8],
+        key: [u8; 32],
+        height: u64,
+        statuses: Vec<TxStatus>,
+        cross: Option<CrossOutcome>,
+        writes: WriteSet,
+        root: [u8; 32],
+        started: Instant,
+    ) -> AppliedBlock {
+        let block_hash = p.hash();
+        let mut stored = Vec::with_capacity(STORED_BLOCK_HEADER + bytes.len());
+        stored.extend_from_slice(&block_hash);
+        stored.extend_from_slice(&root);
+        stored.extend_from_slice(bytes);
+        self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, cross, took: started.elapsed() });
+        AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored) }
+    }
 }
 
 impl BlockApplier for NodeApplier {
@@ -167,11 +183,12 @@ impl BlockApplier for NodeApplier {
         let height = input.parent.height + 1;
         // Every replica decodes the same bytes the same way: a payload that is no block of this
         // shard becomes an empty block everywhere.
-        let mut p = match decode_payload(bytes) {
-            Some(p) if p.shard == self.shard => p,
-            _ => {
-                warn!(shard = self.shard, height, "a Raft entry that is no block of this shard; applied as an empty block");
-                Proposal { shard: self.shard, height: 0, parent: [0; 32], cross_writes: Vec::new(), block: None }
+        let mut p = match Proposal::decode_entry(bytes) {
+            Ok(p) if p.shard == self.shard => p,
+            other => {
+                let why = other.map_or_else(|e| e.to_string(), |p| format!("a block of shard {}", p.shard));
+                warn!(shard = self.shard, height, "a Raft entry that is no block of this shard ({why}); applied as an empty block");
+                Proposal { shard: self.shard, height: 0, parent: [0; 32], cross: None, block: None }
             }
         };
         p.height = height;
@@ -186,9 +203,37 @@ impl BlockApplier for NodeApplier {
             }
         }
         let mut state = self.state.write();
-        let cross = (!p.cross_writes.is_empty()).then(|| WriteSet::from_entries(p.cross_writes.clone()));
-        if let Some(w) = &cross {
-            state.apply(w, None);
+        // The cross-shard step first: its records (and a round's writes) are applied before the
+        // block's transactions.
+        let (cross, outcome) = match &p.cross {
+            Some(step) => {
+                let (writes, outcome) = system::apply_step(&state, self.shard, height, step);
+                let w = WriteSet::from_entries(writes);
+                state.apply(&w, None);
+                (Some(w).filter(|w| !w.is_empty()), Some(outcome))
+            }
+            None => (None, None),
+        };
+        // A locked shard applies no transactions: the values a cross-shard round read must stand
+        // until its outcome lands. (Its leader proposes none; a block that reaches the log
+        // anyway, from a leader that had not applied the lock yet, is refused whole.)
+        if p.block.is_some() && system::lock(&state).is_some() {
+            warn!(shard = self.shard, height, "a block of transactions while the shard is locked for a cross-shard round; refused");
+            let n = p.txs();
+            p.block = None;
+            let root = state.root().0;
+            drop(state);
+            return Ok(Some(self.finish(
+                &p,
+                bytes,
+                key,
+                height,
+                vec![TxStatus::Aborted; n],
+                outcome,
+                cross.unwrap_or_default(),
+                root,
+                started,
+            )));
         }
         let (statuses, block_writes) = match &p.block {
             Some(block) => {
@@ -215,13 +260,7 @@ impl BlockApplier for NodeApplier {
         };
         let root = state.root().0;
         drop(state);
-        let block_hash = p.hash();
-        let mut stored = Vec::with_capacity(STORED_BLOCK_HEADER + bytes.len());
-        stored.extend_from_slice(&block_hash);
-        stored.extend_from_slice(&root);
-        stored.extend_from_slice(bytes);
-        self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, took: started.elapsed() });
-        Ok(Some(AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored) }))
+        Ok(Some(self.finish(&p, bytes, key, height, statuses, outcome, writes, root, started)))
     }
 
     fn check_snapshot(&mut self, group: GroupId, point: &AppliedPoint) -> Result<(), ApplyError> {
@@ -286,7 +325,6 @@ pub(super) struct GroupCtx {
 /// A block this node proposed, until it is applied (or forgotten).
 struct Proposed {
     origins: Vec<Origin>,
-    round: Option<u64>,
     at: Instant,
 }
 
@@ -407,7 +445,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
     let mut awaiting: BTreeMap<u64, Awaiting> = BTreeMap::new();
     // Blocks handed to Raft and not yet applied here (or refused).
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut cross = CrossSide::new(shard);
+    let mut cross = CrossSide::new();
     let mut point = AppliedPoint { height: 0, log_index: 0, block_hash: [0; 32], root: StateRoot([0; 32]) };
     let mut cert = Certifier {
         chain_id: ctx.check.chain_id,
@@ -465,10 +503,16 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 send_receipts(&shared, Some(c), entries);
             }
         };
+    let mut was_leading = false;
     while !shared.stopping.load(Ordering::Relaxed) {
         let Some(batch) = turn(&rx) else { break };
         let leader = ctx.handle.leader();
         let leading = leader == Some(node);
+        if leading && !was_leading {
+            // Clients learn of a new leader from it at once (the old one may be dead).
+            shared.announce();
+        }
+        was_leading = leading;
         // A new leader answers cross-shard reads only once it has applied an entry of its own
         // term: then every entry committed before it is applied here too.
         let caught_up = leading && {
@@ -488,9 +532,10 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     shared.send_to_client(conn, &Message::Values { id, values });
                     shared.read_done(conn);
                 }
-                // Reads wait in `cross` until this leader is caught up and has nothing in flight.
-                GroupEvent::Cross(m) => {
-                    cross.on_message(shard, m, &ctx.handle.state, usize::from(!caught_up) + in_flight.load(Ordering::Relaxed), &shared)
+                GroupEvent::Cross { from, message } => {
+                    if leading {
+                        cross.on_request(shard, from, message, &ctx.handle.state, &shared);
+                    }
                 }
                 GroupEvent::Vote(v) => {
                     let h = v.vote.height;
@@ -538,9 +583,9 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     if let Some(p) = proposed.remove(&info.key) {
                         let entries: Vec<_> = p.origins.into_iter().zip(info.statuses.iter().copied()).collect();
                         awaiting.insert(info.height, Awaiting { entries, started: p.at });
-                        if let Some(round) = p.round {
-                            cross.carried(info.height, round);
-                        }
+                    }
+                    if let Some(outcome) = &info.cross {
+                        cross.applied(shard, info.height, outcome, leading, &ctx.handle.state, &shared);
                     }
                     if let Some(c) = cert.applied(&ctx.set, &ctx.bls, info.height, info.block_hash, info.root) {
                         certified(c, true, &mut cert, &mut awaiting, &mut cross);
@@ -550,6 +595,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 }
                 GroupEvent::Restored(p) => {
                     point = p;
+                    cross.restored(&ctx.handle.state);
                     cert.prune_early(p.height);
                     shared.set_position(shard, p.height, p.root.0);
                 }
@@ -582,13 +628,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 ctx.verified.lock().remove(key);
                 // Lost with a leader change: no receipt comes from here; give the clients'
                 // quotas back.
-                let mut by_conn: HashMap<u64, usize> = HashMap::new();
-                for o in &p.origins {
-                    *by_conn.entry(o.conn).or_default() += 1;
-                }
-                for (conn, n) in by_conn {
-                    shared.release(conn, n);
-                }
+                release_origins(&shared, &p.origins);
             }
             keep
         });
@@ -597,22 +637,25 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 debug!(shard, dropped = mempool.len(), "no longer leading; pending transactions dropped");
                 drop_pending(&mut mempool, &ctx.handle.depth, &shared);
             }
-            // A round in progress here is the next leader's to answer (the coordinator asks
-            // again); writes held for a block must not be proposed when this node leads again.
+            // A cross-shard step about to be logged here is the next leader's to log (the
+            // coordinator asks it again).
             cross.step_down();
             continue;
         }
-        if caught_up {
-            cross.poll(shard, &ctx.handle.state, in_flight.load(Ordering::Relaxed), &shared);
-        }
         // Blocks proposed and not yet certified are bounded by the pipeline (a shard whose
         // certificates stall, say with a replica down where the quorum needs it, stops
-        // proposing instead of piling up receipts).
-        while in_flight.load(Ordering::Relaxed) + awaiting.len() < ctx.pipeline
-            && cross.open()
-            && (ready(&mempool, ctx.block_txs, ctx.block_time) || cross.has_writes())
-        {
-            let good = take_verified(&ctx.check, &mut mempool, &ctx.handle.depth, ctx.block_txs, &shared);
+        // proposing instead of piling up receipts). A new leader proposes nothing before it has
+        // applied an entry of its own term: then it knows every lock the log holds.
+        while caught_up && in_flight.load(Ordering::Relaxed) + awaiting.len() < ctx.pipeline {
+            let open = cross.open();
+            if !(cross.has_step() || (open && ready(&mempool, ctx.block_txs, ctx.block_time))) {
+                break;
+            }
+            let (step, with_txs) = cross.take_step();
+            let good = match open && with_txs {
+                true => take_verified(&ctx.check, &mut mempool, &ctx.handle.depth, ctx.block_txs, &shared),
+                false => Vec::new(),
+            };
             let (block, origins) = match aggregate(ctx.check.chain_id, good) {
                 Ok(b) => b,
                 Err(dropped) => {
@@ -621,19 +664,19 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     continue;
                 }
             };
-            let (round, cross_writes) = cross.take_writes();
-            if block.is_none() && round.is_none() {
+            if block.is_none() && step.is_none() {
                 continue;
             }
-            let p = Proposal { shard, height: 0, parent: [0; 32], cross_writes, block };
-            let Some(bytes) = encode_payload(&p).filter(|b| b.len() <= crate::raft::codec::MAX_PAYLOAD_BYTES - ENTRY_MARGIN) else {
+            let p = Proposal { shard, height: 0, parent: [0; 32], cross: step, block };
+            let bytes = p.encode_entry();
+            if bytes.len() > crate::raft::codec::MAX_PAYLOAD_BYTES - ENTRY_MARGIN {
                 error!(shard, "a block too large for one entry; its transactions are dropped");
                 send_receipts(&shared, None, origins.into_iter().map(|o| (o, TxStatus::Aborted)).collect());
                 continue;
-            };
+            }
             let key = *blake3::hash(&bytes).as_bytes();
             ctx.verified.lock().insert(key);
-            proposed.insert(key, Proposed { origins, round, at: Instant::now() });
+            proposed.insert(key, Proposed { origins, at: Instant::now() });
             in_flight.fetch_add(1, Ordering::Relaxed);
             let raft = ctx.handle.raft.clone();
             let done = in_flight.clone();

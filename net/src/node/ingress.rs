@@ -195,13 +195,14 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
         }
         (Message::Cross { shard, message }, Some(from)) => match &message {
             CrossMessage::ReadRequest { .. } | CrossMessage::Apply { .. } => {
-                if from != shared.coordinator_node() {
-                    return Err("a cross-shard request from a node that does not coordinate");
+                // The coordinator runs with shard 0's leader.
+                if !shared.is_member(0, from) {
+                    return Err("a cross-shard request from a node that holds no replica of shard 0");
                 }
                 // Only the shard's leader takes part; elsewhere the request is dropped and the
                 // coordinator asks again (of the leader it learns of meanwhile).
                 if let Some(g) = shared.groups.get(&shard).filter(|g| g.leader() == Some(shared.node)) {
-                    let _ = g.events.try_send(GroupEvent::Cross(message));
+                    let _ = g.events.try_send(GroupEvent::Cross { from, message });
                 }
                 Ok(())
             }
@@ -274,7 +275,14 @@ fn admit_routed(
             }
             g.depth.clone()
         }
-        None => shared.coordinator.as_ref().ok_or((Refusal::NotLeader, None))?.1.clone(),
+        None => {
+            // Cross-shard transactions go to the coordinator, which runs with shard 0's leader.
+            let leads = shared.groups.get(&0).is_some_and(|g| g.leader() == Some(shared.node));
+            match shared.coordinator.as_ref().filter(|_| leads) {
+                Some((_, depth)) => depth.clone(),
+                None => return Err((Refusal::NotLeader, Some(0))),
+            }
+        }
     };
     if pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_client {
         pending.fetch_sub(n, Ordering::Relaxed);

@@ -29,6 +29,7 @@ mod coordinator;
 mod group;
 mod ingress;
 mod links;
+mod system;
 
 use crate::config::{ClusterConfig, NodeKeys, RaftSettings};
 use crate::metrics::Metrics;
@@ -198,8 +199,11 @@ struct Shared {
     /// The leader of each shard this node hosts no replica of, as last seen (from the
     /// cross-shard replies only leaders send).
     leader_hints: Mutex<HashMap<u32, u32>>,
-    /// The cross-shard coordinator, on the node hosting replica 0 of shard 0.
+    /// The cross-shard coordinator, on every node hosting a replica of shard 0 (active while
+    /// that replica leads).
     coordinator: Option<(crossbeam_channel::Sender<CoordEvent>, Arc<AtomicUsize>)>,
+    /// The node's store (certificates a participant acknowledges a round with).
+    store: Store,
     status: Mutex<Vec<ReplicaStatus>>,
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
@@ -244,6 +248,20 @@ impl Shared {
         }
     }
 
+    /// Tells every connected client what this node's replicas are now (sent when one of them
+    /// becomes its shard's leader), so clients move to a new leader without waiting for a
+    /// timeout or a refusal.
+    fn announce(&self) {
+        let conns: Vec<u64> = self.clients.lock().keys().copied().collect();
+        if conns.is_empty() {
+            return;
+        }
+        let status = Message::Status(self.replica_statuses());
+        for conn in conns {
+            self.send_to_client(conn, &status);
+        }
+    }
+
     /// A read of `conn` was answered.
     fn read_done(&self, conn: u64) {
         if let Some(c) = self.clients.lock().get(&conn) {
@@ -278,9 +296,12 @@ impl Shared {
         (shard as usize) < self.cluster.shards && (0..self.cluster.replicas as u32).any(|r| self.cluster.node_of(shard, r) == node)
     }
 
-    /// The node the cross-shard coordinator runs on.
-    fn coordinator_node(&self) -> u32 {
-        self.cluster.node_of(0, 0)
+    /// The certificate this node holds for `shard`'s block at `height`, if any.
+    fn certificate(&self, shard: u32, height: u64) -> Result<Option<occam_shard::Certificate>, String> {
+        match self.store.certificate(shard, height).map_err(|e| e.to_string())? {
+            Some(bytes) => occam_shard::Certificate::decode(&bytes).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }
 
     /// The node leading `shard` as this node knows it for sure: its own replica's view, or a
@@ -312,15 +333,6 @@ impl Shared {
             }
         }
         all
-    }
-
-    /// The node leading `shard`, as far as this node knows: its own replica's view of the
-    /// group, else the last hint, else the bootstrap leader.
-    fn leader_of(&self, shard: u32) -> u32 {
-        if let Some(l) = self.groups.get(&shard).and_then(GroupHandle::leader) {
-            return l;
-        }
-        self.leader_hints.lock().get(&shard).copied().unwrap_or_else(|| self.cluster.leader_of(shard))
     }
 }
 
@@ -492,15 +504,23 @@ impl Node {
             group_starts.push((ctx, rx));
         }
 
-        // The cross-shard coordinator lives on the node hosting replica 0 of shard 0.
+        // The cross-shard coordinator runs with shard 0's leader: every node hosting a replica
+        // of shard 0 has one, idle while that replica does not lead.
         let mut coordinator = None;
         let mut coord_start = None;
-        if cluster.node_of(0, 0) == node && cluster.shards > 1 {
+        if let (Some(group), true) = (groups.get(&0), cluster.shards > 1) {
             let (tx, rx) = crossbeam_channel::bounded(GROUP_QUEUE);
             let depth = Arc::new(AtomicUsize::new(0));
-            coordinator = Some((tx, depth.clone()));
+            coordinator = Some((tx.clone(), depth.clone()));
             let exec = executor_by_name::<SignedVm>("sequential", 1).map_err(|e| NodeError::Engine(e.to_string()))?;
-            let ctx = CoordCtx { exec, check: check.clone(), metrics: metrics.shard(u32::MAX) };
+            let ctx = CoordCtx {
+                exec,
+                check: check.clone(),
+                metrics: metrics.shard(u32::MAX),
+                group: group.clone(),
+                runtime: runtime.handle().clone(),
+                events: tx,
+            };
             let limits = cluster.limits.clone();
             coord_start = Some(move |shared: Arc<Shared>| {
                 coordinator::run_coordinator(ctx, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
@@ -519,6 +539,7 @@ impl Node {
             metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
             cluster: cluster.clone(),
+            store: store.clone(),
         });
         let mut threads = Vec::new();
         for (ctx, rx) in group_starts {

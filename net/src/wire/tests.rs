@@ -59,10 +59,10 @@ fn every_message() -> Vec<Message> {
             shard: 2,
             height: 5,
             parent: [9; 32],
-            cross_writes: entries(),
+            cross: Some(CrossStep::Apply { round: 4, writes: entries() }),
             block: Some(block.aggregate().unwrap()),
         }),
-        Message::Propose(Proposal { shard: 2, height: 6, parent: [9; 32], cross_writes: entries(), block: None }),
+        Message::Propose(Proposal { shard: 2, height: 6, parent: [9; 32], cross: None, block: None }),
         Message::Vote(SignedVote::sign(Vote { chain_id: 7, shard: 0, height: 1, block_hash: [1; 32], state_root: [2; 32] }, 3, &key(3))),
         Message::Commit(certificate()),
         Message::StatusRequest,
@@ -97,6 +97,50 @@ fn every_message() -> Vec<Message> {
 }
 
 static MESSAGES: std::sync::LazyLock<Vec<Message>> = std::sync::LazyLock::new(every_message);
+
+/// A block of every shape a Raft entry carries: transactions, and each cross-shard step.
+fn every_entry() -> Vec<Proposal> {
+    let block = signed_block(3).aggregate().unwrap();
+    let p = |cross: Option<CrossStep>, block: Option<_>| Proposal { shard: 1, height: 0, parent: [0; 32], cross, block };
+    vec![
+        p(None, Some(block.clone())),
+        p(None, None),
+        p(Some(CrossStep::Prepare { round: 9, keys: vec![Key::from_parts(1, 2, 3), Key::from_parts(13, 4, 0)] }), None),
+        p(Some(CrossStep::Apply { round: 9, writes: entries() }), Some(block)),
+        p(Some(CrossStep::Apply { round: 10, writes: vec![] }), None),
+        p(Some(CrossStep::Start { participants: vec![0, 2, 3] }), None),
+        p(Some(CrossStep::Decide { round: 11, aborted: false, writes: vec![(0, entries()), (3, vec![])] }), None),
+        p(Some(CrossStep::Decide { round: 12, aborted: true, writes: vec![] }), None),
+    ]
+}
+
+#[test]
+fn block_entries_round_trip_and_refuse_other_versions() {
+    for p in every_entry() {
+        let bytes = p.encode_entry();
+        assert_eq!(Proposal::decode_entry(&bytes).unwrap(), p);
+        // Another version, or no magic: refused, not misread.
+        let mut other = bytes.clone();
+        other[4] = ENTRY_VERSION + 1;
+        assert!(matches!(Proposal::decode_entry(&other), Err(WireError::Invalid("entry version"))));
+        assert!(matches!(Proposal::decode_entry(&bytes[1..]), Err(WireError::Invalid("entry magic"))));
+        // Cut short anywhere: an error, never a panic or a shorter block.
+        for cut in [5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Proposal::decode_entry(&bytes[..cut]).is_err());
+        }
+        // The step is part of the block hash the certificate names.
+        if p.cross.is_some() {
+            assert_ne!(p.hash(), Proposal { cross: None, ..p.clone() }.hash());
+        }
+    }
+    // A count of participants beyond the limit is refused before anything is allocated.
+    let mut w = b"OCBK".to_vec();
+    w.push(ENTRY_VERSION);
+    w.extend_from_slice(&[0; 4 + 8 + 32]);
+    w.push(3);
+    w.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(Proposal::decode_entry(&w), Err(WireError::TooMany { what: "participants", .. })));
+}
 
 #[test]
 fn every_message_round_trips() {
@@ -299,6 +343,16 @@ proptest! {
     }
 
     #[test]
+    fn mutated_entries_never_panic(which in 0usize..8, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = every_entry()[which].encode_entry();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(p) = Proposal::decode_entry(&bytes) {
+            prop_assert_eq!(Proposal::decode_entry(&p.encode_entry()).unwrap(), p);
+        }
+    }
+
+    #[test]
     fn mutated_frames_never_panic(which in 0usize..MESSAGES.len(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let m = &MESSAGES[which];
         let mut frame = m.encode().unwrap();
@@ -348,6 +402,11 @@ fn write_fuzz_seeds() {
             let bytes = if strip == 0 { frame } else { [&[m.kind()][..], &frame[HEADER_LEN..]].concat() };
             std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
         }
+    }
+    let dir = root.join("entry");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, p) in every_entry().iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), p.encode_entry()).unwrap();
     }
     let dir = root.join("blocks");
     std::fs::create_dir_all(&dir).unwrap();
