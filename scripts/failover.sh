@@ -2,7 +2,7 @@
 # Failover under load: kills the leader of shard 0 with SIGKILL, KILLS times, while `occam load`
 # runs, and measures each time from the kill to the next certified block of shard 0 (a new
 # leader committing). Prints each time and the p50 and max. The killed node is started again
-# (scripts/cluster.sh up) before the next kill.
+# (scripts/cluster.sh up), and the next kill waits until it has caught up.
 #
 #   DIR=target/cluster scripts/cluster.sh up && DIR=target/cluster scripts/failover.sh
 #
@@ -25,6 +25,12 @@ mapfile -t METRICS < <(sed -n 's/^metrics = "\(.*\)"/\1/p' "$CLUSTER")
 status() { for a in "${METRICS[@]}"; do curl -s --max-time 0.5 "http://$a/metrics" || true; done; }
 # The node leading shard 0, and shard 0's highest certified height, from the metrics.
 leader0() { sed -n 's/^occam_replica_leader{node="\([0-9]*\)",shard="0",.*} 1$/\1/p' | head -1; }
+# True when every node answers and its replica of shard 0 is within 2 blocks of the highest.
+settled0() {
+  awk -v want="${#METRICS[@]}" -F'[ ]' '/^occam_replica_height\{node="[0-9]+",shard="0",/ {
+      n++; if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2 }
+    END { exit !(n == want && max - min <= 2) }'
+}
 certified0() { awk -F'[ ]' '/^occam_replica_certified_height\{node="[0-9]+",shard="0",/ { if ($2 > m) m = $2 } END { print m + 0 }'; }
 now_ms() { date +%s%3N; }
 
@@ -60,7 +66,10 @@ for ((k = 1; k <= KILLS; k++)); do
   # Restarted without waiting for it: on a loaded machine a status round over fresh QUIC
   # connections can take seconds; the next kill waits for shard 0's leader in the metrics.
   DIR=$DIR WAIT=0 scripts/cluster.sh up >/dev/null
-  sleep 4
+  # One fault at a time: the next kill waits until the restarted node has caught up (a replica
+  # still catching up cannot vote, and certificates need 3 of 4 votes).
+  for _ in $(seq 1 600); do status | settled0 && break; sleep 0.1; done
+  sleep 2
 done
 kill $load 2>/dev/null || true
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)

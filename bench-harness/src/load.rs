@@ -311,6 +311,12 @@ fn requeue_stale(state: &mut [Shard], client: &Client) {
         for n in stale {
             sh.give_up_on(n);
         }
+        // A batch waiting to be sent (or sent again after a throttle) is newer than what was
+        // just taken back: it goes after them.
+        if let Some(f) = sh.in_flight.take() {
+            sh.resend.push_back(f);
+            sh.retry_at = None;
+        }
         sh.resend.make_contiguous().sort_by_key(|(b, _, _)| *b);
     }
 }

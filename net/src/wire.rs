@@ -625,10 +625,11 @@ impl Message {
                     w.extend_from_slice(&block.to_le_bytes());
                     put_entries(w, writes);
                 }
-                CrossMessage::Applied { block, from } => {
+                CrossMessage::Applied { block, from, height } => {
                     w.extend_from_slice(&shard.to_le_bytes());
                     w.extend_from_slice(&block.to_le_bytes());
                     w.extend_from_slice(&from.to_le_bytes());
+                    w.extend_from_slice(&height.to_le_bytes());
                 }
             },
             // `group u32 ‖ rpc u8 ‖ len u32 ‖ body`.
@@ -721,7 +722,7 @@ impl Message {
                     Kind::CROSS_READ_REQUEST => CrossMessage::ReadRequest { block, keys: r.keys()? },
                     Kind::CROSS_READ_REPLY => CrossMessage::ReadReply { block, from: r.u32("shard")?, values: r.entries()? },
                     Kind::CROSS_APPLY => CrossMessage::Apply { block, writes: r.entries()? },
-                    _ => CrossMessage::Applied { block, from: r.u32("shard")? },
+                    _ => CrossMessage::Applied { block, from: r.u32("shard")?, height: r.u64("height")? },
                 };
                 Message::Cross { shard, message }
             }

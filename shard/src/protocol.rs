@@ -66,6 +66,9 @@ pub enum Message {
         block: u64,
         /// The acknowledging shard.
         from: ShardId,
+        /// The height of the participant's block that applied them, where the participant's
+        /// history has heights (a node's shard); 0 in the embedded engine.
+        height: u64,
     },
 }
 
@@ -191,7 +194,7 @@ impl Coordinator {
                 self.phase = Phase::Executing;
                 Ok(Step::Execute(self.replies.values().flatten().cloned().collect()))
             }
-            Message::Applied { block, from } if *block == self.block => {
+            Message::Applied { block, from, .. } if *block == self.block => {
                 let done = self.applied.get_mut(from).ok_or(ProtocolError::NotParticipant { block: *block, shard: *from })?;
                 if self.phase != Phase::Applying {
                     return Ok(Step::Wait);
@@ -297,8 +300,10 @@ impl Participant {
                 })])
             }
             Message::Apply { block, writes } => {
-                let ack =
-                    Action::Send(Envelope { to: Address::Coordinator, message: Message::Applied { block: *block, from: self.shard } });
+                let ack = Action::Send(Envelope {
+                    to: Address::Coordinator,
+                    message: Message::Applied { block: *block, from: self.shard, height: 0 },
+                });
                 if self.applied_through.is_some_and(|b| b >= *block) {
                     return Ok(vec![ack]);
                 }

@@ -107,7 +107,7 @@ fn refusals() {
     assert_eq!(c.on_executed(outside), Err(ProtocolError::WriteOutsideParticipants(1)));
     // A participant never receives replies.
     let mut p = Participant::new(0);
-    assert_eq!(p.on_message(&Message::Applied { block: 4, from: 0 }, |_| None), Err(ProtocolError::Unexpected));
+    assert_eq!(p.on_message(&Message::Applied { block: 4, from: 0, height: 0 }, |_| None), Err(ProtocolError::Unexpected));
     // After applying block 4, a late read request for it is not answered with new values.
     assert_eq!(p.on_message(&Message::Apply { block: 4, writes: vec![] }, |_| None).unwrap().len(), 2);
     assert!(p.on_message(&Message::ReadRequest { block: 4, keys: vec![key(0, 0)] }, |_| None).unwrap().is_empty());

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 /// Set in a child: the node file it runs.
 const CHILD_ENV: &str = "OCCAM_FAILOVER_NODE";
+/// Set to a folder to keep each node's log there (`node-<i>.log`, appended across restarts;
+/// `OCCAM_LOG` filters it, default `info`).
+const LOG_DIR_ENV: &str = "OCCAM_TEST_LOG_DIR";
 /// A child stops by itself after this long, or when its parent's end of stdin closes.
 const CHILD_LIFETIME: Duration = Duration::from_secs(180);
 
@@ -33,6 +36,9 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(180);
 #[test]
 fn failover_node() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    if std::env::var_os(LOG_DIR_ENV).is_some() {
+        occam_bench::cluster::init_logging();
+    }
     let (node_cfg, cluster, keys) = NodeConfig::load(Path::new(&path)).unwrap();
     let genesis = Arc::new(genesis(&cluster.genesis).unwrap());
     let (_, registry) = signers(&cluster).unwrap();
@@ -60,7 +66,14 @@ impl Procs {
             .env(CHILD_ENV, self.dir.join(format!("node-{i}.toml")))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os(LOG_DIR_ENV) {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let path = Path::new(&dir).join(format!("node-{i}.log"));
+                    Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
+                }
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

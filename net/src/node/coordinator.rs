@@ -39,7 +39,7 @@ use crate::wire::{CrossStep, Message, Proposal, TxStatus};
 use crossbeam_channel::{Receiver, Sender};
 use occam_engine::exec::BlockExecutor;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{nonce_key, SignedVm, VerifiedTx};
+use occam_engine::native::signed::{nonce_key, RawSignedTx, SignedTx, SignedVm, VerifiedTx};
 use occam_engine::native::NativeVm;
 use occam_engine::state::CommittedState;
 use occam_engine::vm::Vm;
@@ -59,22 +59,24 @@ const RESEND_AFTER: Duration = Duration::from_millis(500);
 /// A round whose reads are not all in after this long is decided aborted (a participant shard
 /// without a leader must not hold the others locked).
 pub(super) const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
-/// A prepare this leader logged and has not seen applied for this long was lost (its entry
-/// did not commit under this leader): blocks are proposed again.
-const PREPARE_TTL: Duration = Duration::from_secs(2);
+/// Once every participant acknowledged a round, its receipts wait at most this long for the
+/// certificates not yet in.
+const CERT_PATIENCE: Duration = Duration::from_secs(5);
+/// The most participant certificates the coordinator holds for the round in progress.
+const MAX_HELD_CERTIFICATES: usize = 4096;
 
 /// What the coordinator's thread handles.
 pub(super) enum CoordEvent {
     /// Admitted cross-shard transactions.
-    Submit(Vec<(occam_engine::native::signed::RawSignedTx, Origin)>, Instant),
-    /// A participant's reply or acknowledgement, from node `from`.
-    Cross { from: u32, message: CrossMessage },
-    /// A certificate from node `from` (a participant leader sends the one of the block that
-    /// applied a round just before the round's acknowledgement, on the same link).
-    Commit { from: u32, certificate: Box<Certificate> },
-    /// A step this coordinator proposed to shard 0's log was applied (with the height and root
-    /// after it), or not committed under this leader.
-    Logged(Result<RaftResponse, String>),
+    Submit(Vec<(RawSignedTx, Origin)>, Instant),
+    /// A participant's reply or acknowledgement.
+    Cross(CrossMessage),
+    /// A certificate (a participant leader sends the one of the block that applied a round
+    /// before the round's acknowledgement, which names that block's height).
+    Commit(Box<Certificate>),
+    /// A step this coordinator proposed to shard 0's log in `term` was applied (with the
+    /// height and root after it), or not committed under this leader.
+    Logged { term: u64, answer: Result<RaftResponse, String> },
 }
 
 /// What the coordinator executes with.
@@ -94,9 +96,10 @@ pub(super) struct CoordCtx {
 pub(super) struct CrossSide {
     /// The step for the next block (a prepare, or a round's outcome).
     next: Option<CrossStep>,
-    /// A prepare handed to Raft and not yet applied here, and when: no block follows it until
-    /// it is applied (or, if it was lost, for [`PREPARE_TTL`]).
-    preparing: Option<(u64, Instant)>,
+    /// A prepare handed to Raft and not yet applied here (its round and its entry's payload
+    /// hash): no block of transactions follows it until it is applied, or Raft says it was not
+    /// committed under this leader.
+    preparing: Option<(u64, [u8; 32])>,
     /// Keys of the round being prepared, and the node to answer (the coordinator's).
     reads: Option<(u64, Vec<Key>, u32)>,
     /// Blocks that applied a round's outcome, by height: when certified, the coordinator at
@@ -136,6 +139,7 @@ impl CrossSide {
                         &Message::Cross { shard, message: CrossMessage::ReadReply { block: round, from: shard, values } },
                     );
                 } else if lock.is_none() && round > done && self.preparing().is_none() {
+                    debug!(shard, round, "preparing a cross-shard round");
                     self.next = Some(CrossStep::Prepare { round, keys: keys.clone() });
                     self.reads = Some((round, keys, from));
                 } else {
@@ -144,14 +148,20 @@ impl CrossSide {
             }
             CrossMessage::Apply { block: round, writes } => {
                 if round == done && done_at > 0 {
-                    // Applied already: acknowledge with that block's certificate, now or once
-                    // it forms.
+                    // Applied already: acknowledge with that block's certificate if this
+                    // replica holds it; else say so without one (a replica that caught up by
+                    // snapshot may never get it) and send it if it forms here.
                     drop(state);
                     self.acks.insert(done_at, (round, from));
-                    if let Ok(Some(c)) = shared.certificate(shard, done_at) {
-                        self.acknowledge(shard, done_at, &c, shared);
+                    match shared.certificate(shard, done_at) {
+                        Ok(Some(c)) => self.acknowledge(shard, done_at, &c, shared),
+                        _ => {
+                            let applied = CrossMessage::Applied { block: round, from: shard, height: done_at };
+                            shared.send_to_node(from, &Message::Cross { shard, message: applied });
+                        }
                     }
                 } else if lock == Some(round) || (lock.is_none() && round > done && writes.is_empty()) {
+                    debug!(shard, round, ?lock, done, aborted = writes.is_empty(), "applying a cross-shard round's outcome");
                     self.next = Some(CrossStep::Apply { round, writes });
                     self.apply_from = Some((round, from));
                 } else {
@@ -172,6 +182,7 @@ impl CrossSide {
         state: &RwLock<CommittedState>,
         shared: &Shared,
     ) {
+        debug!(shard, height, ?outcome, "a cross-shard step applied");
         match *outcome {
             CrossOutcome::Prepared { round, ok } => {
                 if ok {
@@ -203,21 +214,42 @@ impl CrossSide {
     }
 
     /// This node no longer leads the shard: what it was about to log is the next leader's to
-    /// log (the coordinator asks it again).
+    /// log (the coordinator asks it again). A prepare already handed to Raft stays in flight
+    /// until it is applied or Raft says it was not committed: if this node leads again before
+    /// then, it must not put transactions after it.
     pub(super) fn step_down(&mut self) {
-        *self = CrossSide { locked: self.locked, ..CrossSide::new() };
+        *self = CrossSide { locked: self.locked, preparing: self.preparing, ..CrossSide::new() };
     }
 
+    /// Sends the coordinator the certificate of the block at `height`, which applied a round,
+    /// and then the round's acknowledgement naming that height (only if the certificate was
+    /// queued: the coordinator pairs the two by shard and height).
     fn acknowledge(&mut self, shard: u32, height: u64, certificate: &Certificate, shared: &Shared) {
         if let Some((round, to)) = self.acks.remove(&height) {
-            shared.send_to_node(to, &Message::Commit(certificate.clone()));
-            shared.send_to_node(to, &Message::Cross { shard, message: CrossMessage::Applied { block: round, from: shard } });
+            if shared.send_to_node(to, &Message::Commit(certificate.clone())) {
+                let applied = CrossMessage::Applied { block: round, from: shard, height };
+                shared.send_to_node(to, &Message::Cross { shard, message: applied });
+            }
         }
     }
 
-    /// The round of the prepare in flight, if it is not older than [`PREPARE_TTL`].
+    /// The round of the prepare in flight, if any.
     fn preparing(&self) -> Option<u64> {
-        self.preparing.filter(|(_, at)| at.elapsed() < PREPARE_TTL).map(|(r, _)| r)
+        self.preparing.map(|(r, _)| r)
+    }
+
+    /// The block carrying the prepare of `round` went to Raft as the entry whose payload hashes
+    /// to `key`.
+    pub(super) fn prepare_proposed(&mut self, round: u64, key: [u8; 32]) {
+        self.preparing = Some((round, key));
+    }
+
+    /// The entry whose payload hashes to `key` was not committed under this leader: if it was
+    /// the prepare, nothing is in flight any more.
+    pub(super) fn not_committed(&mut self, key: [u8; 32]) {
+        if self.preparing.is_some_and(|(_, k)| k == key) {
+            self.preparing = None;
+        }
     }
 
     /// May a block of transactions be proposed now? Not while a prepare is in flight or the
@@ -235,13 +267,11 @@ impl CrossSide {
     }
 
     /// The step for the next block, and whether transactions may ride in it (not with a
-    /// prepare: they would be applied while the shard is locked).
+    /// prepare: they would be applied while the shard is locked). The caller reports a
+    /// prepare's entry with [`CrossSide::prepare_proposed`].
     pub(super) fn take_step(&mut self) -> (Option<CrossStep>, bool) {
         match self.next.take() {
-            Some(CrossStep::Prepare { round, keys }) => {
-                self.preparing = Some((round, Instant::now()));
-                (Some(CrossStep::Prepare { round, keys }), false)
-            }
+            Some(step @ CrossStep::Prepare { .. }) => (Some(step), false),
             other => (other, true),
         }
     }
@@ -271,13 +301,21 @@ struct Round {
     participants: Vec<u32>,
     reads: BTreeMap<u32, Vec<Key>>,
     txs: Vec<VerifiedTx>,
+    /// The transactions as admitted (with their signatures), to queue them again if the round
+    /// is abandoned before it is decided.
+    raw: Vec<RawSignedTx>,
     origins: Vec<Origin>,
     values: BTreeMap<u32, Entries>,
     statuses: Vec<TxStatus>,
     aborted: bool,
     writes: BTreeMap<u32, Entries>,
+    /// Each participant that acknowledged, with the height of its block that applied the round.
+    acked: HashMap<u32, u64>,
     /// The certificate of each participant's block that applied the round.
     certificates: HashMap<u32, Certificate>,
+    /// When the last acknowledgement came in (receipts wait at most [`CERT_PATIENCE`] more for
+    /// certificates not yet in).
+    all_acked_at: Option<Instant>,
     /// Requests sent to each participant without an answer (the next one goes elsewhere if the
     /// leader is unknown).
     attempts: HashMap<u32, u32>,
@@ -286,42 +324,81 @@ struct Round {
 }
 
 impl Round {
-    fn new(participants: Vec<u32>, reads: BTreeMap<u32, Vec<Key>>, txs: Vec<VerifiedTx>, origins: Vec<Origin>) -> Round {
+    fn new(participants: Vec<u32>, reads: BTreeMap<u32, Vec<Key>>, txs: Vec<SignedTx>, origins: Vec<Origin>) -> Round {
+        let raw = txs.iter().map(|t| RawSignedTx { header: t.header.clone(), signature: t.signature.to_bytes() }).collect();
+        let txs = txs.into_iter().map(|t| VerifiedTx { header: t.header, signature_ok: true }).collect();
         Round {
             round: 0,
             phase: Phase::Starting,
             participants,
             reads,
             txs,
+            raw,
             origins,
             values: BTreeMap::new(),
             statuses: Vec::new(),
             aborted: false,
             writes: BTreeMap::new(),
+            acked: HashMap::new(),
             certificates: HashMap::new(),
+            all_acked_at: None,
             attempts: HashMap::new(),
             started: Instant::now(),
             sent_at: Instant::now(),
         }
     }
+
+    /// Every participant applied the round, and its receipts can go: with every certificate,
+    /// or without those that did not come within [`CERT_PATIENCE`] (a participant's leader that
+    /// caught up by snapshot may not hold its block's certificate), or at once if no client
+    /// waits here (a round resumed from the record).
+    fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Applying)
+            && self.participants.iter().all(|s| self.acked.contains_key(s))
+            && (self.origins.is_empty()
+                || self.participants.iter().all(|s| self.certificates.contains_key(s))
+                || self.all_acked_at.is_some_and(|t| t.elapsed() >= CERT_PATIENCE))
+    }
+
+    /// Takes certificates of the participants' acknowledged blocks from those received.
+    fn attach(&mut self, certs: &HashMap<(u32, u64), Certificate>) {
+        for (s, h) in &self.acked {
+            if !self.certificates.contains_key(s) {
+                if let Some(c) = certs.get(&(*s, *h)) {
+                    self.certificates.insert(*s, c.clone());
+                }
+            }
+        }
+    }
 }
 
-/// Proposes `step` to shard 0's log; the answer comes back as [`CoordEvent::Logged`].
-fn log_step(ctx: &CoordCtx, step: CrossStep) {
+/// Proposes `step` to shard 0's log in `term`; the answer comes back as [`CoordEvent::Logged`].
+fn log_step(ctx: &CoordCtx, term: u64, step: CrossStep) {
     let bytes = Proposal { shard: 0, height: 0, parent: [0; 32], cross: Some(step), block: None }.encode_entry();
     let raft = ctx.group.raft.clone();
     let events = ctx.events.clone();
     ctx.runtime.spawn(async move {
         let answer = raft.client_write(RaftRequest::new(bytes)).await.map(|r| r.data).map_err(|e| e.to_string());
-        let _ = events.send(CoordEvent::Logged(answer));
+        let _ = events.send(CoordEvent::Logged { term, answer });
     });
+}
+
+/// Puts the transactions of a round abandoned before it was decided back at the head of the
+/// mempool, in their order: they run in a later round. (Aborting them would make every later
+/// transaction of their signers, already sent, fail for its nonce.)
+fn requeue(mempool: &mut Mempool, depth: &AtomicUsize, r: Round) {
+    depth.fetch_add(r.raw.len(), Ordering::Relaxed);
+    let now = Instant::now();
+    for (t, o) in r.raw.into_iter().zip(r.origins).rev() {
+        mempool.push_front((t, o, now));
+    }
 }
 
 /// The cross-shard coordinator of one node: active while this node's replica of shard 0 leads
 /// its group and has applied an entry of its own term, idle otherwise (its mempool is dropped
-/// when it stops leading; clients send again to the new leader). One round at a time; a round
-/// it has in progress when it stops leading (or a new term starts) is the next coordinator's
-/// to finish, from shard 0's record.
+/// when it stops leading; clients send again to the new leader). One round at a time. On
+/// becoming active (also when this node leads again in a newer term) it first settles the round
+/// shard 0's record holds, merged with the one it had in progress if that is the same round.
 pub(super) fn run_coordinator(
     mut ctx: CoordCtx,
     rx: Receiver<CoordEvent>,
@@ -333,11 +410,11 @@ pub(super) fn run_coordinator(
     let partitioner = shared.partitioner.clone();
     let mut mempool: Mempool = Mempool::new();
     let mut round: Option<Round> = None;
-    // The term this coordinator became active in (it resumes from shard 0's record then).
+    // The term this coordinator became active in.
     let mut active: Option<u64> = None;
-    // The latest certificate each participant leader sent; it sends the one of the block that
-    // applied a round just before the round's acknowledgement, on the same ordered link.
-    let mut last_cert: HashMap<(u32, u32), Certificate> = HashMap::new();
+    // Certificates participants' leaders sent, by shard and height (bounded; cleared with each
+    // round): an acknowledgement names the height of the block that applied the round.
+    let mut certs: HashMap<(u32, u64), Certificate> = HashMap::new();
     while !shared.stopping.load(Ordering::Relaxed) {
         let Some(events) = turn(&rx) else { break };
         let (leading, term, caught_up) = {
@@ -348,23 +425,26 @@ pub(super) fn run_coordinator(
         };
         if active.is_some_and(|t| !leading || t != term) {
             info!("no longer leading shard 0 in the term it started in: the coordinator stops");
-            // The next coordinator finishes the round; its clients learn the outcome from the
-            // shards (their quotas here are released).
-            if let Some(r) = round.take() {
-                release_origins(&shared, &r.origins);
+            if !leading {
+                // The next coordinator finishes the round; its clients learn the outcome from
+                // the shards (their quotas here are released).
+                if let Some(r) = round.take() {
+                    release_origins(&shared, &r.origins);
+                }
             }
-            last_cert.clear();
+            // Still leading, in a newer term: the round is kept, and settled with the record.
+            certs.clear();
             active = None;
         }
         for event in events {
             match event {
                 CoordEvent::Submit(txs, at) => mempool.extend(txs.into_iter().map(|(t, o)| (t, o, at))),
-                CoordEvent::Commit { from, certificate } => {
-                    if round.is_some() {
-                        last_cert.insert((certificate.vote.shard, from), *certificate);
+                CoordEvent::Commit(certificate) => {
+                    if round.is_some() && certs.len() < MAX_HELD_CERTIFICATES {
+                        certs.insert((certificate.vote.shard, certificate.vote.height), *certificate);
                     }
                 }
-                CoordEvent::Cross { from: node, message } => {
+                CoordEvent::Cross(message) => {
                     let Some(r) = round.as_mut() else { continue };
                     match message {
                         CrossMessage::ReadReply { block, from, values }
@@ -373,19 +453,26 @@ pub(super) fn run_coordinator(
                             r.values.entry(from).or_insert(values);
                             r.attempts.remove(&from);
                         }
-                        CrossMessage::Applied { block, from } if block == r.round && matches!(r.phase, Phase::Applying) => {
-                            if let Some(c) = last_cert.remove(&(from, node)) {
-                                r.certificates.entry(from).or_insert(c);
-                                r.attempts.remove(&from);
+                        CrossMessage::Applied { block, from, height }
+                            if block == r.round && matches!(r.phase, Phase::Applying) && r.participants.contains(&from) =>
+                        {
+                            r.acked.insert(from, height);
+                            r.attempts.remove(&from);
+                            if r.all_acked_at.is_none() && r.participants.iter().all(|s| r.acked.contains_key(s)) {
+                                r.all_acked_at = Some(Instant::now());
                             }
                         }
                         _ => {}
                     }
                 }
-                CoordEvent::Logged(answer) => {
+                CoordEvent::Logged { term: t, answer } => {
+                    if active != Some(t) {
+                        continue;
+                    }
                     let Some(r) = round.as_mut() else { continue };
                     let height = answer.as_ref().map_or(0, |a| a.height);
-                    let record = answer.ok().and_then(|_| system::round(&ctx.group.state.read()));
+                    let state = ctx.group.state.read();
+                    let record = answer.ok().and_then(|_| system::round(&state));
                     match r.phase {
                         Phase::Starting => match record.filter(|rec| rec.round == height && !rec.decided()) {
                             Some(_) => {
@@ -395,27 +482,29 @@ pub(super) fn run_coordinator(
                             }
                             None => {
                                 // Not logged under this leader: if the entry commits later, the
-                                // next coordinator finds it undecided and aborts it.
-                                warn!("a cross-shard round could not start; its transactions are aborted");
+                                // next coordinator finds it undecided and aborts it. Its
+                                // transactions run in a later round.
+                                drop(state);
+                                warn!("a cross-shard round could not start; its transactions wait for the next");
                                 if let Some(r) = round.take() {
-                                    send_receipts(&shared, None, r.origins.into_iter().map(|o| (o, TxStatus::Aborted)).collect());
+                                    requeue(&mut mempool, &depth, r);
                                 }
                                 continue;
                             }
                         },
                         Phase::Deciding => match record.filter(|rec| rec.round == r.round && rec.decided()) {
                             Some(rec) => {
+                                // The outcome as the log holds it.
                                 r.aborted = rec.aborted == Some(true);
+                                r.writes = rec.participants.iter().map(|&s| (s, system::decided_writes(&state, &rec, s))).collect();
                                 r.phase = Phase::Applying;
                                 r.sent_at = Instant::now() - RESEND_AFTER;
                             }
                             None => {
-                                // Not logged under this leader, or the record moved on: start
-                                // over from the record (the next turn resumes from it).
-                                warn!(round = r.round, "the round's outcome was not logged here; resuming from shard 0's record");
-                                if let Some(r) = round.take() {
-                                    release_origins(&shared, &r.origins);
-                                }
+                                // Not logged under this leader, or the record moved on: settle
+                                // it again from the record (next turn).
+                                drop(state);
+                                warn!(round = r.round, "the round's outcome was not logged here; settling it from shard 0's record");
                                 active = None;
                                 continue;
                             }
@@ -437,9 +526,8 @@ pub(super) fn run_coordinator(
             continue;
         }
         if active.is_none() {
-            // Elected: finish what the previous coordinator left.
             active = Some(term);
-            round = resume(&ctx);
+            round = settle(&ctx, term, round.take(), &mut mempool, &depth);
         }
         if let Some(r) = round.as_mut() {
             // All values in: execute and log the outcome. Reads that do not come in abort it.
@@ -455,7 +543,7 @@ pub(super) fn run_coordinator(
                             r.aborted = true;
                         }
                     }
-                    decide(&ctx, r);
+                    decide(&ctx, term, r);
                 } else if r.started.elapsed() >= ROUND_TIMEOUT {
                     warn!(
                         round = r.round,
@@ -464,18 +552,16 @@ pub(super) fn run_coordinator(
                     );
                     r.aborted = true;
                     r.writes.clear();
-                    decide(&ctx, r);
+                    decide(&ctx, term, r);
                 }
             }
+            r.attach(&certs);
         }
-        // Finish a round applied and certified everywhere.
-        if round
-            .as_ref()
-            .is_some_and(|r| matches!(r.phase, Phase::Applying) && r.participants.iter().all(|s| r.certificates.contains_key(s)))
-        {
+        // Finish a round applied everywhere.
+        if round.as_ref().is_some_and(Round::finished) {
             let r = round.take().expect("checked");
             finish(&ctx, &*partitioner, r, &shared);
-            last_cert.clear();
+            certs.clear();
         }
         // Send requests, and again those not answered.
         if let Some(r) = round.as_mut() {
@@ -503,8 +589,8 @@ pub(super) fn run_coordinator(
                     ks.dedup();
                 }
                 let participants: Vec<u32> = reads.keys().copied().collect();
-                let (txs, origins) = good.into_iter().map(|(t, o)| (VerifiedTx { header: t.header, signature_ok: true }, o)).unzip();
-                log_step(&ctx, CrossStep::Start { participants: participants.clone() });
+                let (txs, origins) = good.into_iter().unzip();
+                log_step(&ctx, term, CrossStep::Start { participants: participants.clone() });
                 round = Some(Round::new(participants, reads, txs, origins));
             }
         }
@@ -512,26 +598,39 @@ pub(super) fn run_coordinator(
     }
 }
 
-/// The round a newly elected coordinator must finish, from shard 0's record: an undecided one
-/// is decided aborted, a decided one has its outcome sent again (participants that applied it
-/// acknowledge with their certificate).
-fn resume(ctx: &CoordCtx) -> Option<Round> {
+/// What a coordinator that became active must finish first, from shard 0's record: a round
+/// started and not decided is decided aborted; a decided one has its outcome sent again
+/// (participants that applied it acknowledge). `kept` is the round this node had in progress
+/// (it leads again, in a newer term): if the record holds it decided, it goes on with its
+/// clients' receipts; if not decided (or not logged at all), its transactions go back to the
+/// mempool for a later round.
+fn settle(ctx: &CoordCtx, term: u64, kept: Option<Round>, mempool: &mut Mempool, depth: &AtomicUsize) -> Option<Round> {
     let state = ctx.group.state.read();
-    let rec = system::round(&state)?;
-    let mut r = Round::new(rec.participants.clone(), BTreeMap::new(), Vec::new(), Vec::new());
+    let rec = system::round(&state);
+    let (mine, other) = match kept {
+        Some(k) if k.round != 0 && rec.as_ref().is_some_and(|rec| rec.round == k.round && rec.decided()) => (Some(k), None),
+        k => (None, k),
+    };
+    if let Some(k) = other {
+        requeue(mempool, depth, k);
+    }
+    let rec = rec?;
+    let mut r = mine.unwrap_or_else(|| Round::new(rec.participants.clone(), BTreeMap::new(), Vec::new(), Vec::new()));
     r.round = rec.round;
+    r.participants = rec.participants.clone();
     match rec.aborted {
         None => {
             drop(state);
-            info!(round = r.round, "a cross-shard round left undecided by the previous coordinator is aborted");
+            info!(
+                round = r.round,
+                "a cross-shard round left undecided is aborted (its transactions, if they were admitted here, run later)"
+            );
             r.aborted = true;
-            decide(ctx, &mut r);
+            decide(ctx, term, &mut r);
         }
         Some(aborted) => {
             r.aborted = aborted;
-            if !aborted {
-                r.writes = rec.participants.iter().map(|&s| (s, system::decided_writes(&state, &rec, s))).collect();
-            }
+            r.writes = rec.participants.iter().map(|&s| (s, system::decided_writes(&state, &rec, s))).collect();
             r.phase = Phase::Applying;
             r.sent_at = Instant::now() - RESEND_AFTER;
             debug!(round = r.round, aborted, "sending the last round's outcome again");
@@ -541,11 +640,11 @@ fn resume(ctx: &CoordCtx) -> Option<Round> {
 }
 
 /// Logs the round's outcome (its writes, or its abort).
-fn decide(ctx: &CoordCtx, r: &mut Round) {
+fn decide(ctx: &CoordCtx, term: u64, r: &mut Round) {
     r.phase = Phase::Deciding;
     let writes =
         if r.aborted { Vec::new() } else { r.participants.iter().map(|s| (*s, r.writes.get(s).cloned().unwrap_or_default())).collect() };
-    log_step(ctx, CrossStep::Decide { round: r.round, aborted: r.aborted, writes });
+    log_step(ctx, term, CrossStep::Decide { round: r.round, aborted: r.aborted, writes });
 }
 
 /// Sends each participant that has not answered the request of the round's phase: to the
@@ -557,7 +656,7 @@ fn send_requests(r: &mut Round, shared: &Shared) {
             Phase::Reading if !r.values.contains_key(&s) => {
                 CrossMessage::ReadRequest { block: r.round, keys: r.reads.get(&s).cloned().unwrap_or_default() }
             }
-            Phase::Applying if !r.certificates.contains_key(&s) => CrossMessage::Apply {
+            Phase::Applying if !r.acked.contains_key(&s) => CrossMessage::Apply {
                 block: r.round,
                 writes: if r.aborted { Vec::new() } else { r.writes.get(&s).cloned().unwrap_or_default() },
             },
@@ -574,7 +673,8 @@ fn send_requests(r: &mut Round, shared: &Shared) {
 }
 
 /// Sends a finished round's receipts: each transaction's with the certificate of the block that
-/// applied the round on its signer's shard (none for an aborted round).
+/// applied the round on its signer's shard (none for an aborted round, or where that
+/// certificate did not come).
 fn finish(ctx: &CoordCtx, partitioner: &dyn Partitioner, r: Round, shared: &Shared) {
     ctx.metrics.certified(r.round, r.txs.len() as u64, r.started.elapsed());
     if r.origins.is_empty() {
@@ -588,6 +688,9 @@ fn finish(ctx: &CoordCtx, partitioner: &dyn Partitioner, r: Round, shared: &Shar
     }
     for (home, entries) in by_shard {
         let certificate = if r.aborted { None } else { r.certificates.get(&home).cloned() };
+        if certificate.is_none() && !r.aborted {
+            warn!(round = r.round, shard = home, "receipts of a cross-shard round without the certificate of that shard's block");
+        }
         send_receipts(shared, certificate, entries);
     }
 }

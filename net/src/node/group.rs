@@ -34,7 +34,7 @@ use super::{Origin, Shared, SnapshotReply};
 use crate::metrics::ShardMetrics;
 use crate::raft::state_machine::{AppliedBlock, BlockApplier, BlockInput};
 use crate::raft::{RaftRequest, TypeConfig};
-use crate::wire::{Message, Proposal, TxStatus};
+use crate::wire::{CrossStep, Message, Proposal, TxStatus};
 use crossbeam_channel::Sender;
 use occam_engine::crypto::SecretKey;
 use occam_engine::exec::BlockExecutor;
@@ -504,8 +504,14 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
         };
     let mut was_leading = false;
+    // Payload hashes of blocks this node proposed that Raft did not commit under its leadership
+    // (filled by the proposing tasks; never dropped, unlike a message on a full queue).
+    let not_committed: Arc<Mutex<Vec<[u8; 32]>>> = Arc::default();
     while !shared.stopping.load(Ordering::Relaxed) {
         let Some(batch) = turn(&rx) else { break };
+        for key in std::mem::take(&mut *not_committed.lock()) {
+            cross.not_committed(key);
+        }
         let leader = ctx.handle.leader();
         let leading = leader == Some(node);
         if leading && !was_leading {
@@ -675,17 +681,22 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 continue;
             }
             let key = *blake3::hash(&bytes).as_bytes();
+            if let Some(CrossStep::Prepare { round, .. }) = &p.cross {
+                cross.prepare_proposed(*round, key);
+            }
             ctx.verified.lock().insert(key);
             proposed.insert(key, Proposed { origins, at: Instant::now() });
             in_flight.fetch_add(1, Ordering::Relaxed);
             let raft = ctx.handle.raft.clone();
             let done = in_flight.clone();
+            let lost = not_committed.clone();
             ctx.runtime.spawn(async move {
                 // Answered once the entry is applied here, or refused (this node stopped
                 // leading; the entry may still commit under the next leader, and its receipts
                 // then go out from here when its certificate arrives).
                 if let Err(e) = raft.client_write(RaftRequest::new(bytes)).await {
                     debug!(shard, "proposal not committed under this leader: {e}");
+                    lost.lock().push(key);
                 }
                 done.fetch_sub(1, Ordering::Relaxed);
             });

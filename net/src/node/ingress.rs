@@ -186,7 +186,7 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
                 return Err("a certificate from a node that holds no replica of the shard");
             }
             if let Some((tx, _)) = &shared.coordinator {
-                let _ = tx.try_send(CoordEvent::Commit { from, certificate: Box::new(c.clone()) });
+                let _ = tx.try_send(CoordEvent::Commit(Box::new(c.clone())));
             }
             if let Some(g) = shared.groups.get(&shard) {
                 let _ = g.events.try_send(GroupEvent::Commit(Box::new(c)));
@@ -213,7 +213,7 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
                 // Only a leader answers: the coordinator's next requests for the shard go there.
                 shared.leader_hints.lock().insert(shard, from);
                 if let Some((tx, _)) = &shared.coordinator {
-                    let _ = tx.try_send(CoordEvent::Cross { from, message });
+                    let _ = tx.try_send(CoordEvent::Cross(message));
                 }
                 Ok(())
             }

@@ -210,29 +210,33 @@ struct Shared {
 }
 
 impl Shared {
-    fn send_to_node(&self, node: u32, message: &Message) {
+    /// Queues `message` for `node` (or handles it here, for this node); false if it was
+    /// dropped (the link's queue is full or closed, or the message does not encode).
+    fn send_to_node(&self, node: u32, message: &Message) -> bool {
         if node == self.node {
             // The coordinator and a participant leader may share a node.
             if let Err(why) = ingress::dispatch(self, 0, Some(node), message.clone()) {
                 error!("a message to this node itself was refused: {why}");
+                return false;
             }
-            return;
+            return true;
         }
-        let Some(link) = self.links.get(&node) else { return };
-        if let Some(f) = frame(message) {
-            // Bounded in frames and in bytes: votes resent to a peer that is down must not
-            // pile up in memory.
-            let len = f.len();
-            if link.queued.fetch_add(len, Ordering::Relaxed) + len > LINK_BYTES {
-                link.queued.fetch_sub(len, Ordering::Relaxed);
-                debug!(peer = node, "link queue full; message dropped (its sender sends it again)");
-                return;
-            }
-            if link.frames.try_send(f).is_err() {
-                link.queued.fetch_sub(len, Ordering::Relaxed);
-                debug!(peer = node, "link queue full or closed; message dropped (its sender sends it again)");
-            }
+        let Some(link) = self.links.get(&node) else { return false };
+        let Some(f) = frame(message) else { return false };
+        // Bounded in frames and in bytes: votes resent to a peer that is down must not pile up
+        // in memory.
+        let len = f.len();
+        if link.queued.fetch_add(len, Ordering::Relaxed) + len > LINK_BYTES {
+            link.queued.fetch_sub(len, Ordering::Relaxed);
+            debug!(peer = node, "link queue full; message dropped (its sender sends it again)");
+            return false;
         }
+        if link.frames.try_send(f).is_err() {
+            link.queued.fetch_sub(len, Ordering::Relaxed);
+            debug!(peer = node, "link queue full or closed; message dropped (its sender sends it again)");
+            return false;
+        }
+        true
     }
 
     fn send_to_client(&self, conn: u64, message: &Message) {

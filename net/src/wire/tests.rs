@@ -88,7 +88,7 @@ fn every_message() -> Vec<Message> {
         Message::Cross { shard: 1, message: CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] } },
         Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
-        Message::Cross { shard: 1, message: CrossMessage::Applied { block: 3, from: 1 } },
+        Message::Cross { shard: 1, message: CrossMessage::Applied { block: 3, from: 1, height: 17 } },
         Message::RaftRequest { group: 3, rpc: RaftRpcKind::AppendEntries, body: vec![1, 2, 3, 4] },
         Message::RaftRequest { group: u32::MAX, rpc: RaftRpcKind::InstallSnapshot, body: vec![] },
         Message::RaftReply { group: 3, rpc: RaftRpcKind::Vote, result: Ok(vec![9; 40]) },
