@@ -52,7 +52,9 @@ pub enum ClientEvent {
         /// One entry per key asked.
         values: occam_shard::protocol::Entries,
     },
-    /// A node's replicas' positions.
+    /// A node's replicas' positions: the answer to [`Client::request_status`], or sent unasked
+    /// when one of the node's replicas becomes its shard's leader (pass it to
+    /// [`Client::learn_leaders`]).
     Status {
         /// The node.
         node: u32,

@@ -93,6 +93,7 @@ pub(super) struct CoordCtx {
 
 /// A leader's part in cross-shard rounds, for one shard. The lock and the rounds done are in
 /// the replicated state; this holds only what the leader is about to log and whom to answer.
+#[derive(Debug)]
 pub(super) struct CrossSide {
     /// The step for the next block (a prepare, or a round's outcome).
     next: Option<CrossStep>,

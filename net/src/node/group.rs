@@ -504,6 +504,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
         };
     let mut was_leading = false;
+    // The term in which this replica, leading, last read the cross-shard lock from its state.
+    let mut lock_read_in: Option<u64> = None;
     // Payload hashes of blocks this node proposed that Raft did not commit under its leadership
     // (filled by the proposing tasks; never dropped, unlike a message on a full queue).
     let not_committed: Arc<Mutex<Vec<[u8; 32]>>> = Arc::default();
@@ -519,13 +521,23 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             shared.announce();
         }
         was_leading = leading;
-        // A new leader answers cross-shard reads only once it has applied an entry of its own
-        // term: then every entry committed before it is applied here too.
-        let caught_up = leading && {
+        // A new leader proposes only once it has applied an entry of its own term: then every
+        // entry committed before it is applied here too.
+        let caught_up_in = if leading {
             let m = ctx.handle.raft.metrics();
             let m = m.borrow();
-            m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+            m.last_applied.filter(|l| l.leader_id.term == m.current_term).map(|_| m.current_term)
+        } else {
+            None
         };
+        let caught_up = caught_up_in.is_some();
+        if caught_up_in.is_some() && caught_up_in != lock_read_in {
+            // The applied-block events may lag the state (they queue behind others): read the
+            // lock from the state once per term, so that a lock logged under an earlier leader
+            // is known before this one proposes.
+            cross.restored(&ctx.handle.state);
+            lock_read_in = caught_up_in;
+        }
         for event in batch {
             match event {
                 GroupEvent::Submit(txs, at) => {
@@ -687,14 +699,26 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             ctx.verified.lock().insert(key);
             proposed.insert(key, Proposed { origins, at: Instant::now() });
             in_flight.fetch_add(1, Ordering::Relaxed);
-            let raft = ctx.handle.raft.clone();
+            // Handed to Raft here, in proposal order (Raft appends entries in the order its
+            // core receives them: a task per proposal could reorder two blocks, putting a
+            // block of transactions behind a prepare, or a signer's later nonce first); only
+            // the wait for the answer runs on the runtime.
+            let answer = ctx.runtime.block_on(ctx.handle.raft.client_write_ff(RaftRequest::new(bytes)));
             let done = in_flight.clone();
             let lost = not_committed.clone();
             ctx.runtime.spawn(async move {
                 // Answered once the entry is applied here, or refused (this node stopped
                 // leading; the entry may still commit under the next leader, and its receipts
                 // then go out from here when its certificate arrives).
-                if let Err(e) = raft.client_write(RaftRequest::new(bytes)).await {
+                let committed = match answer {
+                    Ok(rx) => match rx.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("the Raft core dropped the request".to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = committed {
                     debug!(shard, "proposal not committed under this leader: {e}");
                     lost.lock().push(key);
                 }
