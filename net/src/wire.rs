@@ -813,7 +813,7 @@ fn put_keys(w: &mut Vec<u8>, keys: &[Key]) {
     }
 }
 
-fn put_entries(w: &mut Vec<u8>, entries: &Entries) {
+fn put_entries(w: &mut Vec<u8>, entries: &[(Key, Option<Value>)]) {
     w.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (k, v) in entries {
         w.extend_from_slice(&k.0);
@@ -825,6 +825,24 @@ fn put_entries(w: &mut Vec<u8>, entries: &Entries) {
             None => w.push(0),
         }
     }
+}
+
+/// `entries` in the wire's encoding (a count, then each key, a present flag and a
+/// length-prefixed value), as frames carry them.
+pub(crate) fn encode_entries(entries: &[(Key, Option<Value>)]) -> Vec<u8> {
+    let mut w = Vec::with_capacity(4 + entries.len() * 48);
+    put_entries(&mut w, entries);
+    w
+}
+
+/// Decodes what [`encode_entries`] wrote, bounded as a frame is; trailing bytes are an error.
+pub(crate) fn decode_entries(bytes: &[u8]) -> Result<Entries, WireError> {
+    let mut r = Reader { bytes };
+    let entries = r.entries()?;
+    if !r.bytes.is_empty() {
+        return Err(WireError::Invalid("bytes after the entries"));
+    }
+    Ok(entries)
 }
 
 fn encode_proposal(p: &Proposal, w: &mut Vec<u8>) {

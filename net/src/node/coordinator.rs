@@ -119,26 +119,24 @@ impl CrossSide {
         CrossSide { next: None, preparing: None, reads: None, acks: HashMap::new(), apply_from: None, locked: None }
     }
 
-    /// The state was replaced (opened, or a snapshot installed): read the lock again.
+    /// Reads the lock from the state itself: when it was replaced (opened, or a snapshot
+    /// installed), and when this replica starts leading in a term (the applied-block events
+    /// that keep [`CrossSide::locked`] may lag behind the state).
     pub(super) fn restored(&mut self, state: &RwLock<CommittedState>) {
         self.locked = system::lock(&state.read());
     }
 
     /// Handles a coordinator's request from node `from`, as this shard's leader.
-    pub(super) fn on_request(&mut self, shard: u32, from: u32, m: CrossMessage, state: &RwLock<CommittedState>, shared: &Shared) {
-        let state = state.read();
+    pub(super) fn on_request(&mut self, shard: u32, from: u32, m: CrossMessage, shared_state: &RwLock<CommittedState>, shared: &Shared) {
+        let state = shared_state.read();
         let lock = system::lock(&state);
         let (done, done_at) = system::done(&state);
         match m {
             CrossMessage::ReadRequest { block: round, keys } => {
                 if lock == Some(round) {
                     // Prepared already (perhaps under an earlier leader): the values are final.
-                    let values = keys.iter().map(|k| (*k, state.get(k).cloned())).collect();
                     drop(state);
-                    shared.send_to_node(
-                        from,
-                        &Message::Cross { shard, message: CrossMessage::ReadReply { block: round, from: shard, values } },
-                    );
+                    send_values(shard, round, &keys, from, shared_state, shared);
                 } else if lock.is_none() && round > done && self.preparing().is_none() {
                     debug!(shard, round, "preparing a cross-shard round");
                     self.next = Some(CrossStep::Prepare { round, keys: keys.clone() });
@@ -194,10 +192,7 @@ impl CrossSide {
                 }
                 let Some((r, keys, to)) = self.reads.take_if(|(r, _, _)| *r == round) else { return };
                 if ok && leading {
-                    let state = state.read();
-                    let values = keys.iter().map(|k| (*k, state.get(k).cloned())).collect();
-                    drop(state);
-                    shared.send_to_node(to, &Message::Cross { shard, message: CrossMessage::ReadReply { block: r, from: shard, values } });
+                    send_values(shard, r, &keys, to, state, shared);
                 }
             }
             CrossOutcome::Applied { round, ok } => {
@@ -281,6 +276,16 @@ impl CrossSide {
     pub(super) fn certified(&mut self, shard: u32, height: u64, certificate: &Certificate, shared: &Shared) {
         self.acknowledge(shard, height, certificate, shared);
     }
+}
+
+/// Sends node `to` the values of `keys` as this replica's state holds them, for `round`'s read
+/// (the shard is locked for it, so they are final).
+fn send_values(shard: u32, round: u64, keys: &[Key], to: u32, state: &RwLock<CommittedState>, shared: &Shared) {
+    let values = {
+        let state = state.read();
+        keys.iter().map(|k| (*k, state.get(k).cloned())).collect()
+    };
+    shared.send_to_node(to, &Message::Cross { shard, message: CrossMessage::ReadReply { block: round, from: shard, values } });
 }
 
 /// Where the round in progress stands.

@@ -16,7 +16,7 @@
 //! Every function here is pure: it reads the state and returns the writes; the applier applies
 //! them with the block.
 
-use crate::wire::CrossStep;
+use crate::wire::{decode_entries, encode_entries, CrossStep};
 use occam_engine::key::Key;
 use occam_engine::native::tag::SYSTEM;
 use occam_engine::state::CommittedState;
@@ -34,6 +34,11 @@ const WRITES: u64 = 4;
 /// The most bytes of writes kept under one system key (values are bounded by the wire's
 /// [`crate::wire::MAX_VALUE_LEN`]).
 const CHUNK_BYTES: usize = 48 << 10;
+
+/// The encoded size of one entry in the wire's encoding.
+fn entry_len((_, v): &(Key, Option<Value>)) -> usize {
+    33 + v.as_ref().map_or(0, |v| 4 + v.len())
+}
 
 fn key(kind: u64, a: u64) -> Key {
     Key::from_parts3(SYSTEM, MAGIC, kind, a)
@@ -153,43 +158,15 @@ pub fn decided_writes(state: &CommittedState, record: &RoundRecord, shard: u32) 
     for (s, n) in &record.chunks {
         for _ in 0..*n {
             if *s == shard {
-                if let Some(v) = state.get(&key(WRITES, index)) {
-                    decode_entries(v.as_bytes(), &mut out);
+                // Written by `apply_step` in the wire's encoding; replicas agree on it.
+                if let Some(entries) = state.get(&key(WRITES, index)).and_then(|v| decode_entries(v.as_bytes()).ok()) {
+                    out.extend(entries);
                 }
             }
             index += 1;
         }
     }
     out
-}
-
-fn encode_entry(w: &mut Vec<u8>, (k, v): &(Key, Option<Value>)) {
-    w.extend_from_slice(&k.0);
-    match v {
-        Some(v) => {
-            w.push(1);
-            w.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            w.extend_from_slice(v.as_bytes());
-        }
-        None => w.push(0),
-    }
-}
-
-fn decode_entries(mut b: &[u8], out: &mut Entries) {
-    while b.len() >= 33 {
-        let k = Key(b[..32].try_into().expect("32 bytes"));
-        let flag = b[32];
-        b = &b[33..];
-        match flag {
-            0 => out.push((k, None)),
-            _ => {
-                let Some(n) = b.get(..4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize) else { return };
-                let Some(v) = b.get(4..4 + n) else { return };
-                out.push((k, Some(Value::from_slice(v))));
-                b = &b[4 + n..];
-            }
-        }
-    }
 }
 
 /// The state changes and outcome of applying `step` in the block at `height` of `shard`.
@@ -244,20 +221,21 @@ pub fn apply_step(state: &CommittedState, shard: u32, height: u64, step: &CrossS
                 let mut index = 0u64;
                 if !*aborted {
                     for (s, entries) in by_shard {
-                        let mut chunk = Vec::new();
+                        // Consecutive runs of entries of at most CHUNK_BYTES encoded (at least
+                        // one entry each; native values are tens of bytes).
                         let mut count = 0u32;
-                        for e in entries {
-                            encode_entry(&mut chunk, e);
-                            if chunk.len() >= CHUNK_BYTES {
-                                writes.push((key(WRITES, index), Some(Value::from_slice(&std::mem::take(&mut chunk)))));
-                                index += 1;
-                                count += 1;
+                        let mut from = 0;
+                        while from < entries.len() {
+                            let (mut to, mut bytes) = (from, 4);
+                            while to < entries.len() && (to == from || bytes + entry_len(&entries[to]) <= CHUNK_BYTES) {
+                                bytes += entry_len(&entries[to]);
+                                to += 1;
                             }
-                        }
-                        if !chunk.is_empty() {
+                            let chunk = encode_entries(&entries[from..to]);
                             writes.push((key(WRITES, index), Some(Value::from_slice(&chunk))));
                             index += 1;
                             count += 1;
+                            from = to;
                         }
                         rec.chunks.push((*s, count));
                     }
