@@ -178,7 +178,7 @@ fn persist_loop(store: &Store, rx: Receiver<Job>) -> anyhow::Result<Vec<WriteTim
         let points: Vec<AppliedPoint> =
             jobs.iter().map(|j| AppliedPoint { height: j.height, log_index: 0, block_hash: [0; 32], root: j.root }).collect();
         let commits: Vec<BlockCommit<'_>> =
-            jobs.iter().zip(&points).map(|(j, p)| BlockCommit { point: *p, writes: &j.writes, block: None, meta: &[] }).collect();
+            jobs.iter().zip(&points).map(|(j, p)| BlockCommit { point: *p, writes: &j.writes, block: None, meta: &[], txs: &[] }).collect();
         store.apply_blocks(GROUP, &commits)?;
         let took = t0.elapsed().as_secs_f64();
         times.extend(jobs.iter().filter(|j| j.measured).map(|_| (took, jobs.len())));

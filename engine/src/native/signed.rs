@@ -536,6 +536,21 @@ pub fn nonce_key(signer: u32) -> Key {
     Key::from_parts(tag::NONCE, u64::from(signer), 0)
 }
 
+/// The signer whose next nonce `key` holds, if it is a [`nonce_key`].
+pub fn nonce_signer(key: &Key) -> Option<u32> {
+    if key.tag() != tag::NONCE {
+        return None;
+    }
+    let a = u64::from_le_bytes(key.0[16..24].try_into().expect("8 bytes"));
+    let signer = u32::try_from(a).ok()?;
+    (nonce_key(signer) == *key).then_some(signer)
+}
+
+/// A signer's next nonce in `state` (0 before its first transaction).
+pub fn next_nonce(state: &crate::state::CommittedState, signer: u32) -> u64 {
+    state.get(&nonce_key(signer)).and_then(Value::as_u64).unwrap_or(0)
+}
+
 /// The native VM behind signatures and nonces. Signature verification happens before
 /// execution (in batches, see [`crate::crypto::BatchVerifier`]); this VM takes its verdicts.
 ///

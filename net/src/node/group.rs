@@ -38,8 +38,9 @@ use crate::wire::{CrossStep, Message, Proposal, TxStatus};
 use crossbeam_channel::Sender;
 use occam_engine::crypto::SecretKey;
 use occam_engine::exec::BlockExecutor;
+use occam_engine::exec::MAX_BLOCK_TXS;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{RawSignedTx, SignedVm, VerifiedTx};
+use occam_engine::native::signed::{next_nonce, nonce_signer, RawSignedTx, SignedVm, VerifiedTx};
 use occam_engine::prelude::StateRoot;
 use occam_engine::state::{CommittedState, WriteSet};
 use occam_engine::value::Value;
@@ -141,6 +142,37 @@ fn split_stored(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
     Some((hash, root, &bytes[STORED_BLOCK_HEADER..]))
 }
 
+/// The transactions a block commits, found from the nonces it spends: a signer whose next
+/// nonce the block moves from `a` to `b` committed its transactions with nonces `a..b`, whether
+/// they were the block's own or a cross-shard round's (whose writes carry the nonces spent).
+/// This is what a status read by (signer, nonce) finds (see [`super::fate`]).
+#[derive(Default)]
+struct Spent {
+    /// Each signer's next nonce before the block.
+    before: BTreeMap<u32, u64>,
+}
+
+impl Spent {
+    /// Notes the next nonces of `signers` before the block changes them (a signer already
+    /// noted keeps its first value).
+    fn before(&mut self, state: &CommittedState, signers: impl Iterator<Item = u32>) {
+        for s in signers {
+            self.before.entry(s).or_insert_with(|| next_nonce(state, s));
+        }
+    }
+
+    /// The `(signer, nonce)` pairs spent between the notes and `state`, in order; at most
+    /// [`MAX_BLOCK_TXS`] per signer (no block spends more).
+    fn after(self, state: &CommittedState) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        for (s, a) in self.before {
+            let b = next_nonce(state, s);
+            out.extend((a..b.min(a.saturating_add(MAX_BLOCK_TXS as u64))).map(|n| (s, n)));
+        }
+        out
+    }
+}
+
 impl NodeApplier {
     /// Records what the group's thread learns of an applied block and returns what the state
     /// machine persists.
@@ -154,6 +186,7 @@ impl NodeApplier {
         statuses: Vec<TxStatus>,
         cross: Option<CrossOutcome>,
         writes: WriteSet,
+        txs: Vec<(u32, u64)>,
         root: [u8; 32],
         started: Instant,
     ) -> AppliedBlock {
@@ -163,7 +196,7 @@ impl NodeApplier {
         stored.extend_from_slice(&root);
         stored.extend_from_slice(bytes);
         self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, cross, took: started.elapsed() });
-        AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored) }
+        AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored), txs }
     }
 }
 
@@ -203,11 +236,15 @@ impl BlockApplier for NodeApplier {
             }
         }
         let mut state = self.state.write();
+        // The nonces this block spends, by the round's writes or its transactions, as each
+        // signer's next nonce before the block (indexed once the block is applied).
+        let mut spent = Spent::default();
         // The cross-shard step first: its records (and a round's writes) are applied before the
         // block's transactions.
         let (cross, outcome) = match &p.cross {
             Some(step) => {
                 let (writes, outcome) = system::apply_step(&state, self.shard, height, step);
+                spent.before(&state, writes.iter().filter_map(|(k, _)| nonce_signer(k)));
                 let w = WriteSet::from_entries(writes);
                 state.apply(&w, None);
                 (Some(w).filter(|w| !w.is_empty()), Some(outcome))
@@ -222,6 +259,7 @@ impl BlockApplier for NodeApplier {
             let n = p.txs();
             p.block = None;
             let root = state.root().0;
+            let txs = spent.after(&state);
             drop(state);
             return Ok(Some(self.finish(
                 &p,
@@ -231,12 +269,14 @@ impl BlockApplier for NodeApplier {
                 vec![TxStatus::Aborted; n],
                 outcome,
                 cross.unwrap_or_default(),
+                txs,
                 root,
                 started,
             )));
         }
         let (statuses, block_writes) = match &p.block {
             Some(block) => {
+                spent.before(&state, block.headers.iter().map(|h| h.signer));
                 let txs: Vec<VerifiedTx> = block.headers.iter().map(|h| VerifiedTx { header: h.clone(), signature_ok: true }).collect();
                 let out = self
                     .exec
@@ -259,8 +299,9 @@ impl BlockApplier for NodeApplier {
             (None, None) => WriteSet::default(),
         };
         let root = state.root().0;
+        let txs = spent.after(&state);
         drop(state);
-        Ok(Some(self.finish(&p, bytes, key, height, statuses, outcome, writes, root, started)))
+        Ok(Some(self.finish(&p, bytes, key, height, statuses, outcome, writes, txs, root, started)))
     }
 
     fn check_snapshot(&mut self, group: GroupId, point: &AppliedPoint) -> Result<(), ApplyError> {
@@ -301,6 +342,14 @@ impl GroupHandle {
     /// The group's leader as this replica knows it.
     pub fn leader(&self) -> Option<u32> {
         self.raft.metrics().borrow().current_leader.map(|n| n as u32)
+    }
+
+    /// True if `node` (this replica's node) leads the group and has applied an entry of its
+    /// own term, so every entry an earlier leader logged is applied here.
+    pub fn caught_up_leader(&self, node: u32) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.current_leader == Some(u64::from(node)) && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
     }
 }
 

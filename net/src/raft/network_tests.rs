@@ -64,7 +64,7 @@ impl BlockApplier for PutApplier {
         let (k, v) = (u64::from_le_bytes(k.try_into().map_err(|_| BadBlock)?), u64::from_le_bytes(v.try_into().map_err(|_| BadBlock)?));
         let writes = WriteSet::from_entries(vec![(key(k), Some(Value::from_u64(v)))]);
         self.state.apply(&writes, None);
-        Ok(Some(AppliedBlock { writes, block_hash: *blake3::hash(b).as_bytes(), root: self.state.root(), block: None }))
+        Ok(Some(AppliedBlock { writes, block_hash: *blake3::hash(b).as_bytes(), root: self.state.root(), block: None, txs: Vec::new() }))
     }
 }
 

@@ -62,6 +62,9 @@ pub struct AppliedBlock {
     pub root: StateRoot,
     /// The bytes to store as the block at its height (`None`: not kept).
     pub block: Option<Vec<u8>>,
+    /// The transactions the block committed, as `(signer, nonce)`, indexed under its height
+    /// in the same batch (see [`occam_store::Store::tx_height`]).
+    pub txs: Vec<(u32, u64)>,
 }
 
 /// Verifies and executes the blocks of committed entries: the node's part of applying.
@@ -273,8 +276,13 @@ impl<A: BlockApplier> Core<A> {
                                 root: b.root,
                             };
                             let record = self.applied.encode();
-                            let commit =
-                                BlockCommit { point, writes: &b.writes, block: b.block.as_deref(), meta: &[(META_APPLIED, &record)] };
+                            let commit = BlockCommit {
+                                point,
+                                writes: &b.writes,
+                                block: b.block.as_deref(),
+                                meta: &[(META_APPLIED, &record)],
+                                txs: &b.txs,
+                            };
                             self.store
                                 .apply_block(self.group, commit)
                                 .map_err(|e| StorageError::from(StorageIOError::apply(log_id, AnyError::new(&e))))?;

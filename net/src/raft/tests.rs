@@ -103,7 +103,7 @@ impl BlockApplier for KvApplier {
         let writes = WriteSet::from_entries(writes);
         self.state.apply(&writes, None);
         let block_hash = *blake3::hash(bytes).as_bytes();
-        Ok(Some(AppliedBlock { writes, block_hash, root: self.state.root(), block: Some(bytes.clone()) }))
+        Ok(Some(AppliedBlock { writes, block_hash, root: self.state.root(), block: Some(bytes.clone()), txs: Vec::new() }))
     }
 }
 

@@ -12,7 +12,7 @@ use occam_engine::prelude::{Key, StateRoot};
 use crate::GroupId;
 
 /// The layout version this build reads and writes. A store of another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_RAFT_LOG: &str = "raft_log";
@@ -21,7 +21,9 @@ pub(crate) const CF_BLOCKS: &str = "blocks";
 pub(crate) const CF_CERTS: &str = "certs";
 pub(crate) const CF_STATE: &str = "state";
 pub(crate) const CF_APPLIED: &str = "applied";
-pub(crate) const COLUMN_FAMILIES: [&str; 7] = [CF_META, CF_RAFT_LOG, CF_RAFT_META, CF_BLOCKS, CF_CERTS, CF_STATE, CF_APPLIED];
+/// Which block spent each (signer, nonce): the status read of a transaction.
+pub(crate) const CF_TXS: &str = "txs";
+pub(crate) const COLUMN_FAMILIES: [&str; 8] = [CF_META, CF_RAFT_LOG, CF_RAFT_META, CF_BLOCKS, CF_CERTS, CF_STATE, CF_APPLIED, CF_TXS];
 
 pub(crate) const META_IDENTITY: &[u8] = b"identity";
 const IDENTITY_MAGIC: &[u8; 12] = b"occam-store\0";
@@ -134,6 +136,16 @@ pub(crate) fn index_decode(k: &[u8]) -> Option<u64> {
     (k.len() == 12).then(|| u64::from_be_bytes(k[4..12].try_into().expect("8 bytes")))
 }
 
+/// A transaction's index key: group, signer, nonce (big-endian, so one signer's nonces are
+/// contiguous and in order).
+pub(crate) fn tx_key(group: GroupId, signer: u32, nonce: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&group_prefix(group));
+    k[4..8].copy_from_slice(&signer.to_be_bytes());
+    k[8..].copy_from_slice(&nonce.to_be_bytes());
+    k
+}
+
 pub(crate) fn state_key(group: GroupId, key: &Key) -> [u8; 4 + KEY_LEN] {
     let mut k = [0u8; 4 + KEY_LEN];
     k[..4].copy_from_slice(&group_prefix(group));
@@ -174,6 +186,8 @@ mod tests {
         assert!(log_key(1, u64::MAX).as_slice() < group_upper(1).as_slice());
         assert!(log_key(1, 255) < log_key(1, 256));
         assert!(log_key(1, u64::MAX) < log_key(2, 0));
+        assert!(tx_key(1, 2, u64::MAX) < tx_key(1, 3, 0));
+        assert!(tx_key(1, u32::MAX, u64::MAX).as_slice() < group_upper(1).as_slice());
         assert!(state_key(u32::MAX, &Key([0xff; 32])).as_slice() < group_upper(u32::MAX).as_slice());
     }
 }

@@ -13,9 +13,10 @@
 //! | `certs` | group ‖ height | the block's certificate, opaque bytes |
 //! | `state` | group ‖ key | the value of a state key |
 //! | `applied` | group | [`AppliedPoint`]: height, log index, block hash and state root |
+//! | `txs` | group ‖ signer ‖ nonce | the height of the block that committed it |
 //!
 //! The one rule that makes recovery simple: **applying a block is one write batch** holding its
-//! state changes, the block itself and the new applied point, so a crash leaves the state of a
+//! state changes, the block itself, its transactions' index entries and the new applied point, so a crash leaves the state of a
 //! prefix of the chain and the applied point always describes exactly that state. Certificates
 //! are written when they form, without a sync: a restarted node collects the ones it lacks again.
 //!
@@ -35,8 +36,8 @@ use occam_engine::prelude::{CommittedState, Key, StateRoot, Value, WriteSet};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 use layout::{
-    group_prefix, group_upper, log_key, meta_name_key, state_key, CF_APPLIED, CF_BLOCKS, CF_CERTS, CF_META, CF_RAFT_LOG, CF_RAFT_META,
-    CF_STATE, COLUMN_FAMILIES, META_IDENTITY,
+    group_prefix, group_upper, log_key, meta_name_key, state_key, tx_key, CF_APPLIED, CF_BLOCKS, CF_CERTS, CF_META, CF_RAFT_LOG,
+    CF_RAFT_META, CF_STATE, CF_TXS, COLUMN_FAMILIES, META_IDENTITY,
 };
 pub use layout::{AppliedPoint, StoreIdentity, SCHEMA_VERSION};
 
@@ -162,6 +163,9 @@ pub struct BlockCommit<'a> {
     pub writes: &'a WriteSet,
     /// The block's encoding, stored under its height (`None`: not kept, as in the bench).
     pub block: Option<&'a [u8]>,
+    /// The transactions the block committed, as `(signer, nonce)`: indexed under this height
+    /// for [`Store::tx_height`] (empty where no index is kept, as in the bench).
+    pub txs: &'a [(u32, u64)],
     /// Raft metadata records `(name, value)` of the group written in the same batch (the
     /// state machine's last applied log id and membership), so they never disagree with the
     /// state.
@@ -391,6 +395,10 @@ impl Store {
             if let Some(block) = commit.block {
                 batch.put_cf(self.cf(CF_BLOCKS), log_key(group, commit.point.height), block);
             }
+            let height = commit.point.height.to_be_bytes();
+            for &(signer, nonce) in commit.txs {
+                batch.put_cf(self.cf(CF_TXS), tx_key(group, signer, nonce), height);
+            }
             self.put_meta_records(&mut batch, group, commit.meta);
         }
         let Some(last) = commits.last() else { return Ok(()) };
@@ -485,6 +493,19 @@ impl Store {
     /// The stored certificate of `group`'s block at `height`.
     pub fn certificate(&self, group: GroupId, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(CF_CERTS, &log_key(group, height))
+    }
+
+    /// The height of `group`'s block that committed `signer`'s transaction with `nonce`, if this
+    /// store applied it. The index is never pruned with the blocks, and covers the blocks this
+    /// store applied (not those a snapshot stood in for).
+    pub fn tx_height(&self, group: GroupId, signer: u32, nonce: u64) -> Result<Option<u64>, StoreError> {
+        match self.get(CF_TXS, &tx_key(group, signer, nonce))? {
+            None => Ok(None),
+            Some(b) => match <[u8; 8]>::try_from(b.as_slice()) {
+                Ok(h) => Ok(Some(u64::from_be_bytes(h))),
+                Err(_) => Err(self.malformed(format!("transaction index entry of {} bytes in group {group}", b.len()))),
+            },
+        }
     }
 
     /// The highest height of `group` with a stored certificate.

@@ -37,6 +37,33 @@ fn point(height: u64, root: StateRoot) -> AppliedPoint {
 }
 
 #[test]
+fn transactions_are_indexed_with_their_block_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), id(), &opts()).unwrap();
+        let mut state = CommittedState::from_entries(Vec::new());
+        store.write_genesis(4, &[]).unwrap();
+        for h in 1..=3u64 {
+            let ws = writes(&[(key(h), Some(Value::from_u64(h)))]);
+            state.apply(&ws, None);
+            let txs: Vec<(u32, u64)> = (0..h).map(|n| (h as u32, n)).collect();
+            store.apply_block(4, BlockCommit { point: point(h, state.root()), writes: &ws, block: None, meta: &[], txs: &txs }).unwrap();
+        }
+        // A refused block indexes nothing.
+        let ws = writes(&[]);
+        let txs = [(9u32, 0u64)];
+        store.apply_block(4, BlockCommit { point: point(9, state.root()), writes: &ws, block: None, meta: &[], txs: &txs }).unwrap_err();
+    }
+    let store = Store::open(dir.path(), id(), &opts()).unwrap();
+    assert_eq!(store.tx_height(4, 3, 2).unwrap(), Some(3));
+    assert_eq!(store.tx_height(4, 2, 0).unwrap(), Some(2));
+    assert_eq!(store.tx_height(4, 1, 0).unwrap(), Some(1));
+    assert_eq!(store.tx_height(4, 1, 1).unwrap(), None, "a nonce no block committed");
+    assert_eq!(store.tx_height(4, 9, 0).unwrap(), None, "the refused block's transaction");
+    assert_eq!(store.tx_height(5, 3, 2).unwrap(), None, "another group's index");
+}
+
+#[test]
 fn blocks_apply_in_order_and_reload_with_their_root() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), id(), &opts()).unwrap();
@@ -49,13 +76,15 @@ fn blocks_apply_in_order_and_reload_with_their_root() {
         let ws = writes(&[(key(h), Some(Value::from_u64(h))), (key(50 + h), None), (key(1000 + h), Some(Value::from_slice(b"new")))]);
         mirror.apply(&ws, None);
         store
-            .apply_block(3, BlockCommit { point: point(h, mirror.root()), writes: &ws, block: Some(&h.to_le_bytes()), meta: &[] })
+            .apply_block(3, BlockCommit { point: point(h, mirror.root()), writes: &ws, block: Some(&h.to_le_bytes()), meta: &[], txs: &[] })
             .unwrap();
     }
     // Out of order and repeated blocks are refused, and change nothing.
     let ws = writes(&[(key(1), Some(Value::from_u64(0)))]);
     for h in [5, 7] {
-        let err = store.apply_block(3, BlockCommit { point: point(h, mirror.root()), writes: &ws, block: None, meta: &[] }).unwrap_err();
+        let err = store
+            .apply_block(3, BlockCommit { point: point(h, mirror.root()), writes: &ws, block: None, meta: &[], txs: &[] })
+            .unwrap_err();
         assert!(matches!(err, StoreError::OutOfOrder { height, applied: 5, .. } if height == h), "{err}");
     }
     assert!(matches!(store.write_genesis(3, &genesis), Err(StoreError::OutOfOrder { .. })));
@@ -82,7 +111,7 @@ fn certificates_and_what_lacks_one() {
     for h in 1..=4u64 {
         let ws = writes(&[(key(h), Some(Value::from_u64(h)))]);
         state.apply(&ws, None);
-        store.apply_block(0, BlockCommit { point: point(h, state.root()), writes: &ws, block: Some(b"b"), meta: &[] }).unwrap();
+        store.apply_block(0, BlockCommit { point: point(h, state.root()), writes: &ws, block: Some(b"b"), meta: &[], txs: &[] }).unwrap();
     }
     store.put_certificate(0, 1, b"c1").unwrap();
     store.put_certificate(0, 3, b"c3").unwrap();
@@ -260,7 +289,7 @@ fn consecutive_blocks_apply_as_one_write() {
         points.push(point(h as u64 + 1, state.root()));
     }
     let commits: Vec<BlockCommit<'_>> =
-        sets.iter().zip(&points).map(|(ws, p)| BlockCommit { point: *p, writes: ws, block: None, meta: &[] }).collect();
+        sets.iter().zip(&points).map(|(ws, p)| BlockCommit { point: *p, writes: ws, block: None, meta: &[], txs: &[] }).collect();
     // A gap anywhere refuses the whole group and writes nothing.
     let gapped = [commits[0], commits[2]];
     assert!(matches!(store.apply_blocks(2, &gapped), Err(StoreError::OutOfOrder { height: 3, applied: 1, .. })));

@@ -78,7 +78,9 @@ fn crash_child() {
         let ws = block_writes(seed, height);
         state.apply(&ws, None);
         let point = AppliedPoint { height, log_index: height, block_hash: block_hash(seed, height), root: state.root() };
-        store.apply_block(GROUP, BlockCommit { point, writes: &ws, block: Some(&height.to_le_bytes()), meta: &[] }).unwrap();
+        // Each block commits signer 1's transaction with nonce `height` (indexed in the batch).
+        let txs = [(1u32, height)];
+        store.apply_block(GROUP, BlockCommit { point, writes: &ws, block: Some(&height.to_le_bytes()), meta: &[], txs: &txs }).unwrap();
         if height == start + 3 {
             println!("ready");
         }
@@ -124,6 +126,9 @@ fn check_prefix(dir: &Path, seed: u64, at_least: u64) -> u64 {
     assert_eq!(state.sorted_entries(), replay.sorted_entries(), "seed {seed}: state is not the prefix's");
     assert_eq!(store.block(GROUP, point.height).unwrap(), Some(point.height.to_le_bytes().to_vec()));
     assert_eq!(store.block(GROUP, point.height + 1).unwrap(), None, "seed {seed}: a block past the applied point");
+    // The transaction index holds exactly the prefix's transactions.
+    assert_eq!(store.tx_height(GROUP, 1, point.height).unwrap(), Some(point.height), "seed {seed}: the last block's transaction");
+    assert_eq!(store.tx_height(GROUP, 1, point.height + 1).unwrap(), None, "seed {seed}: a transaction past the applied point");
     point.height
 }
 

@@ -187,8 +187,8 @@ fn nonces_stop_replays_on_every_executor() {
         let got: Vec<Result<(), SignedFailure>> = out.outputs.iter().map(|o| o.as_ref().map(|_| ()).map_err(|e| *e)).collect();
         let want: Vec<Result<(), SignedFailure>> = expect.iter().map(|o| o.as_ref().map(|_| ()).map_err(|e| *e)).collect();
         assert_eq!(got, want, "{name}");
-        assert_eq!(state.get(&nonce_key(0)).and_then(Value::as_u64), Some(2), "{name}");
-        assert_eq!(state.get(&nonce_key(1)).and_then(Value::as_u64), Some(2), "{name}");
+        assert_eq!(next_nonce(&state, 0), 2, "{name}");
+        assert_eq!(next_nonce(&state, 1), 2, "{name}");
     }
 }
 
@@ -228,4 +228,14 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn nonce_signer_inverts_nonce_key_and_nothing_else() {
+    for s in [0u32, 1, 7, u32::MAX] {
+        assert_eq!(nonce_signer(&nonce_key(s)), Some(s));
+    }
+    assert_eq!(nonce_signer(&Key::from_parts(tag::NONCE, u64::from(u32::MAX) + 1, 0)), None, "a signer past u32");
+    assert_eq!(nonce_signer(&Key::from_parts(tag::NONCE, 3, 1)), None, "a second field");
+    assert_eq!(nonce_signer(&Key::from_parts(tag::NONCE.wrapping_add(1), 3, 0)), None, "another tag");
 }
