@@ -19,8 +19,9 @@ use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
 use occam_net::node::{cluster_partitioner, route_keys, Genesis, Node, NodeSetup};
-use occam_net::wire::{Refusal, ReplicaStatus, MAX_READ_KEYS};
+use occam_net::wire::{Refusal, ReplicaStatus, TxFate, MAX_READ_KEYS, MAX_TX_QUERY};
 use occam_shard::partition::Partitioner;
+use occam_shard::Certificate;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -116,6 +117,24 @@ pub async fn connect(cluster: &ClusterConfig) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// The next event of `client`, within 10 s, while waiting for answers to `what`.
+async fn next_answer(client: &mut Client, what: &str) -> anyhow::Result<ClientEvent> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), client.next_event())
+        .await
+        .with_context(|| format!("no answer to {what} in 10 s"))?
+        .context("the cluster closed the connection")
+}
+
+/// No leader known for a shard (an election is on): a little later, asks every node who leads.
+async fn relearn_leaders(client: &Client, cluster: &ClusterConfig) {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for (node, answer) in node_statuses(cluster, std::time::Duration::from_secs(1)).await {
+        if let Ok(replicas) = answer {
+            client.learn_leaders(node, &replicas);
+        }
+    }
+}
+
 /// How many times [`fetch_values`] asks again after a `NotLeader`.
 const READ_RETRIES: usize = 50;
 
@@ -151,10 +170,7 @@ pub async fn fetch_values(client: &mut Client, keys: Vec<Key>) -> anyhow::Result
     let mut left = reads.len();
     let mut retries = 0;
     while left > 0 {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(10), client.next_event())
-            .await
-            .context("no answer to a read in 10 s")?
-            .context("the cluster closed the connection")?;
+        let event = next_answer(client, "a read").await?;
         match event {
             ClientEvent::Values { id, values } => {
                 let id = usize::try_from(id).ok().filter(|&i| i < reads.len()).context("an answer to a read not sent")?;
@@ -172,14 +188,7 @@ pub async fn fetch_values(client: &mut Client, keys: Vec<Key>) -> anyhow::Result
                 let id = usize::try_from(id).ok().filter(|&i| i < reads.len()).context("a refusal of a read not sent")?;
                 match leader {
                     Some(l) => client.set_leader(reads[id].0, l),
-                    None => {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        for (node, answer) in node_statuses(&cluster, std::time::Duration::from_secs(1)).await {
-                            if let Ok(replicas) = answer {
-                                client.learn_leaders(node, &replicas);
-                            }
-                        }
-                    }
+                    None => relearn_leaders(client, &cluster).await,
                 }
                 let (shard, ks) = read(id);
                 client.read(shard, id as u64, ks).await?;
@@ -190,6 +199,87 @@ pub async fn fetch_values(client: &mut Client, keys: Vec<Key>) -> anyhow::Result
         }
     }
     Ok(out)
+}
+
+/// What became of a transaction, as the leader of its signer's shard told [`fetch_fates`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fate {
+    /// Committed in the block this certificate certifies (verified against the cluster
+    /// file's validator set).
+    Committed(Box<Certificate>),
+    /// Its nonce is spent (a transaction with it committed); the certificate is not there yet
+    /// (the block at this height, if known, is applied and not certified).
+    Spent(Option<u64>),
+    /// Admitted and not final yet.
+    Pending,
+    /// No node knows it: safe to send again.
+    Unknown,
+}
+
+/// The fates of transactions named by `(signer, nonce)`, asked of the leaders of their
+/// signers' shards in reads of at most [`MAX_TX_QUERY`], following `NotLeader` answers. A
+/// certificate that does not verify is an error. Call before other traffic on `client`: other
+/// events are discarded while it waits.
+pub async fn fetch_fates(client: &mut Client, txs: &[(u32, u64)]) -> anyhow::Result<Vec<Fate>> {
+    let cluster = client.cluster().clone();
+    let mut out: Vec<Option<Fate>> = vec![None; txs.len()];
+    let mut retries = 0;
+    loop {
+        // Ask for every transaction without a final answer, by shard, in chunks.
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+        for (i, &(signer, _)) in txs.iter().enumerate().filter(|(i, _)| out[*i].is_none()) {
+            by_shard.entry(client.nonce_shard(signer)).or_default().push(i);
+        }
+        let asks: Vec<(u32, Vec<usize>)> =
+            by_shard.iter().flat_map(|(s, idx)| idx.chunks(MAX_TX_QUERY).map(move |c| (*s, c.to_vec()))).collect();
+        if asks.is_empty() {
+            return Ok(out.into_iter().map(|f| f.expect("every transaction answered")).collect());
+        }
+        anyhow::ensure!(retries <= READ_RETRIES, "no leader answered for the transactions' shards after {READ_RETRIES} tries");
+        retries += 1;
+        for (id, (shard, idx)) in asks.iter().enumerate() {
+            client.query_fates(client.leader(*shard), id as u64, idx.iter().map(|&i| txs[i]).collect()).await?;
+        }
+        let mut left = asks.len();
+        let mut again = false;
+        while left > 0 {
+            let event = next_answer(client, "a status read").await?;
+            match event {
+                ClientEvent::Fates { id, certificates, fates, .. } => {
+                    let (shard, idx) = asks.get(id as usize).context("an answer to a status read not sent")?;
+                    anyhow::ensure!(fates.len() == idx.len(), "a status read answered {} of {} transactions", fates.len(), idx.len());
+                    left -= 1;
+                    for (&i, fate) in idx.iter().zip(fates) {
+                        out[i] = match fate {
+                            TxFate::Committed { certificate } => {
+                                let c = certificates.get(certificate as usize).context("a fate names a certificate not sent")?;
+                                client
+                                    .verify_certificate(c)
+                                    .with_context(|| format!("the certificate of shard {shard}'s block {}", c.vote.height))?;
+                                Some(Fate::Committed(Box::new(c.clone())))
+                            }
+                            TxFate::Spent { height } => Some(Fate::Spent(height)),
+                            TxFate::Pending => Some(Fate::Pending),
+                            TxFate::Unknown => Some(Fate::Unknown),
+                            TxFate::NotLeader { leader } => {
+                                match leader {
+                                    Some(l) => client.set_leader(*shard, l),
+                                    None => again = true,
+                                }
+                                None
+                            }
+                        };
+                    }
+                }
+                ClientEvent::Refused { reason: Refusal::Throttled, .. } => anyhow::bail!("a status read was throttled"),
+                ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
+                _ => {}
+            }
+        }
+        if again {
+            relearn_leaders(client, &cluster).await;
+        }
+    }
 }
 
 /// Signed transactions of a workload for a cluster, each with its route: the shard whose leader

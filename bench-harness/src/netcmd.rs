@@ -30,6 +30,26 @@ pub enum ClusterCommand {
     Init(InitArgs),
     /// Ask every node of a cluster for its replicas' heights and state roots.
     Status(StatusArgs),
+    /// What became of a signer's transactions: committed (with the block's verified
+    /// certificate), spent, pending or unknown, by nonce.
+    Tx(TxArgs),
+}
+
+/// `occam cluster tx`.
+#[derive(Args)]
+pub struct TxArgs {
+    /// The cluster file.
+    #[arg(long)]
+    cluster: PathBuf,
+    /// The signer.
+    #[arg(long)]
+    signer: u32,
+    /// The first nonce asked about.
+    #[arg(long)]
+    nonce: u64,
+    /// How many consecutive nonces to ask about (at most 4096).
+    #[arg(long, default_value_t = 1)]
+    count: u64,
 }
 
 /// `occam cluster init`.
@@ -188,7 +208,49 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?, Duration::from_millis(a.timeout_ms)),
+        ClusterCommand::Tx(a) => tx_status(&ClusterConfig::load(&a.cluster)?, &a),
     }
+}
+
+fn tx_status(cluster: &ClusterConfig, a: &TxArgs) -> anyhow::Result<()> {
+    if a.count == 0 || a.count > occam_net::wire::MAX_TX_QUERY as u64 {
+        bail!("--count must be in 1..={}", occam_net::wire::MAX_TX_QUERY);
+    }
+    if u64::from(a.signer) >= cluster.signers as u64 {
+        bail!("signer {} is not one of the cluster's {} signers", a.signer, cluster.signers);
+    }
+    let last = a.nonce.checked_add(a.count - 1).context("--nonce + --count overflows")?;
+    let txs: Vec<(u32, u64)> = (a.nonce..=last).map(|n| (a.signer, n)).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let fates = rt.block_on(async {
+        let mut client = occam_bench::cluster::connect(cluster).await?;
+        let fates = occam_bench::cluster::fetch_fates(&mut client, &txs).await;
+        client.close().await;
+        fates
+    })?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for ((signer, nonce), fate) in txs.iter().zip(fates) {
+        let what = match fate {
+            occam_bench::cluster::Fate::Committed(c) => {
+                let hash: String = c.vote.block_hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "committed: shard {} block {} ({hash}…), certificate verified ({} signers)",
+                    c.vote.shard,
+                    c.vote.height,
+                    c.signers.count()
+                )
+            }
+            occam_bench::cluster::Fate::Spent(Some(h)) => format!("spent in block {h}, not certified yet"),
+            occam_bench::cluster::Fate::Spent(None) => {
+                "spent (a transaction with this nonce committed; its block is not indexed here)".into()
+            }
+            occam_bench::cluster::Fate::Pending => "pending".into(),
+            occam_bench::cluster::Fate::Unknown => "unknown (no node knows it; sending it again is safe)".into(),
+        };
+        let _ = writeln!(out, "signer {signer} nonce {nonce}: {what}");
+    }
+    Ok(())
 }
 
 fn status(cluster: &ClusterConfig, timeout: Duration) -> anyhow::Result<()> {

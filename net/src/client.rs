@@ -12,8 +12,8 @@ use crate::config::{ClusterConfig, ConfigError};
 use crate::node::{cluster_partitioner, route_tx};
 use crate::tls::{client_config, node_name, TlsError};
 use crate::transport::{read_frame, spawn_writer};
-use crate::wire::{Message, ReceiptEntry, Refusal, ReplicaStatus, MAX_FRAME_LEN};
-use occam_engine::native::signed::{RawSignedBlock, TxHeader};
+use crate::wire::{Message, ReceiptEntry, Refusal, ReplicaStatus, TxFate, MAX_FRAME_LEN};
+use occam_engine::native::signed::{nonce_key, RawSignedBlock, TxHeader};
 use occam_shard::partition::Partitioner;
 use occam_shard::{Certificate, CertificateError, ValidatorSet};
 use std::collections::HashMap;
@@ -51,6 +51,18 @@ pub enum ClientEvent {
         id: u64,
         /// One entry per key asked.
         values: occam_shard::protocol::Entries,
+    },
+    /// The answer to a status read ([`Client::query_fates`]): one fate per transaction asked,
+    /// in order, and the certificates [`TxFate::Committed`] refers to.
+    Fates {
+        /// The node that answered.
+        node: u32,
+        /// The request id.
+        id: u64,
+        /// Certificates of the blocks that committed transactions asked about.
+        certificates: Vec<Certificate>,
+        /// One per transaction asked.
+        fates: Vec<TxFate>,
     },
     /// A node's replicas' positions: the answer to [`Client::request_status`], or sent unasked
     /// when one of the node's replicas becomes its shard's leader (pass it to
@@ -262,6 +274,19 @@ impl Client {
         self.send(self.leader(shard), &Message::Read { id, keys }).await
     }
 
+    /// The shard that holds `signer`'s nonce, whose leader knows the fate of its transactions.
+    pub fn nonce_shard(&self, signer: u32) -> u32 {
+        self.partitioner.shard_of(&nonce_key(signer))
+    }
+
+    /// Asks `node` what became of transactions named by `(signer, nonce)` (at most
+    /// [`crate::wire::MAX_TX_QUERY`]), answered as [`ClientEvent::Fates`] with `id`. The leader
+    /// of the signers' shard ([`Client::nonce_shard`]) answers with authority; another node
+    /// answers what it holds and names the leader it knows of.
+    pub async fn query_fates(&self, node: u32, id: u64, txs: Vec<(u32, u64)>) -> Result<(), ClientError> {
+        self.send(node, &Message::TxQuery { id, txs }).await
+    }
+
     /// Asks `node` for its replicas' positions (answered as [`ClientEvent::Status`]).
     pub async fn request_status(&self, node: u32) -> Result<(), ClientError> {
         self.send(node, &Message::StatusRequest).await
@@ -318,6 +343,7 @@ async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<Client
                 }
                 Ok(Some(Message::Status(replicas))) => ClientEvent::Status { node, replicas },
                 Ok(Some(Message::Values { id, values })) => ClientEvent::Values { id, values },
+                Ok(Some(Message::TxFates { id, certificates, fates })) => ClientEvent::Fates { node, id, certificates, fates },
                 Ok(Some(other)) => break format!("unexpected message kind {}", other.kind()),
                 Ok(None) => break "stream finished".to_string(),
                 Err(e) => break e.to_string(),

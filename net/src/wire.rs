@@ -40,6 +40,9 @@ pub const MAX_ENTRIES: usize = 1 << 20;
 /// The most keys one client read may ask for.
 pub const MAX_READ_KEYS: usize = 4096;
 
+/// The most transactions one status read ([`Message::TxQuery`]) names.
+pub const MAX_TX_QUERY: usize = 4096;
+
 /// The largest value carried in a cross-shard message.
 pub const MAX_VALUE_LEN: usize = 1 << 16;
 
@@ -217,6 +220,41 @@ pub struct ReceiptEntry {
     pub index: u32,
     /// What became of it.
     pub status: TxStatus,
+}
+
+/// What a node knows of one transaction, named by its signer and nonce: the answer to a status
+/// read ([`Message::TxQuery`]). A node answers from its own replicas and its own mempools; a
+/// client that asks the leader of the signer's shard (where the nonce lives) gets the
+/// authoritative answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxFate {
+    /// A transaction with this nonce committed in a certified block: the reply's certificate
+    /// number `certificate` (which names the shard, the height and the block).
+    Committed {
+        /// Index into [`Message::TxFates`]'s certificates.
+        certificate: u32,
+    },
+    /// The signer's nonce is spent, so a transaction with it committed, but this node cannot
+    /// show the certificate yet: the block at `height` is applied and not certified (ask
+    /// again), or, with no height, the block is older than this replica's history (it caught up
+    /// from a snapshot) or is applied and not yet persisted.
+    Spent {
+        /// The block that spent it, where this replica applied it.
+        height: Option<u64>,
+    },
+    /// Admitted here and not answered yet: in a mempool, in the log, in a cross-shard round, or
+    /// waiting for its block's certificate.
+    Pending,
+    /// This node leads the signer's shard, has applied everything earlier leaders logged, and
+    /// knows nothing of it: it never arrived, or was dropped before any block. Sending it again
+    /// is safe (its nonce lets it commit at most once).
+    Unknown,
+    /// This node cannot tell: it does not lead the signer's shard (or, newly elected, has not
+    /// yet applied what its predecessors logged). Ask `leader`, the leader it knows of.
+    NotLeader {
+        /// The shard's leader as this node knows it.
+        leader: Option<u32>,
+    },
 }
 
 /// A replica's role in its shard's Raft group.
@@ -439,6 +477,24 @@ pub enum Message {
         /// One entry per key.
         values: Entries,
     },
+    /// Client → node: what became of these transactions, each named by (signer, nonce)? At most
+    /// [`MAX_TX_QUERY`]; answered with [`Message::TxFates`] (or refused as `Throttled`).
+    TxQuery {
+        /// The client's id for the request, echoed.
+        id: u64,
+        /// `(signer, nonce)` of each transaction.
+        txs: Vec<(u32, u64)>,
+    },
+    /// Node → client: one fate per transaction asked, in order; the certificates they refer
+    /// to, each once.
+    TxFates {
+        /// The request id.
+        id: u64,
+        /// Certificates of the blocks that committed the transactions found.
+        certificates: Vec<Certificate>,
+        /// One per transaction asked.
+        fates: Vec<TxFate>,
+    },
     /// Replica → leader: resend the proposals from height `from` on (a replica that missed
     /// one catches up from the leader's recent blocks).
     Sync {
@@ -501,8 +557,10 @@ impl Kind {
     const SYNC: u8 = 16;
     const RAFT_REQUEST: u8 = 17;
     const RAFT_REPLY: u8 = 18;
+    const TX_QUERY: u8 = 19;
+    const TX_FATES: u8 = 20;
     const FIRST: u8 = 1;
-    const LAST: u8 = 18;
+    const LAST: u8 = 20;
 }
 
 impl Message {
@@ -523,6 +581,8 @@ impl Message {
             Message::Sync { .. } => Kind::SYNC,
             Message::RaftRequest { .. } => Kind::RAFT_REQUEST,
             Message::RaftReply { .. } => Kind::RAFT_REPLY,
+            Message::TxQuery { .. } => Kind::TX_QUERY,
+            Message::TxFates { .. } => Kind::TX_FATES,
             Message::Cross { message: CrossMessage::ReadRequest { .. }, .. } => Kind::CROSS_READ_REQUEST,
             Message::Cross { message: CrossMessage::ReadReply { .. }, .. } => Kind::CROSS_READ_REPLY,
             Message::Cross { message: CrossMessage::Apply { .. }, .. } => Kind::CROSS_APPLY,
@@ -607,6 +667,45 @@ impl Message {
             Message::Sync { shard, from } => {
                 w.extend_from_slice(&shard.to_le_bytes());
                 w.extend_from_slice(&from.to_le_bytes());
+            }
+            // `id u64 ‖ count u32 ‖ (signer u32 ‖ nonce u64)*`.
+            Message::TxQuery { id, txs } => {
+                w.extend_from_slice(&id.to_le_bytes());
+                w.extend_from_slice(&(txs.len() as u32).to_le_bytes());
+                for (signer, nonce) in txs {
+                    w.extend_from_slice(&signer.to_le_bytes());
+                    w.extend_from_slice(&nonce.to_le_bytes());
+                }
+            }
+            // `id u64 ‖ count u32 ‖ (len u32 ‖ certificate)* ‖ count u32 ‖ fate*`, a fate being
+            // `0 ‖ certificate u32` (committed), `1 ‖ 0` or `1 ‖ 1 ‖ height u64` (spent), `2`
+            // (pending), `3` (unknown) or `4 ‖ leader u32` (not leader; `u32::MAX`: none known).
+            Message::TxFates { id, certificates, fates } => {
+                w.extend_from_slice(&id.to_le_bytes());
+                w.extend_from_slice(&(certificates.len() as u32).to_le_bytes());
+                for c in certificates {
+                    put_bytes(w, &c.encode());
+                }
+                w.extend_from_slice(&(fates.len() as u32).to_le_bytes());
+                for f in fates {
+                    match f {
+                        TxFate::Committed { certificate } => {
+                            w.push(0);
+                            w.extend_from_slice(&certificate.to_le_bytes());
+                        }
+                        TxFate::Spent { height: None } => w.extend_from_slice(&[1, 0]),
+                        TxFate::Spent { height: Some(h) } => {
+                            w.extend_from_slice(&[1, 1]);
+                            w.extend_from_slice(&h.to_le_bytes());
+                        }
+                        TxFate::Pending => w.push(2),
+                        TxFate::Unknown => w.push(3),
+                        TxFate::NotLeader { leader } => {
+                            w.push(4);
+                            w.extend_from_slice(&leader.unwrap_or(u32::MAX).to_le_bytes());
+                        }
+                    }
+                }
             }
             Message::Cross { shard, message } => match message {
                 CrossMessage::ReadRequest { block, keys } => {
@@ -736,6 +835,46 @@ impl Message {
             }
             Kind::VALUES => Message::Values { id: r.u64("request id")?, values: r.entries()? },
             Kind::SYNC => Message::Sync { shard: r.u32("shard")?, from: r.u64("height")? },
+            Kind::TX_QUERY => {
+                let id = r.u64("request id")?;
+                let n = r.count("transactions in a status read", 12, MAX_TX_QUERY)?;
+                let mut txs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    txs.push((r.u32("signer")?, r.u64("nonce")?));
+                }
+                Message::TxQuery { id, txs }
+            }
+            Kind::TX_FATES => {
+                let id = r.u64("request id")?;
+                let n = r.count("certificates in fates", 4, MAX_TX_QUERY)?;
+                let mut certificates = Vec::with_capacity(n);
+                for _ in 0..n {
+                    certificates.push(Certificate::decode(r.bytes_prefixed("certificate")?)?);
+                }
+                let n = r.count("fates", 1, MAX_TX_QUERY)?;
+                let mut fates = Vec::with_capacity(n);
+                for _ in 0..n {
+                    fates.push(match r.u8("fate")? {
+                        0 => {
+                            let certificate = r.u32("fate certificate")?;
+                            if certificate as usize >= certificates.len() {
+                                return Err(WireError::Invalid("fate certificate number"));
+                            }
+                            TxFate::Committed { certificate }
+                        }
+                        1 => match r.u8("fate height flag")? {
+                            0 => TxFate::Spent { height: None },
+                            1 => TxFate::Spent { height: Some(r.u64("fate height")?) },
+                            _ => return Err(WireError::Invalid("fate height flag")),
+                        },
+                        2 => TxFate::Pending,
+                        3 => TxFate::Unknown,
+                        4 => TxFate::NotLeader { leader: Some(r.u32("fate leader")?).filter(|&l| l != u32::MAX) },
+                        _ => return Err(WireError::Invalid("fate")),
+                    });
+                }
+                Message::TxFates { id, certificates, fates }
+            }
             Kind::RAFT_REQUEST => {
                 let group = r.u32("raft group")?;
                 let rpc = RaftRpcKind::from_u8(r.u8("raft rpc kind")?)?;

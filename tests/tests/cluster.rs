@@ -2,7 +2,7 @@
 //! certified by BLS quorums, replicas agreeing on state roots, a replica killed mid-run,
 //! refused peers, malformed frames and a flooding client.
 
-use occam_bench::cluster::{genesis, signers, start_node, LoadTxs};
+use occam_bench::cluster::{fetch_fates, genesis, signers, start_node, Fate, LoadTxs};
 use occam_bench::distribution::Distribution;
 use occam_engine::crypto::{KeyRegistry, SecretKey};
 use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
@@ -11,7 +11,7 @@ use occam_net::client::{Client, ClientEvent};
 use occam_net::config::{local_cluster, ClusterConfig, GenesisSpec, Limits, NodeKeys, RaftSettings};
 use occam_net::node::Node;
 use occam_net::tls::{client_config, node_name, Identity};
-use occam_net::wire::{Message, Refusal, TxStatus, MAX_FRAME_LEN, WIRE_VERSION};
+use occam_net::wire::{Message, Refusal, TxFate, TxStatus, MAX_FRAME_LEN, WIRE_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -291,6 +291,13 @@ fn cross_shard_transfers_commit_atomically_across_nodes() {
         total += balance_total(&leader);
     }
     assert_eq!(total, genesis_total, "transfers conserve the total balance across shards");
+    // Cross-shard transactions are found on their signer's shard too: the block that applied
+    // their round there spent their nonces.
+    rt.block_on(async {
+        let mut client = Client::connect(&cluster.config).await.unwrap();
+        assert_committed(&mut client, &txs, &heights).await;
+        client.close().await;
+    });
     cluster.stop();
 }
 
@@ -354,6 +361,23 @@ async fn client_for(cluster: &Cluster, leaders: &[u32]) -> Client {
     client
 }
 
+/// `(signer, nonce)` of each transaction.
+fn ids(txs: &[(RawSignedTx, Option<u32>)]) -> Vec<(u32, u64)> {
+    txs.iter().map(|(t, _)| (t.header.signer, t.header.nonce)).collect()
+}
+
+/// Asserts that a status read finds every transaction of `txs` committed, each with a verified
+/// certificate of its signer's shard at a height no higher than that shard's in `heights`.
+async fn assert_committed(client: &mut Client, txs: &[(RawSignedTx, Option<u32>)], heights: &BTreeMap<u32, u64>) {
+    let ids = ids(txs);
+    let fates = fetch_fates(client, &ids).await.unwrap();
+    for ((signer, nonce), fate) in ids.iter().zip(fates) {
+        let Fate::Committed(c) = fate else { panic!("signer {signer} nonce {nonce}: {fate:?}") };
+        assert_eq!(c.vote.shard, client.nonce_shard(*signer), "the certificate is of the signer's shard");
+        assert!(c.vote.height <= heights[&c.vote.shard], "signer {signer} nonce {nonce} in block {}", c.vote.height);
+    }
+}
+
 /// [`submit_all`] through a fresh client of the live nodes that sends to `leaders`.
 fn submit_to_leaders(
     rt: &tokio::runtime::Runtime,
@@ -398,6 +422,29 @@ fn a_killed_leader_is_replaced_and_nothing_receipted_is_lost() {
     for n in cluster.nodes.iter().flatten() {
         assert_eq!(nonce_total(&cluster.config, &n.snapshot(0).unwrap()), 400);
     }
+    // A status read finds all 400, with the certificates of their blocks, also those committed
+    // under the old leader (the new one indexed them when it applied their blocks); a nonce no
+    // transaction used is unknown at the leader, and a follower names the leader.
+    rt.block_on(async {
+        let mut c = client_for(&cluster, &[next]).await;
+        let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+        assert_committed(&mut c, &all, &heights).await;
+        let (signer, nonce) = ids(&second).into_iter().max_by_key(|(_, n)| *n).unwrap();
+        assert_eq!(fetch_fates(&mut c, &[(signer, nonce + 1)]).await.unwrap(), vec![Fate::Unknown]);
+        let follower = (0..4).find(|&n| n != next).unwrap();
+        c.query_fates(follower, 77, vec![(signer, nonce + 1)]).await.unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), c.next_event()).await.unwrap().unwrap() {
+                ClientEvent::Fates { id: 77, fates, .. } => {
+                    assert_eq!(fates, vec![TxFate::NotLeader { leader: Some(next) }]);
+                    break;
+                }
+                ClientEvent::Status { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        c.close().await;
+    });
     cluster.stop();
 }
 

@@ -79,23 +79,17 @@ fn verify(check: &SigCheck, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
 /// Gives back the clients' quotas held by `origins`, for transactions no receipt will come for
 /// from this node.
 pub(super) fn release_origins(shared: &Shared, origins: &[Origin]) {
-    let mut by_conn: HashMap<u64, usize> = HashMap::new();
-    for o in origins {
-        *by_conn.entry(o.conn).or_default() += 1;
-    }
-    for (conn, n) in by_conn {
-        shared.release(conn, n);
-    }
+    shared.release(origins);
 }
 
 /// Sends each client its entries, with the certificate (or none, for dropped transactions).
 pub(super) fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
+    shared.release(entries.iter().map(|(o, _)| o));
     let mut by_conn: HashMap<u64, Vec<ReceiptEntry>> = HashMap::new();
     for (o, status) in entries {
         by_conn.entry(o.conn).or_default().push(ReceiptEntry { batch: o.batch, index: o.index, status });
     }
     for (conn, entries) in by_conn {
-        shared.release(conn, entries.len());
         shared.send_to_client(conn, &Message::Receipts { certificate: certificate.clone(), entries });
     }
 }
@@ -143,14 +137,8 @@ pub(super) fn take_verified(
 /// Drops every pending transaction of `mempool` without a receipt (this node no longer leads
 /// its shard), giving back the clients' quotas and the mempool's space.
 pub(super) fn drop_pending(mempool: &mut Mempool, depth: &AtomicUsize, shared: &Shared) {
-    let mut by_conn: HashMap<u64, usize> = HashMap::new();
-    for (_, o, _) in mempool.drain(..) {
-        *by_conn.entry(o.conn).or_default() += 1;
-        depth.fetch_sub(1, Ordering::Relaxed);
-    }
-    for (conn, n) in by_conn {
-        shared.release(conn, n);
-    }
+    depth.fetch_sub(mempool.len(), Ordering::Relaxed);
+    shared.release(mempool.drain(..).map(|(_, o, _)| o).collect::<Vec<_>>().iter());
 }
 
 /// The verified transactions as one aggregated block (`None` when there are none), and their

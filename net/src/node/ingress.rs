@@ -100,6 +100,10 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
         tokio::spawn(async move {
             loop {
                 match read_frame(&mut recv, max_frame).await {
+                    // A status read reads the store: answered off the network's threads.
+                    Ok(Some(Message::TxQuery { id: request, txs })) if peer.is_none() => {
+                        super::fate::serve(&shared, id, request, txs);
+                    }
                     Ok(Some(m)) => {
                         if let Err(why) = dispatch(&shared, id, peer, m) {
                             warn!(conn = id, ?peer, "closing the connection: {why}");
@@ -161,6 +165,10 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
             }
             Ok(())
         }
+        (Message::TxQuery { id, txs }, None) => {
+            super::fate::reply(shared, conn, id, &txs);
+            Ok(())
+        }
         (Message::StatusRequest, None) => {
             shared.send_to_client(conn, &Message::Status(shared.replica_statuses()));
             Ok(())
@@ -219,13 +227,20 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
             }
         },
         (Message::Propose(_) | Message::Sync { .. }, Some(_)) => Err("a message of the pre-Raft protocol"),
-        (Message::Submit { .. } | Message::StatusRequest | Message::Read { .. }, Some(_)) => Err("a client message on a node link"),
+        (Message::Submit { .. } | Message::StatusRequest | Message::Read { .. } | Message::TxQuery { .. }, Some(_)) => {
+            Err("a client message on a node link")
+        }
         (Message::Vote(_) | Message::Propose(_) | Message::Commit(_) | Message::Sync { .. } | Message::Cross { .. }, None) => {
             Err("a node message from a client")
         }
         (Message::RaftRequest { .. } | Message::RaftReply { .. }, _) => Err("a Raft message outside a Raft stream"),
         (
-            Message::Accepted { .. } | Message::Refused { .. } | Message::Receipts { .. } | Message::Status(_) | Message::Values { .. },
+            Message::Accepted { .. }
+            | Message::Refused { .. }
+            | Message::Receipts { .. }
+            | Message::Status(_)
+            | Message::Values { .. }
+            | Message::TxFates { .. },
             _,
         ) => Err("a message only nodes send"),
     }
@@ -295,7 +310,18 @@ fn admit_routed(
     }
     shared.send_to_client(conn, &Message::Accepted { batch });
     let now = Instant::now();
-    let txs = txs.txs.into_iter().enumerate().map(|(i, tx)| (tx, Origin { conn, batch, index: i as u32 })).collect();
+    let txs: Vec<_> = txs
+        .txs
+        .into_iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            let origin = Origin { conn, batch, index: i as u32, signer: tx.header.signer, nonce: tx.header.nonce };
+            (tx, origin)
+        })
+        .collect();
+    // Pending from here on (before the thread that answers can see the batch).
+    let origins: Vec<Origin> = txs.iter().map(|(_, o)| *o).collect();
+    shared.admit(&origins);
     let sent = match route {
         Some(shard) => shared.groups[&shard].events.try_send(GroupEvent::Submit(txs, now)).map_err(|e| e.is_full()),
         None => match shared.coordinator.as_ref() {
@@ -308,7 +334,7 @@ fn admit_routed(
         // threads), or the thread is gone (the node is stopping): nothing of the batch is
         // pending.
         depth.fetch_sub(n, Ordering::Relaxed);
-        pending.fetch_sub(n, Ordering::Relaxed);
+        shared.release(&origins);
         return Err((if full { Refusal::QueueFull } else { Refusal::ShuttingDown }, route));
     }
     shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);

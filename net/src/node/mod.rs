@@ -12,6 +12,7 @@
 //! - `coordinator`: cross-shard rounds, on the node hosting replica 0 of shard 0.
 //! - `links`: one outgoing QUIC connection per peer for one-way messages.
 //! - `batch`: mempool, signature verification in batches, aggregation, receipts.
+//! - `fate`: status reads, what became of a transaction named by (signer, nonce).
 //! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
 //!
 //! Everything a replica must not lose lives in the node's store (`occam-store`, in
@@ -26,6 +27,7 @@
 
 mod batch;
 mod coordinator;
+mod fate;
 mod group;
 mod ingress;
 mod links;
@@ -176,6 +178,9 @@ struct Origin {
     conn: u64,
     batch: u64,
     index: u32,
+    /// The transaction's signer and nonce (what a status read names it by).
+    signer: u32,
+    nonce: u64,
 }
 
 /// A replica's whole state, sorted by key, sent back to [`Node::snapshot`].
@@ -207,6 +212,10 @@ struct Shared {
     status: Mutex<Vec<ReplicaStatus>>,
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    /// Every transaction admitted here and not yet answered (receipted, dropped, or given up
+    /// when this node stopped leading), by (signer, nonce), with how many copies: what a status
+    /// read calls pending. Bounded as the clients' quotas are (one entry per pending unit).
+    admitted: Mutex<HashMap<(u32, u64), u32>>,
 }
 
 impl Shared {
@@ -274,10 +283,41 @@ impl Shared {
     }
 
     /// Marks `n` transactions of `conn` as no longer pending.
-    fn release(&self, conn: u64, n: usize) {
-        if let Some(c) = self.clients.lock().get(&conn) {
-            c.pending.fetch_sub(n, Ordering::Relaxed);
+    /// Notes transactions as admitted here (pending until [`Shared::release`]).
+    fn admit(&self, origins: &[Origin]) {
+        let mut admitted = self.admitted.lock();
+        for o in origins {
+            *admitted.entry((o.signer, o.nonce)).or_default() += 1;
         }
+    }
+
+    /// Transactions this node answered or gave up: their clients' quotas come back and they are
+    /// no longer pending here.
+    fn release<'a>(&self, origins: impl IntoIterator<Item = &'a Origin>) {
+        let mut by_conn: HashMap<u64, usize> = HashMap::new();
+        {
+            let mut admitted = self.admitted.lock();
+            for o in origins {
+                *by_conn.entry(o.conn).or_default() += 1;
+                if let std::collections::hash_map::Entry::Occupied(mut e) = admitted.entry((o.signer, o.nonce)) {
+                    *e.get_mut() -= 1;
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
+            }
+        }
+        let clients = self.clients.lock();
+        for (conn, n) in by_conn {
+            if let Some(c) = clients.get(&conn) {
+                c.pending.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// True if a transaction of `signer` with `nonce` was admitted here and is not answered yet.
+    fn is_admitted(&self, signer: u32, nonce: u64) -> bool {
+        self.admitted.lock().contains_key(&(signer, nonce))
     }
 
     /// A hosted replica applied `height`, reaching `root`.
@@ -542,6 +582,7 @@ impl Node {
             status: Mutex::new(status),
             metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
+            admitted: Mutex::new(HashMap::new()),
             cluster: cluster.clone(),
             store: store.clone(),
         });

@@ -85,6 +85,21 @@ fn every_message() -> Vec<Message> {
         Message::Read { id: 7, keys: vec![Key::from_parts(1, 2, 3), Key::from_parts(9, 1, 0)] },
         Message::Values { id: 7, values: entries() },
         Message::Sync { shard: 2, from: 17 },
+        Message::TxQuery { id: 9, txs: vec![(1, 0), (u32::MAX, u64::MAX)] },
+        Message::TxQuery { id: 10, txs: vec![] },
+        Message::TxFates {
+            id: 9,
+            certificates: vec![certificate()],
+            fates: vec![
+                TxFate::Committed { certificate: 0 },
+                TxFate::Spent { height: Some(12) },
+                TxFate::Spent { height: None },
+                TxFate::Pending,
+                TxFate::Unknown,
+                TxFate::NotLeader { leader: Some(2) },
+                TxFate::NotLeader { leader: None },
+            ],
+        },
         Message::Cross { shard: 1, message: CrossMessage::ReadRequest { block: 3, keys: vec![Key::from_parts(1, 2, 3)] } },
         Message::Cross { shard: 1, message: CrossMessage::ReadReply { block: 3, from: 1, values: entries() } },
         Message::Cross { shard: 1, message: CrossMessage::Apply { block: 3, writes: entries() } },
@@ -153,6 +168,21 @@ fn every_message_round_trips() {
         let frame = m.encode().unwrap();
         assert_eq!(Message::decode_frame(&frame, MAX_FRAME_LEN).unwrap(), m, "{m:?}");
     }
+}
+
+#[test]
+fn status_reads_are_bounded_and_fates_name_only_certificates_they_carry() {
+    let too_many = Message::TxQuery { id: 1, txs: vec![(0, 0); MAX_TX_QUERY + 1] };
+    let frame = too_many.encode().unwrap();
+    assert!(matches!(Message::decode_frame(&frame, MAX_FRAME_LEN), Err(WireError::TooMany { .. })));
+    // A committed fate that names a certificate the reply does not carry.
+    let dangling = Message::TxFates { id: 1, certificates: vec![], fates: vec![TxFate::Committed { certificate: 0 }] };
+    let frame = dangling.encode().unwrap();
+    assert!(matches!(Message::decode_frame(&frame, MAX_FRAME_LEN), Err(WireError::Invalid("fate certificate number"))));
+    // An unknown fate tag.
+    let mut frame = Message::TxFates { id: 1, certificates: vec![], fates: vec![TxFate::Pending] }.encode().unwrap();
+    *frame.last_mut().unwrap() = 9;
+    assert!(matches!(Message::decode_frame(&frame, MAX_FRAME_LEN), Err(WireError::Invalid("fate"))));
 }
 
 #[test]
