@@ -17,15 +17,19 @@
 //! the refusing node names, or, if it names none, to the one the nodes' statuses report. When a
 //! node's connection closes (it crashed or stopped), it refuses a batch as `NotLeader` (it
 //! stepped down and dropped what it had not proposed), or it leaves a batch unanswered for a
-//! second, the batches it had accepted and not yet answered are sent again, first and in
-//! order, to the shard's new leader: a transaction that
-//! had committed before the crash is refused for its nonce this time (nonces make a transaction
-//! commit at most once) and counts as `recovered`, committed without a receipt; the others
-//! commit now. The client dials a closed node again every second, for when it comes back. Every receipt's certificate is verified against the cluster file's validator
+//! second, the client first asks what became of the batches that node had accepted and not
+//! answered: a status read by (signer, nonce) to the leader of each signer's shard
+//! (`occam cluster tx` asks the same). A transaction found committed counts as committed (and
+//! `recovered`: without a receipt, with its block's certificate verified); pending ones are
+//! asked about again; only batches holding transactions no node knows are sent again, first
+//! and in order, to the shard's new leader (nonces make a transaction commit at most once). At
+//! the end of the run every transaction still without a receipt is asked about once more:
+//! `lost` counts those no node knows, `pending_at_end` those still in flight. The client dials
+//! a closed node again every second, for when it comes back. Every receipt's certificate is verified against the cluster file's validator
 //! set (once per block). Latencies go into an HdrHistogram; the report has p50, p90, p99,
 //! p99.9 and max, offered and achieved rates, and a per-second series.
 
-use crate::cluster::{fetch_nonces, signers, LoadTxs};
+use crate::cluster::{fetch_nonces, signers, Fate, LoadTxs};
 use crate::distribution::Distribution;
 use crate::machine::{Machine, COMMIT};
 use anyhow::bail;
@@ -33,7 +37,8 @@ use hdrhistogram::Histogram;
 use occam_engine::native::signed::{RawSignedBlock, RawSignedTx};
 use occam_net::client::{Client, ClientEvent};
 use occam_net::config::ClusterConfig;
-use occam_net::wire::{Refusal, TxStatus, MAX_BATCH_TXS};
+use occam_net::wire::{Refusal, TxFate, TxStatus, MAX_BATCH_TXS, MAX_TX_QUERY};
+use occam_shard::Certificate;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -158,16 +163,25 @@ pub struct LoadReport {
     pub bad_nonce: u64,
     /// Transactions dropped before a block (bad signature, unknown signer).
     pub dropped: u64,
-    /// Transactions sent with no receipt when the run ended.
+    /// Transactions sent with no receipt when the run ended that no node knows (a status read
+    /// found them nowhere, or no leader answered it).
     pub lost: u64,
+    /// Transactions sent with no receipt when the run ended that the cluster still holds
+    /// (pending, or committed in a block not yet certified).
+    #[serde(default)]
+    pub pending_at_end: u64,
     /// Transactions sent again because the node that had accepted them closed its connection,
     /// stopped leading, or did not answer.
     #[serde(default)]
     pub resent: u64,
-    /// Of those, transactions that had committed before the node closed (refused for their
-    /// nonce when sent again): committed, but without a receipt here. Not in `committed`.
+    /// Transactions committed without a receipt here (their node closed or stepped down before
+    /// it sent one), learned by a status read with the block's certificate verified. In
+    /// `committed`.
     #[serde(default)]
     pub recovered: u64,
+    /// Status reads sent (after a node closed or stepped down, and at the end of the run).
+    #[serde(default)]
+    pub status_reads: u64,
     /// Connections to nodes that closed during the run.
     #[serde(default)]
     pub disconnects: u64,
@@ -254,27 +268,112 @@ struct Shard {
     in_flight: Option<(u64, Vec<RawSignedTx>, Vec<Instant>)>,
     retry_at: Option<Instant>,
     next_batch: u64,
+    /// Batches whose node closed or stepped down before answering, being asked about: nothing
+    /// of the queue is sent until each of their transactions is found committed or unknown.
+    resolving: Option<Resolving>,
+}
+
+/// A status read in flight: the queue it is for (and when that queue's [`Resolving`] began,
+/// so that a late answer to an earlier one is not taken for it), the shard whose leader was
+/// asked, and the `(signer, nonce)` of the transactions asked about.
+type Query = (usize, Instant, u32, Vec<(u32, u64)>);
+
+/// Batches of one queue whose fate is being asked (see [`Shard::give_up_on`]).
+struct Resolving {
+    /// The batches, by id, with their transactions (their intended times wait in `awaiting`).
+    batches: std::collections::BTreeMap<u64, Vec<RawSignedTx>>,
+    /// Transactions without a final answer yet, by (signer, nonce): their batch and index.
+    open: HashMap<(u32, u64), (u64, u32)>,
+    /// Batches holding a transaction no node knows: they go again.
+    resend: std::collections::BTreeSet<u64>,
+    /// Batches with transactions a live node holds (pending there: it sends their receipts),
+    /// and that node: they go back to waiting for receipts from it.
+    held: HashMap<u64, u32>,
+    /// The last answer about each open transaction (for the progress line).
+    last: HashMap<(u32, u64), TxFate>,
+    /// When it began, when to ask (again) about the open ones, and when to give up asking and
+    /// send them again.
+    began: Instant,
+    ask_at: Instant,
+    give_up_at: Instant,
 }
 
 impl Shard {
-    /// `node` is gone or no longer leads this shard: what it accepted and did not answer goes
-    /// again, in batch order, and then the batch in flight to it, which is newer than those (the
-    /// node may have taken it without the answer arriving). Each is marked as resent when it
-    /// goes out.
-    fn give_up_on(&mut self, node: u32) {
+    /// `node` is gone or no longer leads this shard: what it accepted and did not answer, and
+    /// the batch sent to it without an answer yet (it may have taken it), is asked about
+    /// ([`Resolving`]) before anything of the queue goes out again.
+    fn give_up_on(&mut self, node: u32, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) {
         let mut lost: Vec<u64> = self.accepted.iter().filter(|(_, (n, _))| *n == node).map(|(b, _)| *b).collect();
         lost.sort_unstable();
+        let now = Instant::now();
+        let r = self.resolving.get_or_insert_with(|| Resolving {
+            batches: Default::default(),
+            open: HashMap::new(),
+            resend: Default::default(),
+            held: HashMap::new(),
+            last: HashMap::new(),
+            began: now,
+            ask_at: now,
+            give_up_at: now + RESOLVE_PATIENCE,
+        });
         for b in lost {
             if let Some((_, txs)) = self.accepted.remove(&b) {
-                self.resend.push_back((b, txs, Vec::new()));
+                r.add(b, txs, awaiting);
             }
         }
-        if self.sent_to == node {
+        // The batch in flight to it, if sent: the node may have taken it without the answer
+        // arriving. Its intended times join `awaiting` now (it counts as accepted from here).
+        if self.sent_to == node && self.retry_at.is_none() {
             if let Some((b, txs, due)) = self.in_flight.take() {
-                self.resend.push_back((b, txs, due));
-                self.retry_at = None;
+                if !due.is_empty() {
+                    awaiting.insert(b, due.into_iter().map(Some).collect());
+                }
+                r.add(b, txs, awaiting);
             }
         }
+        if r.batches.is_empty() {
+            self.resolving = None;
+        }
+    }
+
+    /// Every transaction being asked about has its answer (or the patience ran out): batches
+    /// holding transactions no node knows (or not answered) go again, first and in order;
+    /// batches whose other transactions a live node holds wait for its receipts; batches
+    /// wholly committed are done.
+    fn resolved(&mut self, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) -> u64 {
+        let Some(r) = self.resolving.take() else { return 0 };
+        let mut resent = 0;
+        let mut again: Vec<u64> = r.resend.iter().copied().chain(r.open.values().map(|(b, _)| *b)).collect();
+        again.sort_unstable();
+        again.dedup();
+        for (b, txs) in r.batches {
+            let waiting = awaiting.get(&b).is_some_and(|slots| slots.iter().any(Option::is_some));
+            if again.binary_search(&b).is_ok() && waiting {
+                resent += txs.len() as u64;
+                self.resend.push_back((b, txs, Vec::new()));
+            } else if let (Some(&node), true) = (r.held.get(&b), waiting) {
+                self.accepted.insert(b, (node, txs));
+            } else {
+                awaiting.remove(&b);
+            }
+        }
+        self.resend.make_contiguous().sort_by_key(|(b, _, _)| *b);
+        resent
+    }
+}
+
+impl Resolving {
+    /// Adds a batch to ask about: each of its transactions still awaiting a receipt.
+    fn add(&mut self, batch: u64, txs: Vec<RawSignedTx>, awaiting: &HashMap<u64, Vec<Option<Instant>>>) {
+        if let Some(slots) = awaiting.get(&batch) {
+            for (i, (tx, slot)) in txs.iter().zip(slots).enumerate() {
+                if slot.is_some() {
+                    self.open.insert((tx.header.signer, tx.header.nonce), (batch, i as u32));
+                }
+            }
+        }
+        self.batches.insert(batch, txs);
+        self.ask_at = Instant::now();
     }
 }
 
@@ -295,7 +394,7 @@ fn queue_shard(queue: usize, queues: usize) -> u32 {
 /// (nodes announce a new one as soon as it is elected). Whatever had committed comes back
 /// `BadNonce` and counts as recovered; nothing newer of a queue goes to the new leader before
 /// the older batches do, or its nonces would run ahead of theirs.
-fn requeue_stale(state: &mut [Shard], client: &Client) {
+fn requeue_stale(state: &mut [Shard], client: &Client, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) {
     let queues = state.len();
     for (q, sh) in state.iter_mut().enumerate() {
         let leader = client.leader(queue_shard(q, queues));
@@ -309,7 +408,7 @@ fn requeue_stale(state: &mut [Shard], client: &Client) {
         stale.sort_unstable();
         stale.dedup();
         for n in stale {
-            sh.give_up_on(n);
+            sh.give_up_on(n, awaiting);
         }
         // A batch waiting to be sent (or sent again after a throttle) is newer than what was
         // just taken back: it goes after them.
@@ -323,6 +422,14 @@ fn requeue_stale(state: &mut [Shard], client: &Client) {
 
 /// A batch without any answer (accepted or refused) for this long is sent again.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// A status read without an answer (or with answers that are not final: pending, not
+/// certified yet, no leader) is sent again after this long.
+const RESOLVE_RETRY: Duration = Duration::from_millis(200);
+/// Transactions whose fate is still not final after this long are sent again (their nonces
+/// keep them from committing twice).
+const RESOLVE_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the end of a run waits for the status reads of what has no receipt.
+const FINAL_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// Sends a batch to the node its route goes to now (the shard's leader as the client knows
 /// it, or the coordinator); returns that node, and false if it is known to be down or the send
@@ -342,6 +449,19 @@ async fn send_batch(
     }
     let sent = client.submit_routed(route, batch, RawSignedBlock { chain_id: cluster.chain_id, txs: txs.to_vec() }).await;
     (node, sent.is_ok())
+}
+
+/// Verifies a certificate against the cluster file's validator set once per block (`checked`
+/// counts good and bad ones); the verdict of the first check stands for every later one.
+fn verify_once(client: &Client, seen: &mut HashMap<(u32, u64), bool>, checked: &mut (u64, u64), c: &Certificate) -> bool {
+    *seen.entry((c.vote.shard, c.vote.height)).or_insert_with(|| {
+        let ok = client.verify_certificate(c).is_ok();
+        match ok {
+            true => checked.0 += 1,
+            false => checked.1 += 1,
+        }
+        ok
+    })
 }
 
 /// Runs the load against `cluster` and returns its report.
@@ -383,12 +503,20 @@ async fn drive(
             in_flight: None,
             retry_at: None,
             next_batch: 0,
+            resolving: None,
         })
         .collect();
     // Nodes whose connection closed, with when to dial them again; batches resent, by id.
     let mut down: HashMap<u32, Instant> = HashMap::new();
     let mut resent_batches: std::collections::HashSet<u64> = Default::default();
-    let (mut resent, mut recovered, mut disconnects) = (0u64, 0u64, 0u64);
+    let (mut resent, mut recovered, mut disconnects, mut status_reads) = (0u64, 0u64, 0u64, 0u64);
+    // Status reads in flight, by id: the queue they are for, the shard asked, and the
+    // transactions asked about.
+    let mut queries: HashMap<u64, Query> = HashMap::new();
+    let mut next_query = 0u64;
+    // Transactions refused for their nonce when sent again: committed earlier, or lost; asked
+    // about at the end of the run.
+    let mut unconfirmed: Vec<((u32, u64), Instant)> = Vec::new();
     let mut ask_status_at: Option<Instant> = None;
     let duration = Duration::from_secs_f64(cfg.duration_s);
     let mut pending_txs: VecDeque<(RawSignedTx, Option<u32>)> = txs.into();
@@ -402,7 +530,6 @@ async fn drive(
     // Each block's certificate is verified once; its verdict counts for every receipt of it.
     let mut seen_blocks: HashMap<(u32, u64), bool> = HashMap::new();
     let (mut committed, mut failed, mut bad_nonce, mut dropped, mut sent, mut scheduled) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut certificates, mut bad_certificates) = (0u64, 0u64);
     let mut max_lag = Duration::ZERO;
     let mut slots = cfg.concurrency.unwrap_or(0);
     let mut outstanding = 0u64;
@@ -415,6 +542,24 @@ async fn drive(
             series.push((0, 0, 0, Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")));
         }
     };
+    // Verified certificates and bad ones, counted once per block.
+    let mut checked = (0u64, 0u64);
+    // A committed transaction, intended at `due`, learned of at `at`.
+    macro_rules! record_commit {
+        ($at:expr, $due:expr) => {{
+            let (at, due): (Instant, Instant) = ($at, $due);
+            committed += 1;
+            if at < deadline {
+                committed_in_window += 1;
+            }
+            let us = at.saturating_duration_since(due).as_micros().max(1) as u64;
+            hist.saturating_record(us);
+            bump(&mut series, second(at));
+            let slot = &mut series[second(at) as usize];
+            slot.2 += 1;
+            slot.3.saturating_record(us);
+        }};
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_report = start;
@@ -470,13 +615,52 @@ async fn drive(
         // Send: one batch in flight per shard; batches of a closed node first.
         for (s, sh) in state.iter_mut().enumerate() {
             let route = (s < shards - 1).then_some(s as u32);
+            if let Some(r) = &mut sh.resolving {
+                if r.open.is_empty() || now >= r.give_up_at {
+                    if progress {
+                        let asked: usize = r.batches.values().map(Vec::len).sum();
+                        eprintln!(
+                            "  queue {s}: {} batches ({asked} transactions) asked about for {:.0} ms: {} batches to send again, {} transactions without a final answer{}",
+                            r.batches.len(),
+                            now.duration_since(r.began).as_secs_f64() * 1000.0,
+                            r.resend.len(),
+                            r.open.len(),
+                            r.open.keys().take(3).map(|id| format!(" {id:?}: {:?}", r.last.get(id))).collect::<String>()
+                        );
+                    }
+                    resent += sh.resolved(&mut awaiting);
+                } else {
+                    if r.ask_at <= now {
+                        r.ask_at = now + RESOLVE_RETRY;
+                        let mut by_shard: std::collections::BTreeMap<u32, Vec<(u32, u64)>> = Default::default();
+                        for &id in r.open.keys() {
+                            by_shard.entry(client.nonce_shard(id.0)).or_default().push(id);
+                        }
+                        for (home, ids) in by_shard {
+                            let node = client.leader(home);
+                            if down.contains_key(&node) {
+                                ask_status_at.get_or_insert(now);
+                                continue;
+                            }
+                            for chunk in ids.chunks(MAX_TX_QUERY) {
+                                let id = next_query;
+                                next_query += 1;
+                                if client.query_fates(node, id, chunk.to_vec()).await.is_ok() {
+                                    status_reads += 1;
+                                    queries.insert(id, (s, r.began, home, chunk.to_vec()));
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             if let Some((batch, txs, _)) = &sh.in_flight {
                 // No answer at all for a while: the node may have taken it and died, or never
-                // got it. Everything it holds of this shard goes again, in order (a copy that
-                // finds its nonces spent counts as recovered).
+                // got it. What became of everything it holds of this shard is asked first.
                 if sh.retry_at.is_none() && now.saturating_duration_since(sh.sent_at) >= ANSWER_TIMEOUT {
                     let node = sh.sent_to;
-                    sh.give_up_on(node);
+                    sh.give_up_on(node, &mut awaiting);
                     ask_status_at.get_or_insert(now);
                     continue;
                 }
@@ -494,8 +678,7 @@ async fn drive(
                 continue;
             }
             if let Some((batch, txs, due)) = sh.resend.pop_front() {
-                // Receipts come under the same batch id.
-                resent += txs.len() as u64;
+                // Receipts come under the same batch id (counted as resent when resolved).
                 resent_batches.insert(batch);
                 sh.in_flight = Some((batch, txs, due));
                 sh.retry_at = Some(now);
@@ -555,7 +738,7 @@ async fn drive(
                                         client.set_leader(queue_shard(s, shards), l);
                                         // The hint may move other queues too (cross-shard
                                         // batches go to shard 0's leader).
-                                        requeue_stale(&mut state, &client);
+                                        requeue_stale(&mut state, &client, &mut awaiting);
                                     }
                                     _ => {
                                         ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(20));
@@ -566,15 +749,17 @@ async fn drive(
                                 // pending transactions). It goes again first, in order, then the
                                 // refused batch; a copy that finds its nonce spent counts as
                                 // recovered.
+                                // The refused batch itself was never taken: it simply goes
+                                // again, after the ones asked about.
                                 let sh = &mut state[s];
-                                sh.give_up_on(node);
-                                if let Some((b, txs, due)) = sh.resend.pop_front() {
-                                    // The refused batch itself was never taken: not a resend.
-                                    if b != batch {
-                                        resent += txs.len() as u64;
-                                        resent_batches.insert(b);
-                                    }
-                                    sh.in_flight = Some((b, txs, due));
+                                let refused_batch = sh.in_flight.take_if(|f| f.0 == batch);
+                                sh.give_up_on(node, &mut awaiting);
+                                if let Some(f) = refused_batch {
+                                    sh.resend.push_back(f);
+                                    sh.resend.make_contiguous().sort_by_key(|(b, _, _)| *b);
+                                }
+                                if sh.in_flight.is_none() && sh.resolving.is_none() {
+                                    sh.in_flight = sh.resend.pop_front();
                                 }
                                 sh.retry_at = Some(Instant::now() + Duration::from_millis(20));
                             }
@@ -583,57 +768,87 @@ async fn drive(
                     }
                     ClientEvent::Status { node, replicas } => {
                         client.learn_leaders(node, &replicas);
-                        requeue_stale(&mut state, &client);
+                        requeue_stale(&mut state, &client, &mut awaiting);
                     }
                     ClientEvent::Receipts { certificate, entries } => {
                         let at = Instant::now();
-                        let verified = certificate.as_ref().is_some_and(|c| {
-                            *seen_blocks.entry((c.vote.shard, c.vote.height)).or_insert_with(|| {
-                                let ok = client.verify_certificate(c).is_ok();
-                                match ok {
-                                    true => certificates += 1,
-                                    false => bad_certificates += 1,
-                                }
-                                ok
-                            })
-                        });
+                        let verified = certificate.as_ref().is_some_and(|c| verify_once(&client, &mut seen_blocks, &mut checked, c));
                         for e in entries {
                             let Some(due) = awaiting.get_mut(&e.batch).and_then(|v| v.get_mut(e.index as usize)).and_then(Option::take)
                             else {
                                 continue;
                             };
+                            let sh = &mut state[(e.batch >> 48) as usize % shards];
+                            let id = sh.accepted.get(&e.batch).and_then(|(_, txs)| txs.get(e.index as usize)).map(|t| (t.header.signer, t.header.nonce));
                             if awaiting.get(&e.batch).is_some_and(|v| v.iter().all(Option::is_none)) {
                                 awaiting.remove(&e.batch);
-                                state[(e.batch >> 48) as usize % shards].accepted.remove(&e.batch);
+                                sh.accepted.remove(&e.batch);
                             }
                             outstanding = outstanding.saturating_sub(1);
                             slots += 1;
                             if e.status == TxStatus::BadNonce && resent_batches.contains(&e.batch) {
                                 // Sent again after its node closed, and its nonce was spent: it
-                                // had committed before; its receipt went down with that node.
-                                recovered += 1;
-                                continue;
+                                // committed before (its receipt went down with that node), or an
+                                // earlier nonce of its signer was lost. Asked about at the end.
+                                if let Some(id) = id {
+                                    unconfirmed.push((id, due));
+                                    continue;
+                                }
                             }
                             // Committed means: in a block whose certificate verified here.
                             if !verified || !e.status.is_committed() {
                                 dropped += 1;
                                 continue;
                             }
-                            committed += 1;
-                            if at < deadline {
-                                committed_in_window += 1;
-                            }
+                            record_commit!(at, due);
                             match e.status {
                                 TxStatus::Failed => failed += 1,
                                 TxStatus::BadNonce => bad_nonce += 1,
                                 _ => {}
                             }
-                            let us = at.saturating_duration_since(due).as_micros().max(1) as u64;
-                            hist.saturating_record(us);
-                            bump(&mut series, second(at));
-                            let slot = &mut series[second(at) as usize];
-                            slot.2 += 1;
-                            slot.3.saturating_record(us);
+                        }
+                    }
+                    ClientEvent::Fates { node, id, certificates: certs, fates } => {
+                        // Answers to a status read about batches whose node closed or stepped
+                        // down: committed ones count (their certificate verified), unknown ones
+                        // go again, pending ones wait for their receipts from the node holding
+                        // them; the rest are asked about again.
+                        let Some((q, began, home, asked)) = queries.remove(&id) else { continue };
+                        let at = Instant::now();
+                        let Some(r) = state[q].resolving.as_mut().filter(|r| r.began == began) else { continue };
+                        for (tx, fate) in asked.iter().zip(fates) {
+                            let Some(&(b, i)) = r.open.get(tx) else { continue };
+                            r.last.insert(*tx, fate);
+                            match fate {
+                                TxFate::Committed { certificate } => {
+                                    let Some(c) = certs.get(certificate as usize) else { continue };
+                                    if !verify_once(&client, &mut seen_blocks, &mut checked, c) {
+                                        continue;
+                                    }
+                                    r.open.remove(tx);
+                                    if let Some(due) = awaiting.get_mut(&b).and_then(|v| v.get_mut(i as usize)).and_then(Option::take) {
+                                        outstanding = outstanding.saturating_sub(1);
+                                        slots += 1;
+                                        recovered += 1;
+                                        record_commit!(at, due);
+                                    }
+                                }
+                                TxFate::Unknown => {
+                                    r.open.remove(tx);
+                                    r.resend.insert(b);
+                                }
+                                TxFate::NotLeader { leader: Some(l) } if !down.contains_key(&l) => client.set_leader(home, l),
+                                TxFate::NotLeader { .. } => {
+                                    ask_status_at.get_or_insert(at + RESOLVE_RETRY);
+                                }
+                                // The node that answers holds it and will send its receipt.
+                                TxFate::Pending => {
+                                    r.open.remove(tx);
+                                    r.held.insert(b, node);
+                                }
+                                // Committed, and the certificate is on its way: ask again.
+                                TxFate::Spent { .. } => {}
+                            }
                         }
                     }
                     ClientEvent::Closed { node, reason } => {
@@ -644,7 +859,7 @@ async fn drive(
                         down.insert(node, Instant::now() + Duration::from_secs(1));
                         ask_status_at.get_or_insert(Instant::now() + Duration::from_millis(100));
                         for sh in state.iter_mut() {
-                            sh.give_up_on(node);
+                            sh.give_up_on(node, &mut awaiting);
                         }
                     }
                     ClientEvent::Values { .. } => {}
@@ -652,6 +867,64 @@ async fn drive(
             }
         }
     }
+    // Everything sent without a receipt: ask the cluster what became of it, once.
+    let mut asked: Vec<((u32, u64), Instant)> = std::mem::take(&mut unconfirmed);
+    for sh in &state {
+        let mut batches: HashMap<u64, &Vec<RawSignedTx>> = sh.accepted.iter().map(|(b, (_, txs))| (*b, txs)).collect();
+        batches.extend(sh.resolving.iter().flat_map(|r| r.batches.iter()).map(|(b, txs)| (*b, txs)));
+        batches.extend(sh.resend.iter().chain(sh.in_flight.iter()).map(|(b, txs, _)| (*b, txs)));
+        for (b, txs) in &batches {
+            let id = |t: &RawSignedTx| (t.header.signer, t.header.nonce);
+            match awaiting.get(b) {
+                Some(slots) => asked.extend(txs.iter().zip(slots).filter_map(|(t, d)| d.map(|d| (id(t), d)))),
+                // Sent, never accepted: their intended times are still with the batch.
+                None => {
+                    let dues = sh.resend.iter().chain(sh.in_flight.iter()).find(|f| f.0 == *b).map(|f| &f.2);
+                    asked.extend(txs.iter().zip(dues.into_iter().flatten()).map(|(t, d)| (id(t), *d)));
+                }
+            }
+        }
+    }
+    let (mut lost, mut pending_at_end) = (0u64, 0u64);
+    let mut censored_dues = Vec::new();
+    if !asked.is_empty() {
+        if progress {
+            eprintln!("  asking the cluster about {} transactions without a receipt…", asked.len());
+        }
+        let ids: Vec<(u32, u64)> = asked.iter().map(|(id, _)| *id).collect();
+        status_reads += ids.len().div_ceil(MAX_TX_QUERY) as u64;
+        let fates = tokio::time::timeout(FINAL_READ_WAIT, crate::cluster::fetch_fates(&mut client, &ids)).await;
+        let fates = match fates {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                eprintln!("warning: the status read of what has no receipt failed ({e:#}); counted as lost");
+                vec![Fate::Unknown; ids.len()]
+            }
+            Err(_) => {
+                eprintln!("warning: the status read of what has no receipt took over {FINAL_READ_WAIT:?}; counted as lost");
+                vec![Fate::Unknown; ids.len()]
+            }
+        };
+        let at = Instant::now();
+        for ((_, due), fate) in asked.into_iter().zip(fates) {
+            match fate {
+                Fate::Committed(c) => {
+                    verify_once(&client, &mut seen_blocks, &mut checked, &c);
+                    recovered += 1;
+                    record_commit!(at, due);
+                }
+                Fate::Pending | Fate::Spent(_) => {
+                    pending_at_end += 1;
+                    censored_dues.push(due);
+                }
+                Fate::Unknown => {
+                    lost += 1;
+                    censored_dues.push(due);
+                }
+            }
+        }
+    }
+    let (certificates, bad_certificates) = checked;
     client.close().await;
     let end = Instant::now();
     // What never got a receipt still counts: sent and unanswered (lost), or never sent (the
@@ -664,13 +937,10 @@ async fn drive(
         censored += 1;
         hist.saturating_record(end.saturating_duration_since(due).as_micros().max(1) as u64);
     };
-    for due in awaiting.values().flatten().flatten() {
-        record_censored(*due, &mut hist);
+    for due in censored_dues {
+        record_censored(due, &mut hist);
     }
     for sh in &state {
-        for due in sh.in_flight.iter().flat_map(|f| f.2.iter()).chain(sh.resend.iter().flat_map(|r| r.2.iter())) {
-            record_censored(*due, &mut hist);
-        }
         for (_, due) in &sh.queue {
             unsent += 1;
             record_censored(*due, &mut hist);
@@ -697,9 +967,11 @@ async fn drive(
         failed,
         bad_nonce,
         dropped,
-        lost: outstanding,
+        lost,
+        pending_at_end,
         resent,
         recovered,
+        status_reads,
         disconnects,
         unsent,
         censored,
@@ -732,8 +1004,8 @@ pub fn render(r: &LoadReport) -> String {
     let l = &r.latency;
     format!(
         "occam load: {} nodes, {} shards × {} replicas; {} ({} cross-shard), {mode}, {} s\n\
-         offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {}, unsent {})\n\
-         failover: {} connections closed, {} transactions sent again, {} of them had committed before\n\
+         offered {:.0} tx/s, achieved {:.0} tx/s (committed {} of {} sent; failed {}, bad nonce {}, dropped {}, lost {}, pending at the end {}, unsent {})\n\
+         failover: {} connections closed; {} committed without a receipt (found by {} status reads); {} transactions sent again\n\
          commit latency from intended send: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n\
          certificates verified: {} (bad {}); refused batches: {:?}; max send lag {:.1} ms\n",
         r.cluster.nodes,
@@ -750,10 +1022,12 @@ pub fn render(r: &LoadReport) -> String {
         r.bad_nonce,
         r.dropped,
         r.lost,
+        r.pending_at_end,
         r.unsent,
         r.disconnects,
-        r.resent,
         r.recovered,
+        r.status_reads,
+        r.resent,
         l.p50_ms,
         l.p90_ms,
         l.p99_ms,

@@ -268,11 +268,11 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
         (0..cluster.genesis.accounts).map(|a| g.get(&account(a)).and_then(|v| v.as_u64()).unwrap_or(0)).sum()
     };
     assert_eq!(balances, genesis_total, "the balances add up to the genesis total");
-    // Every transaction the load was told (or learned) committed is in the state, once; those
-    // it never heard of (`lost`: accepted by a leader that stopped leading before proposing
-    // them, or whose answer went down with it) may or may not be.
-    let known = report.committed + report.recovered;
-    assert!((known..=known + report.lost).contains(&total), "nonces spent {total}, committed {known}, lost {}", report.lost);
+    // Every transaction the load sent has a known fate: receipted, or found by a status read
+    // (committed without a receipt, or unknown and sent again). So the nonces spent are
+    // exactly the transactions it counts as committed: none lost, none twice.
+    assert_eq!((report.lost, report.pending_at_end), (0, 0), "{report:?}");
+    assert_eq!(total, report.committed, "nonces spent, and transactions committed");
 
     // Every node SIGKILLed at once, every node started again.
     for i in 0..4 {
