@@ -26,8 +26,11 @@
 //! `distribution` (a spec as for `--distribution`; the bench's by default), `fresh = true`
 //! (every draw is a new id: new items, receivables, evidence), and genesis settings for what
 //! the pool's ids hold: `balance` (accounts, asset holdings, credit lines; default
-//! 1,000,000,000), `cap` (issuable supply of an asset registry), `supply` and `price` (an NFT
-//! collection). Pools get disjoint id ranges, in name order; fresh ids lie above all of them.
+//! 1,000,000,000), `cap` (issuable supply of an asset registry; default: all that keeps the
+//! asset's supply below 2^64), `supply` and `price` (an NFT collection). Pools get disjoint id
+//! ranges, in name order; fresh ids lie above all of them. A file whose genesis would fund a
+//! supply (native money, a token with its cap, an AMM pool side, credit) past 2^64 − 1, or a
+//! SmallBank balance past `i64::MAX`, is refused, so that no credit can wrap.
 //!
 //! **Fields.** Every field of the kind (see `occam workloads --kinds`) takes a pool name or a
 //! constant id; numbers take a constant or `[lo, hi]`; flags (`sell`, `audit`, `zero_for_one`)
@@ -51,7 +54,7 @@
 use crate::distribution::{Distribution, KeyChooser};
 use crate::workload::GENESIS_BALANCE;
 use occam_engine::key::Key;
-use occam_engine::native::{keys, NativeTx, NativeVm, TxKind};
+use occam_engine::native::{keys, AssetKind, NativeTx, NativeVm, Supply, TxKind};
 use occam_engine::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -755,6 +758,7 @@ impl Mix {
         if size > MAX_GENESIS as u128 {
             return Err(self.invalid(format!("genesis of {size} entries is over the limit of {MAX_GENESIS}; lower the pool counts")));
         }
+        bound.supply().check().map_err(|e| self.invalid(format!("{e}; lower the pools' balance, cap or count")))?;
         Ok(bound)
     }
 
@@ -860,12 +864,44 @@ impl Bound {
             .sum()
     }
 
+    /// What the genesis funds, asset by asset (a need that several templates share counts
+    /// once); a registry without a cap counts nothing, as it gets the room left.
+    fn supply(&self) -> Supply {
+        let mut seen = Vec::new();
+        let mut s = Supply::default();
+        for (need, ids, assets, pool) in self.needs() {
+            let at = (std::mem::discriminant(&need), ids.clone(), assets.clone(), pool.map(|p| p.name.as_str()));
+            if seen.contains(&at) {
+                continue;
+            }
+            seen.push(at);
+            let balance = pool.map_or(GENESIS_BALANCE, |p| p.balance) as u128;
+            let held = (ids.end - ids.start) as u128 * balance;
+            match need {
+                Need::Account => s.add(AssetKind::Native, 0..1, held),
+                Need::CreditLine => s.add(AssetKind::Credit, 0..1, held),
+                Need::Customer => s.add(AssetKind::Customer, ids, balance),
+                Need::Holding(_) => s.add(AssetKind::Token, assets, held),
+                Need::AmmTrader(_) => s.add(AssetKind::AmmPool, assets, held),
+                Need::AmmPool => s.add(AssetKind::AmmPool, ids, balance),
+                Need::Registry => s.add(AssetKind::Token, ids, pool.and_then(|p| p.cap).map_or(0, u128::from)),
+                Need::Record | Need::Collection | Need::Market => {}
+            }
+        }
+        s
+    }
+
     /// The genesis state the templates need, sorted by key, each key once.
     pub fn genesis(&self) -> Vec<(Key, Value)> {
         let mut out: BTreeMap<Key, Value> = BTreeMap::new();
+        let supply = self.supply();
         for (need, ids, assets, pool) in self.needs() {
             let balance = pool.map_or(GENESIS_BALANCE, |p| p.balance);
             let b = Value::from_u64(balance);
+            let cap = match need {
+                Need::Registry => pool.and_then(|p| p.cap).unwrap_or_else(|| supply.room(AssetKind::Token, ids.clone())),
+                _ => 0,
+            };
             for id in ids.clone() {
                 match need {
                     Need::Account => drop(out.insert(keys::account(id), b.clone())),
@@ -890,7 +926,7 @@ impl Bound {
                         out.insert(k, v);
                     }
                     Need::Registry => {
-                        let (k, v) = NativeVm::registry(id, 0, pool.and_then(|p| p.cap).unwrap_or(u64::MAX));
+                        let (k, v) = NativeVm::registry(id, 0, cap);
                         out.insert(k, v);
                     }
                     Need::Collection => {
@@ -1130,6 +1166,40 @@ mod tests {
             .contains("pool \"a\": bad distribution"));
         assert!(err("name = \"x\"\n[pools.a]\ncount = 4000000000\n[[tx]]\nkind = \"order\"\nweight = 1\nmarket = \"a\"\ntrader = \"a\"\n")
             .contains("genesis"));
+    }
+
+    /// A file whose genesis would fund a supply past 2^64 − 1 is refused; a registry without
+    /// a cap may issue what is left of its asset's supply.
+    #[test]
+    fn genesis_supplies_stay_below_2_pow_64() {
+        let swaps = |traders: u64| {
+            format!(
+                "name = \"x\"\n[pools.pool]\ncount = 1\nbalance = {}\n[pools.traders]\ncount = {traders}\nbalance = 4000000000000000000\n\
+                 [[tx]]\nkind = \"amm-swap\"\nweight = 1\npool = \"pool\"\ntrader = \"traders\"\n\
+                 [[tx]]\nkind = \"amm-swap\"\nweight = 1\npool = \"pool\"\ntrader = \"traders\"\nzero_for_one = false\n",
+                i64::MAX
+            )
+        };
+        // 2^63 − 1 + 2 × 4e18 fits (the two templates share their needs); a third trader does not.
+        assert!(Mix::parse(&swaps(2), "t").is_ok());
+        assert!(err(&swaps(3)).contains("AMM pool 0"), "{}", err(&swaps(3)));
+        let carbon = |cap: &str| {
+            format!(
+                "name = \"x\"\n[pools.registries]\ncount = 1\n{cap}\n[pools.holders]\ncount = 4\nbalance = 1000\n\
+                 [[tx]]\nkind = \"token-issue\"\nweight = 1\ntoken = \"registries\"\nto = \"holders\"\n\
+                 [[tx]]\nkind = \"token-transfer\"\nweight = 1\ntoken = \"registries\"\nfrom = \"holders\"\nto = \"holders\"\n"
+            )
+        };
+        // Pools take ids in name order: holders 0..4, then the registry, token 4.
+        assert!(err(&carbon(&format!("cap = {}", u64::MAX - 3999))).contains("token 4"));
+        let bound = Mix::parse(&carbon(&format!("cap = {}", u64::MAX - 4000)), "t").unwrap().bind(10, Distribution::Uniform).unwrap();
+        assert!(bound.genesis().contains(&NativeVm::registry(4, 0, u64::MAX - 4000)));
+        let bound = Mix::parse(&carbon(""), "t").unwrap().bind(10, Distribution::Uniform).unwrap();
+        assert!(bound.genesis().contains(&NativeVm::registry(4, 0, u64::MAX - 4000)), "the default cap is the room left");
+        assert!(err(
+            "name = \"x\"\n[pools.c]\ncount = 2\nbalance = 9223372036854775808\n[[tx]]\nkind = \"sb-balance\"\nweight = 1\na = \"c\"\n"
+        )
+        .contains("SmallBank"));
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub enum WorkloadError {
     /// A workload file or scenario that does not load.
     #[error("{0}")]
     File(String),
+    /// A built-in workload's genesis would fund a supply past its limit.
+    #[error("{0}; lower --accounts")]
+    Supply(#[from] occam_engine::native::SupplyError),
 }
 
 impl FromStr for Workload {
@@ -160,7 +163,7 @@ impl Workload {
     pub fn check(&self, accounts: u64, dist: Distribution) -> Result<(), WorkloadError> {
         match self {
             Workload::Mix(m) => m.bind(accounts, dist).map(drop).map_err(|e| WorkloadError::File(e.to_string())),
-            _ => Ok(()),
+            _ => Ok(self.builtin_genesis(accounts).map_or(Ok(()), |g| g.check())?),
         }
     }
 

@@ -18,7 +18,13 @@
 //! round's escrow holds; the rounding remainder (under one unit per order) stays in escrow.
 //! An order whose round has left the book (more than [`ROUNDS`] rounds ago) cannot settle:
 //! its escrow stays locked, which also creates nothing.
+//!
+//! **Exact.** Volumes are summed in 128 bits and every product is checked: a result that does
+//! not fit 64 bits fails with [`Failure::Overflow`] and changes nothing. Escrow bounds every
+//! volume by a supply below 2^64 (a bid escrows at least its quantity in money, an ask its
+//! quantity in goods), so a book built by `order` transactions never reaches it.
 
+use super::Failure;
 use crate::value::Value;
 
 /// Price levels per book.
@@ -49,6 +55,23 @@ pub struct Fill {
     pub debited: u64,
     /// Price per unit.
     pub price: u64,
+}
+
+/// What settling an order credits back to its trader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payout {
+    /// Units filled: bought (buy) or sold (sell); the settlement's output.
+    pub filled: u64,
+    /// Units of the market's asset credited: bought (buy) or refunded (sell).
+    pub goods: u64,
+    /// Money credited: the refund of a bid's escrow (buy) or the proceeds (sell).
+    pub money: u64,
+}
+
+/// The money a bid of `qty` at `level` escrows: `qty × (level + 1)`; [`Failure::Overflow`] if
+/// it does not fit.
+pub fn bid_escrow(qty: u64, level: u64) -> Result<u64, Failure> {
+    level.checked_add(1).and_then(|price| qty.checked_mul(price)).ok_or(Failure::Overflow)
 }
 
 /// The state of one market's book.
@@ -96,22 +119,27 @@ impl Book {
     }
 
     /// Clears the current round: records its result, empties the levels and opens the next
-    /// round. Returns the matched volume.
-    pub fn clear(&mut self) -> u64 {
-        let mut best = Round::default();
+    /// round. Returns the matched volume; [`Failure::Overflow`], leaving the book as it was, if
+    /// the clearing level's demand or supply does not fit 64 bits or the epoch is at its end.
+    pub fn clear(&mut self) -> Result<u64, Failure> {
+        let next = self.epoch.checked_add(1).ok_or(Failure::Overflow)?;
+        // Eight levels of 64 bits sum well within 128 bits.
+        let (mut best, mut level) = ((0u128, 0u128, 0u128), None);
         for p in 0..LEVELS {
-            let demand: u64 = self.bids[p..].iter().fold(0, |a, &q| a.saturating_add(q));
-            let supply: u64 = self.asks[..=p].iter().fold(0, |a, &q| a.saturating_add(q));
+            let demand: u128 = self.bids[p..].iter().map(|&q| q as u128).sum();
+            let supply: u128 = self.asks[..=p].iter().map(|&q| q as u128).sum();
             let matched = demand.min(supply);
-            if matched > best.matched {
-                best = Round { level: Some(p as u64), matched, demand, supply };
+            if matched > best.0 {
+                (best, level) = ((matched, demand, supply), Some(p as u64));
             }
         }
-        self.rounds[(self.epoch % ROUNDS as u64) as usize] = best;
+        let fit = |x: u128| u64::try_from(x).map_err(|_| Failure::Overflow);
+        let round = Round { level, matched: fit(best.0)?, demand: fit(best.1)?, supply: fit(best.2)? };
+        self.rounds[(self.epoch % ROUNDS as u64) as usize] = round;
         self.bids = [0; LEVELS];
         self.asks = [0; LEVELS];
-        self.epoch += 1;
-        best.matched
+        self.epoch = next;
+        Ok(round.matched)
     }
 
     /// The result of round `epoch`, if it has cleared and is still kept.
@@ -121,16 +149,36 @@ impl Book {
 
     /// What an order of `round` gets: nothing when the round matched nothing or the order was
     /// not eligible (priced out), otherwise its due, rounded as the module doc says.
-    pub fn fill(round: &Round, sell: bool, qty: u64, level: u64) -> Fill {
+    /// [`Failure::Overflow`] if the due does not fit 64 bits (an order larger than its side).
+    pub fn fill(round: &Round, sell: bool, qty: u64, level: u64) -> Result<Fill, Failure> {
         let none = Fill { credited: 0, debited: 0, price: 0 };
-        let Some(p) = round.level else { return none };
+        let Some(p) = round.level else { return Ok(none) };
         let (eligible, side) = if sell { (level <= p, round.supply) } else { (level >= p, round.demand) };
         if !eligible || side == 0 {
-            return none;
+            return Ok(none);
         }
+        // Both factors are below 2^64, so the product fits 128 bits.
         let due = qty as u128 * round.matched as u128;
         let side = side as u128;
-        Fill { credited: (due / side) as u64, debited: due.div_ceil(side) as u64, price: p + 1 }
+        let fit = |x: u128| u64::try_from(x).map_err(|_| Failure::Overflow);
+        Ok(Fill { credited: fit(due / side)?, debited: fit(due.div_ceil(side))?, price: fit(p as u128 + 1)? })
+    }
+
+    /// What settling an order of `round` credits back (see [`Book::fill`]): a buyer gets the
+    /// units it was credited and its escrow less what it pays; a seller gets the units it did
+    /// not deliver and the price of those it is paid for. [`Failure::Overflow`] where a product
+    /// does not fit 64 bits or the fill exceeds the order (neither happens to orders that
+    /// `order` transactions placed and a round that `clear` recorded).
+    pub fn payout(round: &Round, sell: bool, qty: u64, level: u64) -> Result<Payout, Failure> {
+        let f = Book::fill(round, sell, qty, level)?;
+        let paid = f.credited.checked_mul(f.price).ok_or(Failure::Overflow);
+        let charged = f.debited.checked_mul(f.price).ok_or(Failure::Overflow);
+        let (goods, money) = if sell {
+            (qty.checked_sub(f.debited).ok_or(Failure::Overflow)?, paid?)
+        } else {
+            (f.credited, bid_escrow(qty, level)?.checked_sub(charged?).ok_or(Failure::Overflow)?)
+        };
+        Ok(Payout { filled: f.credited, goods, money })
     }
 }
 
@@ -146,17 +194,17 @@ mod tests {
         b.asks[1] = 40; // from price 2
         b.asks[4] = 40; // from price 5
                         // Levels 1 and 2: demand 80, supply 40 → 40 (the lower wins). Level 4: 30 of 80.
-        assert_eq!(b.clear(), 40);
+        assert_eq!(b.clear(), Ok(40));
         let r = b.round(0).unwrap();
         assert_eq!(r, Round { level: Some(1), matched: 40, demand: 80, supply: 40 });
         assert_eq!((b.epoch, b.bids), (1, [0; LEVELS]));
-        assert_eq!(Book::fill(&r, false, 30, 5), Fill { credited: 15, debited: 15, price: 2 });
-        assert_eq!(Book::fill(&r, true, 40, 1), Fill { credited: 40, debited: 40, price: 2 });
-        assert_eq!(Book::fill(&r, true, 40, 4).credited, 0, "an ask above the price is not eligible");
-        assert_eq!(Book::fill(&r, false, 10, 0).debited, 0, "a bid below the price is not eligible");
+        assert_eq!(Book::fill(&r, false, 30, 5), Ok(Fill { credited: 15, debited: 15, price: 2 }));
+        assert_eq!(Book::fill(&r, true, 40, 1), Ok(Fill { credited: 40, debited: 40, price: 2 }));
+        assert_eq!(Book::fill(&r, true, 40, 4).unwrap().credited, 0, "an ask above the price is not eligible");
+        assert_eq!(Book::fill(&r, false, 10, 0).unwrap().debited, 0, "a bid below the price is not eligible");
         // Three bids of 1 against an ask of 2: each bid is due 2/3.
         let r = Round { level: Some(0), matched: 2, demand: 3, supply: 2 };
-        assert_eq!(Book::fill(&r, false, 1, 0), Fill { credited: 0, debited: 1, price: 1 });
+        assert_eq!(Book::fill(&r, false, 1, 0), Ok(Fill { credited: 0, debited: 1, price: 1 }));
         assert_eq!(Book::from_value(&b.to_value()), Some(b));
     }
 
@@ -164,12 +212,12 @@ mod tests {
     fn rounds_are_kept_for_a_while_and_empty_rounds_match_nothing() {
         let mut b = Book::default();
         b.bids[7] = 10;
-        assert_eq!(b.clear(), 0);
+        assert_eq!(b.clear(), Ok(0));
         assert_eq!(b.round(0).unwrap().level, None);
-        assert_eq!(Book::fill(&b.round(0).unwrap(), false, 10, 7).credited, 0);
+        assert_eq!(Book::fill(&b.round(0).unwrap(), false, 10, 7).unwrap().credited, 0);
         assert_eq!(b.round(1), None, "not cleared yet");
         for _ in 0..ROUNDS {
-            b.clear();
+            b.clear().unwrap();
         }
         assert_eq!(b.round(0), None, "forgotten");
         assert!(b.round(1).is_some());
@@ -197,21 +245,47 @@ mod tests {
                     money_in += (qty * (level + 1)) as u128;
                 }
             }
-            b.clear();
+            b.clear().unwrap();
             let r = b.round(0).unwrap();
             let (mut goods_out, mut money_out) = (0u128, 0u128);
             for &(sell, qty, level) in &orders {
-                let f = Book::fill(&r, sell, qty, level);
+                let f = Book::fill(&r, sell, qty, level).unwrap();
                 assert!(f.credited <= f.debited && f.debited <= qty);
-                if sell {
-                    goods_out += (qty - f.debited) as u128;
-                    money_out += (f.credited * f.price) as u128;
-                } else {
-                    goods_out += f.credited as u128;
-                    money_out += (qty * (level + 1) - f.debited * f.price) as u128;
-                }
+                let p = Book::payout(&r, sell, qty, level).unwrap();
+                assert_eq!(p.filled, f.credited);
+                goods_out += p.goods as u128;
+                money_out += p.money as u128;
             }
             assert!(goods_out <= goods_in && money_out <= money_in, "{orders:?}");
         }
+    }
+
+    #[test]
+    fn clearing_and_settling_fail_rather_than_wrap() {
+        let mut b = Book { epoch: u64::MAX, ..Book::default() };
+        assert_eq!(b.clear(), Err(Failure::Overflow), "the last epoch cannot close");
+        assert_eq!(b, Book { epoch: u64::MAX, ..Book::default() }, "and the book is unchanged");
+        // Volumes past 64 bits: before, demand saturated at u64::MAX.
+        let mut b = Book { bids: [u64::MAX; LEVELS], asks: [u64::MAX; LEVELS], ..Book::default() };
+        let before = b.clone();
+        assert_eq!(b.clear(), Err(Failure::Overflow));
+        assert_eq!(b, before);
+        b.bids = [0; LEVELS];
+        b.bids[0] = u64::MAX;
+        b.asks[0] = u64::MAX;
+        assert_eq!(b.clear(), Ok(u64::MAX), "the largest volume that fits clears exactly");
+        let r = b.round(0).unwrap();
+        assert_eq!(Book::fill(&r, true, u64::MAX, 0), Ok(Fill { credited: u64::MAX, debited: u64::MAX, price: 1 }));
+        let wide = Round { level: Some(7), matched: u64::MAX, demand: u64::MAX, supply: u64::MAX };
+        // A seller paid 8 per unit for more than u64::MAX / 8 units: before, it saturated.
+        assert_eq!(Book::payout(&wide, true, u64::MAX, 0), Err(Failure::Overflow));
+        assert_eq!(Book::payout(&wide, true, u64::MAX / 8, 0).map(|p| p.money), Ok(u64::MAX / 8 * 8));
+        assert_eq!(Book::payout(&wide, false, u64::MAX, 7), Err(Failure::Overflow), "the bid could not have escrowed");
+        assert_eq!(bid_escrow(u64::MAX / 8, 7), Ok(u64::MAX / 8 * 8));
+        assert_eq!(bid_escrow(1, u64::MAX), Err(Failure::Overflow));
+        // An order larger than its side (not a state `order` builds) fails instead of truncating.
+        let small = Round { level: Some(0), matched: 2, demand: 3, supply: 1 };
+        assert_eq!(Book::fill(&small, true, u64::MAX, 0), Err(Failure::Overflow));
+        assert_eq!(Book::fill(&Round { level: Some(u64::MAX), ..small }, true, 1, 0), Err(Failure::Overflow));
     }
 }

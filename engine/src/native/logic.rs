@@ -1,6 +1,6 @@
 //! The semantics of each native transaction kind, and the keys each declares.
 
-use super::book::Book;
+use super::book::{bid_escrow, Book, Payout};
 use super::keys::*;
 use super::{Failure, NativeOutput, TxKind, KV_VALUE_LEN};
 use crate::key::Key;
@@ -59,21 +59,93 @@ fn read_u64<V: View>(view: &mut V, key: &Key, missing: Failure) -> Result<Result
     Ok(view.read(key)?.and_then(|v| v.as_u64()).ok_or(missing))
 }
 
-/// A `u64` at `key`, 0 if absent (ERC-20 balances and allowances).
+/// A `u64` at `key`, 0 if absent or malformed: ERC-20 balances and allowances, and the base
+/// of a credit, read as [`crate::value::apply_add`] reads it.
 fn read_u64_or_zero<V: View>(view: &mut V, key: &Key) -> Result<u64, Interrupt> {
     Ok(view.read(key)?.and_then(|v| v.as_u64()).unwrap_or(0))
 }
 
-macro_rules! tri {
+/// `x` as an `i64` (a SmallBank balance); [`Failure::Overflow`] if it does not fit.
+fn exact_i64(x: i128) -> Result<i64, Failure> {
+    i64::try_from(x).map_err(|_| Failure::Overflow)
+}
+
+/// `x` as a `u64`; [`Failure::Overflow`] if it does not fit.
+fn exact_u64(x: u128) -> Result<u64, Failure> {
+    u64::try_from(x).map_err(|_| Failure::Overflow)
+}
+
+/// ⌊a × b / d⌋ exactly, through a 256-bit product when `a × b` does not fit 128 bits; `None`
+/// if `d` is 0 or the quotient does not fit 128 bits.
+fn mul_div(a: u128, b: u128, d: u128) -> Option<u128> {
+    if d == 0 {
+        return None;
+    }
+    if let Some(p) = a.checked_mul(b) {
+        return Some(p / d);
+    }
+    let (hi, lo) = mul_wide(a, b);
+    if hi >= d {
+        return None;
+    }
+    // Long division of hi ‖ lo by d, one bit at a time. The remainder stays below d; when
+    // doubling it carries out of 128 bits, the true value (2^128 + r) exceeds d and the
+    // difference is below d, so the wrapping subtraction is exact.
+    let (mut r, mut q) = (hi, 0u128);
+    for i in (0..128).rev() {
+        let carry = r >> 127;
+        r = (r << 1) | ((lo >> i) & 1);
+        q <<= 1;
+        if carry == 1 || r >= d {
+            r = r.wrapping_sub(d);
+            q |= 1;
+        }
+    }
+    Some(q)
+}
+
+/// The 256-bit product of `a` and `b` as its (high, low) halves.
+fn mul_wide(a: u128, b: u128) -> (u128, u128) {
+    const LOW: u128 = u64::MAX as u128;
+    let (a1, a0, b1, b0) = (a >> 64, a & LOW, b >> 64, b & LOW);
+    let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+    // Each term is below 2^64, so the middle column (below 3 × 2^64) cannot overflow.
+    let mid = (p00 >> 64) + (p01 & LOW) + (p10 & LOW);
+    ((p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64)), (mid << 64) | (p00 & LOW))
+}
+
+/// The amount a constant-product pool with reserves `r_in` and `r_out` pays for `amount_in`
+/// (> 0) after the 0.3 % fee: ⌊r_out × in' / (r_in × 1000 + in')⌋ with in' = amount_in × 997,
+/// computed exactly. It is at most `r_out`, so it always fits.
+fn swap_out(r_in: u64, r_out: u64, amount_in: u64) -> Result<u64, Failure> {
+    let in_fee = amount_in as u128 * 997;
+    let out = mul_div(r_out as u128, in_fee, r_in as u128 * 1000 + in_fee).ok_or(Failure::Overflow)?;
+    exact_u64(out)
+}
+
+/// The value of a `Result<_, Failure>`, or return the failure as the transaction's output.
+macro_rules! check {
     ($e:expr) => {
-        match $e? {
+        match $e {
             Ok(v) => v,
             Err(f) => return Ok(Err(f)),
         }
     };
 }
 
+/// Like [`check!`], for a read that may also be interrupted.
+macro_rules! tri {
+    ($e:expr) => {
+        check!($e?)
+    };
+}
+
 /// Executes one native transaction. Checks come before writes, so a failure writes nothing.
+///
+/// Arithmetic is exact: a result that does not fit its field fails with
+/// [`Failure::Overflow`]. Credits (`view.add`) are left unchecked only where the credited
+/// supply is conserved and bounded below 2^64 at genesis (see [`super::Supply`]), so they
+/// cannot wrap; SmallBank creates money without bound, so its credits read the balance.
 pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutput, Interrupt> {
     Ok(Ok(match *kind {
         TxKind::Transfer { from, to, amount } => {
@@ -86,34 +158,39 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             balance - amount
         }
         TxKind::SbBalance { a } => {
-            let c = tri!(read_u64(view, &checking(a), Failure::UnknownAccount));
-            let s = tri!(read_u64(view, &savings(a), Failure::UnknownAccount));
-            (c as i64).wrapping_add(s as i64) as u64
+            let c = tri!(read_u64(view, &checking(a), Failure::UnknownAccount)) as i64;
+            let s = tri!(read_u64(view, &savings(a), Failure::UnknownAccount)) as i64;
+            check!(exact_i64(c as i128 + s as i128)) as u64
         }
         TxKind::SbDepositChecking { a, amount } => {
             if amount == 0 || amount > i64::MAX as u64 {
                 return Ok(Err(Failure::InvalidAmount));
             }
-            view.add(checking(a), amount);
+            let c = read_u64_or_zero(view, &checking(a))? as i64;
+            let new = check!(exact_i64(c as i128 + amount as i128));
+            view.write(checking(a), Value::from_u64(new as u64));
             amount
         }
         TxKind::SbTransactSavings { a, amount } => {
             let s = tri!(read_u64(view, &savings(a), Failure::UnknownAccount)) as i64;
-            let new = match s.checked_add(amount) {
-                Some(v) if v >= 0 => v,
-                Some(_) => return Ok(Err(Failure::InsufficientFunds)),
-                None => return Ok(Err(Failure::InvalidAmount)),
-            };
+            let new = s as i128 + amount as i128;
+            if new < 0 {
+                return Ok(Err(Failure::InsufficientFunds));
+            }
+            let new = check!(exact_i64(new));
             view.write(savings(a), Value::from_u64(new as u64));
             new as u64
         }
         TxKind::SbAmalgamate { a, b } => {
             let c = tri!(read_u64(view, &checking(a), Failure::UnknownAccount)) as i64;
             let s = tri!(read_u64(view, &savings(a), Failure::UnknownAccount)) as i64;
-            let total = c.wrapping_add(s);
+            let total = check!(exact_i64(c as i128 + s as i128));
+            // Amalgamating into oneself empties the accounts first.
+            let base = if b == a { 0 } else { read_u64_or_zero(view, &checking(b))? as i64 };
+            let credited = check!(exact_i64(base as i128 + total as i128));
             view.write(checking(a), Value::from_u64(0));
             view.write(savings(a), Value::from_u64(0));
-            view.add(checking(b), total as u64);
+            view.write(checking(b), Value::from_u64(credited as u64));
             total as u64
         }
         TxKind::SbWriteCheck { a, amount } => {
@@ -122,9 +199,8 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             }
             let c = tri!(read_u64(view, &checking(a), Failure::UnknownAccount)) as i64;
             let s = tri!(read_u64(view, &savings(a), Failure::UnknownAccount)) as i64;
-            let amount = amount as i64;
-            let debit = if c.wrapping_add(s) < amount { amount.wrapping_add(1) } else { amount };
-            let new = c.wrapping_sub(debit);
+            let penalty = i128::from((c as i128 + s as i128) < amount as i128);
+            let new = check!(exact_i64(c as i128 - amount as i128 - penalty));
             view.write(checking(a), Value::from_u64(new as u64));
             new as u64
         }
@@ -137,8 +213,10 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
                 return Ok(Err(Failure::InsufficientFunds));
             }
             let new = c - amount as i64;
+            let base = if to == from { new } else { read_u64_or_zero(view, &checking(to))? as i64 };
+            let credited = check!(exact_i64(base as i128 + amount as i128));
             view.write(checking(from), Value::from_u64(new as u64));
-            view.add(checking(to), amount);
+            view.write(checking(to), Value::from_u64(credited as u64));
             new as u64
         }
         TxKind::KvRead { record: r } => match view.read(&record(r))? {
@@ -203,10 +281,9 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if balance < amount_in {
                 return Ok(Err(Failure::InsufficientFunds));
             }
-            let in_fee = amount_in as u128 * 997;
-            let out = (r_out as u128 * in_fee / (r_in as u128 * 1000 + in_fee)) as u64;
+            let out = check!(swap_out(r_in, r_out, amount_in));
             let Some(new_in) = r_in.checked_add(amount_in) else {
-                return Ok(Err(Failure::InvalidAmount));
+                return Ok(Err(Failure::Overflow));
             };
             if out == 0 || out < min_out {
                 return Ok(Err(Failure::Slippage));
@@ -229,9 +306,12 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
                 return Ok(Err(Failure::InsufficientFunds));
             }
             let held = view.read(&holdings(c, minter))?.as_ref().and_then(words::<2>).map_or(0, |[n, _]| n);
+            let Some(held) = held.checked_add(1) else {
+                return Ok(Err(Failure::Overflow));
+            };
             view.write(account(minter), Value::from_u64(balance - price));
             view.write(collection(c), words_value(&[minted + 1, max_supply, price]));
-            view.write(holdings(c, minter), words_value(&[held + 1, minted]));
+            view.write(holdings(c, minter), words_value(&[held, minted]));
             view.add(treasury(c), price);
             minted
         }
@@ -266,20 +346,22 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if view.read(&owner(item))?.is_some() {
                 return Ok(Err(Failure::RecordExists));
             }
+            let count = tri!(append_history(view, item, [1, first, event]));
             view.write(owner(item), Value::from_u64(first));
-            append_history(view, item, [1, first, event])?
+            count
         }
         TxKind::ItemHandover { item, from, to, event } => {
             let current = tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
             if current != from {
                 return Ok(Err(Failure::NotOwner));
             }
+            let count = tri!(append_history(view, item, [2, to, event]));
             view.write(owner(item), Value::from_u64(to));
-            append_history(view, item, [2, to, event])?
+            count
         }
         TxKind::ItemEvent { item, actor, event } => {
             tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
-            append_history(view, item, [3, actor, event])?
+            tri!(append_history(view, item, [3, actor, event]))
         }
         TxKind::ItemLookup { item } => {
             tri!(read_u64(view, &owner(item), Failure::RecordNotFound));
@@ -289,11 +371,14 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if view.read(&evidence(e))?.is_some() {
                 return Ok(Err(Failure::RecordExists));
             }
+            let count = tri!(append_history(view, submitter, [4, e, digest]));
             view.write(evidence(e), words_value(&[submitter, digest]));
-            append_history(view, submitter, [4, e, digest])?
+            count
         }
         TxKind::DocIssue { issuer, subject, slot, digest } => {
-            let number = read_u64_or_zero(view, &serial(issuer))?.wrapping_add(1);
+            let Some(number) = read_u64_or_zero(view, &serial(issuer))?.checked_add(1) else {
+                return Ok(Err(Failure::Overflow));
+            };
             view.write(serial(issuer), Value::from_u64(number));
             view.write(document(subject, slot), words_value(&[issuer, digest]));
             number
@@ -313,8 +398,9 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if writer != subject && view.read(&grant(subject, writer))?.is_none() {
                 return Ok(Err(Failure::NotAuthorized));
             }
+            let count = tri!(append_history(view, subject, [5, writer, slot]));
             view.write(document(subject, slot), words_value(&[writer, digest]));
-            append_history(view, subject, [5, writer, slot])?
+            count
         }
         TxKind::DocRead { subject, slot, reader, audit } => {
             if reader != subject && view.read(&grant(subject, reader))?.is_none() {
@@ -324,7 +410,7 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
                 return Ok(Err(Failure::RecordNotFound));
             };
             if audit {
-                append_history(view, subject, [6, reader, slot])?;
+                tri!(append_history(view, subject, [6, reader, slot]));
             }
             digest
         }
@@ -338,21 +424,15 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if view.read(&order(market, trader))?.is_some() {
                 return Ok(Err(Failure::OrderOpen));
             }
-            let (escrow_key, escrow) = if sell {
-                (token_balance(market, trader), qty)
-            } else {
-                match qty.checked_mul(level + 1) {
-                    Some(cost) => (account(trader), cost),
-                    None => return Ok(Err(Failure::InvalidAmount)),
-                }
-            };
+            let (escrow_key, escrow) =
+                if sell { (token_balance(market, trader), qty) } else { (account(trader), check!(bid_escrow(qty, level))) };
             let balance = read_u64_or_zero(view, &escrow_key)?;
             if balance < escrow {
                 return Ok(Err(Failure::InsufficientFunds));
             }
             let side = if sell { &mut b.asks } else { &mut b.bids };
             let Some(total) = side[level as usize].checked_add(qty) else {
-                return Ok(Err(Failure::InvalidAmount));
+                return Ok(Err(Failure::Overflow));
             };
             side[level as usize] = total;
             view.write(escrow_key, Value::from_u64(balance - escrow));
@@ -364,7 +444,7 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             let Some(mut b) = view.read(&book(market))?.as_ref().and_then(Book::from_value) else {
                 return Ok(Err(Failure::UnknownMarket));
             };
-            let matched = b.clear();
+            let matched = check!(b.clear());
             view.write(book(market), b.to_value());
             matched
         }
@@ -381,13 +461,7 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             let Some(round) = b.round(epoch) else {
                 return Ok(Err(Failure::Expired));
             };
-            let f = Book::fill(&round, sell != 0, qty, level);
-            let (goods, money) = if sell != 0 {
-                (qty - f.debited, f.credited.saturating_mul(f.price))
-            } else {
-                (f.credited, qty * (level + 1) - f.debited * f.price)
-            };
-            let filled = f.credited;
+            let Payout { filled, goods, money } = check!(Book::payout(&round, sell != 0, qty, level));
             view.delete(order(market, trader));
             if goods > 0 {
                 view.add(token_balance(market, trader), goods);
@@ -438,7 +512,8 @@ pub(crate) fn execute<V: View>(kind: &TxKind, view: &mut V) -> Result<NativeOutp
             if discount_bp > 10_000 {
                 return Ok(Err(Failure::InvalidAmount));
             }
-            let price = (face as u128 * (10_000 - discount_bp) as u128 / 10_000) as u64;
+            // At most `face`, so it fits.
+            let price = check!(exact_u64(face as u128 * (10_000 - discount_bp) as u128 / 10_000));
             let balance = tri!(read_u64(view, &account(financier), Failure::UnknownAccount));
             if balance < price {
                 return Ok(Err(Failure::InsufficientFunds));
@@ -484,8 +559,10 @@ fn history_count<V: View>(view: &mut V, id: u64) -> Result<u64, Interrupt> {
 }
 
 /// Chains `event` into `id`'s history: `head' = blake3(head ‖ event)`, count + 1. Returns the
-/// new count, the event's position: the history timestamps what it records.
-fn append_history<V: View>(view: &mut V, id: u64, event: [u64; 3]) -> Result<u64, Interrupt> {
+/// new count, the event's position: the history timestamps what it records. A count already
+/// at `u64::MAX` fails with [`Failure::Overflow`] before anything is written, so callers
+/// append after their other checks and before their other writes.
+fn append_history<V: View>(view: &mut V, id: u64, event: [u64; 3]) -> Result<Result<u64, Failure>, Interrupt> {
     let (count, head) = match view.read(&history(id))? {
         Some(v) if v.len() == 40 => {
             let b = v.as_bytes();
@@ -493,16 +570,19 @@ fn append_history<V: View>(view: &mut V, id: u64, event: [u64; 3]) -> Result<u64
         }
         _ => (0, [0u8; 32]),
     };
+    let Some(count) = count.checked_add(1) else {
+        return Ok(Err(Failure::Overflow));
+    };
     let mut h = blake3::Hasher::new();
     h.update(&head);
     for w in event {
         h.update(&w.to_le_bytes());
     }
     let mut out = [0u8; 40];
-    out[..8].copy_from_slice(&count.wrapping_add(1).to_le_bytes());
+    out[..8].copy_from_slice(&count.to_le_bytes());
     out[8..].copy_from_slice(h.finalize().as_bytes());
     view.write(history(id), Value::from_slice(&out));
-    Ok(count.wrapping_add(1))
+    Ok(Ok(count))
 }
 
 /// Appends the keys `kind` may touch.
@@ -559,6 +639,7 @@ mod tests {
     use crate::native::{GenesisConfig, NativeTx, NativeVm};
     use crate::state::CommittedState;
     use crate::vm::Vm;
+    use proptest::prelude::*;
 
     /// Runs one transaction on a state and commits it; returns the output.
     fn run(state: &mut CommittedState, kind: TxKind) -> NativeOutput {
@@ -602,6 +683,12 @@ mod tests {
         assert_eq!(run(&mut s, TxKind::SbDepositChecking { a: 0, amount: 5 }), Ok(5));
         assert_eq!(run(&mut s, TxKind::SbDepositChecking { a: 0, amount: 0 }), Err(Failure::InvalidAmount));
         assert_eq!(u(&s, checking(0)), Some(105));
+        assert_eq!(run(&mut s, TxKind::SbDepositChecking { a: 77, amount: 5 }), Ok(5), "an absent balance counts as 0");
+        assert_eq!(u(&s, checking(77)), Some(5));
+        let root = s.root();
+        assert_eq!(run(&mut s, TxKind::SbDepositChecking { a: 77, amount: i64::MAX as u64 }), Err(Failure::Overflow));
+        assert_eq!(run(&mut s, TxKind::SbSendPayment { from: 77, to: 77, amount: 5 }), Ok(0), "a self-payment is a no-op");
+        assert_eq!(s.root(), root);
         assert_eq!(run(&mut s, TxKind::SbTransactSavings { a: 0, amount: -100 }), Ok(0));
         assert_eq!(run(&mut s, TxKind::SbTransactSavings { a: 0, amount: -1 }), Err(Failure::InsufficientFunds));
         assert_eq!(run(&mut s, TxKind::SbAmalgamate { a: 1, b: 2 }), Ok(200));
@@ -794,6 +881,32 @@ mod tests {
         assert_eq!(run(&mut s, redeem(3, 0)), Ok(20));
         assert_eq!((u(&s, account(3)), u(&s, account(0)), u(&s, credit_line(0))), (Some(101), Some(80), Some(60)));
         assert_eq!(run(&mut s, redeem(3, 0)), Err(Failure::RecordNotFound));
+    }
+
+    fn wide() -> impl Strategy<Value = u128> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(u128::MAX),
+            Just(u128::MAX - 1),
+            Just(1 << 127),
+            Just(u64::MAX as u128),
+            Just(u64::MAX as u128 + 1),
+            0u128..1_000,
+            any::<u64>().prop_map(u128::from),
+            any::<u128>(),
+        ]
+    }
+
+    proptest! {
+        /// `mul_div` is ⌊a × b / d⌋ of the big-integer reference, or `None` where that does
+        /// not fit 128 bits or `d` is 0.
+        #[test]
+        fn mul_div_is_exact(a in wide(), b in wide(), d in wide()) {
+            use num_bigint::BigUint;
+            let exact = (d > 0).then(|| BigUint::from(a) * b / d).and_then(|q| u128::try_from(q).ok());
+            prop_assert_eq!(mul_div(a, b, d), exact);
+        }
     }
 
     #[test]

@@ -18,6 +18,13 @@
 //! Every kind declares its keys ([`Vm::declared_keys`]), so the `declared` executor applies.
 //! Failures are typed ([`Failure`]) and write nothing, except the emulated VM cost (below).
 //!
+//! **Exact arithmetic.** Every kind computes its result exactly (in 128 bits, or 256 for a
+//! swap) or fails with [`Failure::Overflow`]; nothing wraps, saturates or panics. A credit
+//! (`view.add`) wraps by definition, so kinds credit with it only a supply that they conserve
+//! or cap and that genesis bounds below 2^64 ([`Supply`], [`GenesisConfig::check`]): native
+//! money, tokens, AMM pools and credit lines. SmallBank deposits create money without bound,
+//! so SmallBank reads every balance it credits and checks it stays within `i64`.
+//!
 //! **Emulated cost.** [`NativeTx::work_rounds`] chained blake3 rounds are run before the
 //! transaction logic and the digest is written to the sender's work slot, so the work cannot
 //! be optimised away and a heavier VM (Move, EVM: 3–100 µs a transaction) can be emulated.
@@ -141,7 +148,8 @@ pub enum TxKind {
         /// Customer.
         a: u64,
     },
-    /// SmallBank DepositChecking: credit checking (a blind, commutative add).
+    /// SmallBank DepositChecking: credit checking (read and written, so that the balance is
+    /// checked to stay within `i64`).
     SbDepositChecking {
         /// Customer.
         a: u64,
@@ -585,6 +593,9 @@ pub enum Failure {
     /// The receivable is already financed.
     #[error("already financed")]
     AlreadyFinanced,
+    /// The exact result does not fit its field (a balance, a reserve, a total, a counter).
+    #[error("arithmetic overflow")]
+    Overflow,
 }
 
 /// A native transaction's output: a kind-specific number on success, or a typed failure.
@@ -617,7 +628,8 @@ pub struct GenesisConfig {
     pub amm_pools: u64,
     /// NFT collections `0..nft_collections`, unlimited supply, price 1.
     pub nft_collections: u64,
-    /// Registries for tokens `0..registries` (issuable up to `balance × accounts`).
+    /// Registries for tokens `0..registries` (issuable up to `balance × accounts`, at least
+    /// `balance`).
     #[serde(default)]
     pub registries: u64,
     /// Call-auction markets `0..markets`; every trader holds `balance` of each traded asset.
@@ -629,6 +641,47 @@ pub struct GenesisConfig {
 }
 
 impl GenesisConfig {
+    /// Checks that every supply this genesis funds stays within its limit (see [`Supply`]),
+    /// so that no credit can wrap. [`NativeVm::genesis`] builds whatever it is given: check first.
+    pub fn check(&self) -> Result<(), SupplyError> {
+        self.supply().check()
+    }
+
+    /// What this genesis funds, asset by asset.
+    pub fn supply(&self) -> Supply {
+        let (n, balance) = (self.accounts, self.balance as u128);
+        let funded = n as u128 * balance;
+        let mut s = Supply::default();
+        if self.funds_accounts() {
+            s.add(AssetKind::Native, 0..1, funded);
+        }
+        if self.smallbank {
+            s.add(AssetKind::Customer, 0..n, balance);
+        }
+        s.add(AssetKind::Token, 0..self.tokens.max(self.markets), funded);
+        s.add(AssetKind::Token, 0..self.registries, self.registry_cap() as u128);
+        s.add(AssetKind::AmmPool, 0..self.amm_pools, self.amm_reserve() as u128 + funded);
+        if self.credit_lines {
+            s.add(AssetKind::Credit, 0..1, funded);
+        }
+        s
+    }
+
+    /// Whether native accounts are created: for payments, and to pay for mints and bids.
+    fn funds_accounts(&self) -> bool {
+        self.native_accounts || self.nft_collections > 0 || self.markets > 0 || self.credit_lines
+    }
+
+    /// The cap of every registry: `balance × accounts`, at least `balance`.
+    fn registry_cap(&self) -> u64 {
+        self.balance.saturating_mul(self.accounts.max(1))
+    }
+
+    /// Both reserves of every AMM pool: `balance × accounts`, at least `balance`, at most 2^62 − 1.
+    fn amm_reserve(&self) -> u64 {
+        self.registry_cap().min(u64::MAX / 4)
+    }
+
     /// State for every kind over ids `0..accounts`: one asset, pool, collection and registry,
     /// two markets (market 1 trades its own asset), and credit lines.
     pub fn full(accounts: u64, balance: u64) -> Self {
@@ -648,17 +701,115 @@ impl GenesisConfig {
     }
 }
 
+/// A kind of asset whose supply genesis bounds; an asset is a kind and an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssetKind {
+    /// Native money (id 0): account balances, NFT proceeds, bids in escrow.
+    Native,
+    /// Token `id`: holdings, its retired total, asks in escrow, and what its registry may
+    /// still issue (its cap less what it has issued).
+    Token,
+    /// Either side of AMM pool `id`: its reserve and the traders' balances on that side.
+    AmmPool,
+    /// Credit (id 0): issuers' credit lines and the face value of open receivables.
+    Credit,
+    /// SmallBank customer `id`: its checking and its savings balance, each a signed `i64`.
+    Customer,
+}
+
+impl AssetKind {
+    /// The most an asset of this kind may total: `u64::MAX` (a credit wraps past it), and
+    /// `i64::MAX` for each SmallBank balance.
+    pub fn limit(self) -> u64 {
+        match self {
+            AssetKind::Customer => i64::MAX as u64,
+            _ => u64::MAX,
+        }
+    }
+}
+
+/// A supply over its limit: the asset and what it would total.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} would total {total} at genesis, over the limit of {}", describe(*kind, *id), kind.limit())]
+pub struct SupplyError {
+    /// The kind of asset.
+    pub kind: AssetKind,
+    /// The asset's id (0 for native money and credit).
+    pub id: u64,
+    /// What it would total (saturated at `u128::MAX`).
+    pub total: u128,
+}
+
+fn describe(kind: AssetKind, id: u64) -> String {
+    match kind {
+        AssetKind::Native => "native money".into(),
+        AssetKind::Token => format!("token {id} (holdings and registry cap)"),
+        AssetKind::AmmPool => format!("a side of AMM pool {id} (reserve and traders' balances)"),
+        AssetKind::Credit => "credit (credit lines)".into(),
+        AssetKind::Customer => format!("each balance of SmallBank customer {id}"),
+    }
+}
+
+/// What a genesis funds, asset by asset, to be checked against each asset's limit.
+///
+/// Every kind conserves native money, tokens, AMM pool sides and credit, or creates them only
+/// within a registry's cap; so if genesis keeps each such supply (with caps counted in full)
+/// within `u64::MAX`, no balance, reserve or total can reach 2^64 and no credit wraps.
+/// SmallBank, which creates money without bound, checks each balance it writes instead; its
+/// genesis balances must be valid `i64`s.
+#[derive(Clone, Debug, Default)]
+pub struct Supply {
+    parts: Vec<(AssetKind, std::ops::Range<u64>, u128)>,
+}
+
+impl Supply {
+    /// Counts `each` for every asset of `kind` whose id is in `ids` (`0..1` for native money
+    /// and credit). Parts that overlap add up.
+    pub fn add(&mut self, kind: AssetKind, ids: std::ops::Range<u64>, each: u128) {
+        if !ids.is_empty() && each > 0 {
+            self.parts.push((kind, ids, each));
+        }
+    }
+
+    /// What asset `id` of `kind` totals (saturated at `u128::MAX`).
+    pub fn total(&self, kind: AssetKind, id: u64) -> u128 {
+        self.parts.iter().filter(|(k, ids, _)| *k == kind && ids.contains(&id)).fold(0u128, |t, (_, _, each)| t.saturating_add(*each))
+    }
+
+    /// The most that may still be added to every asset of `kind` with an id in `ids`
+    /// without passing the limit: 0 where one is already at or over it.
+    pub fn room(&self, kind: AssetKind, ids: std::ops::Range<u64>) -> u64 {
+        // A total only rises where a part starts, so the largest is at one of these ids.
+        let starts = self.parts.iter().filter(|(k, _, _)| *k == kind).map(|(_, p, _)| p.start);
+        let most = std::iter::once(ids.start).chain(starts).filter(|id| ids.contains(id)).map(|id| self.total(kind, id)).max();
+        (kind.limit() as u128).saturating_sub(most.unwrap_or(0)) as u64
+    }
+
+    /// Checks every asset against its limit.
+    pub fn check(&self) -> Result<(), SupplyError> {
+        // A total only rises where a part starts, so checking there checks every id.
+        for &(kind, ref ids, _) in &self.parts {
+            let total = self.total(kind, ids.start);
+            if total > kind.limit() as u128 {
+                return Err(SupplyError { kind, id: ids.start, total });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NativeVm {
     /// Native accounts `0..n`, each holding `balance`.
     pub fn genesis_accounts(n: u64, balance: u64) -> impl Iterator<Item = (Key, Value)> {
         (0..n).map(move |i| (keys::account(i), Value::from_u64(balance)))
     }
 
-    /// The genesis entries described by `cfg`.
+    /// The genesis entries described by `cfg`. Its supplies are bounded only if
+    /// [`GenesisConfig::check`] accepts it.
     pub fn genesis(cfg: &GenesisConfig) -> Vec<(Key, Value)> {
         let n = cfg.accounts;
         let mut out = Vec::new();
-        if cfg.native_accounts || cfg.nft_collections > 0 || cfg.markets > 0 || cfg.credit_lines {
+        if cfg.funds_accounts() {
             out.extend(Self::genesis_accounts(n, cfg.balance));
         }
         if cfg.smallbank {
@@ -674,8 +825,7 @@ impl NativeVm {
             out.extend((0..n).map(|i| (keys::token_balance(t, i), Value::from_u64(cfg.balance))));
         }
         for p in 0..cfg.amm_pools {
-            let reserve = cfg.balance.saturating_mul(n.max(1)).min(u64::MAX / 4);
-            out.push(Self::amm_pool(p, reserve));
+            out.push(Self::amm_pool(p, cfg.amm_reserve()));
             for side in 0..2 {
                 out.extend((0..n).map(|i| (keys::amm_balance(p, side, i), Value::from_u64(cfg.balance))));
             }
@@ -684,7 +834,7 @@ impl NativeVm {
             out.push(Self::collection(c, 0, u64::MAX, 1));
         }
         for t in 0..cfg.registries {
-            out.push(Self::registry(t, 0, cfg.balance.saturating_mul(n.max(1))));
+            out.push(Self::registry(t, 0, cfg.registry_cap()));
         }
         for m in 0..cfg.markets {
             out.push(Self::market(m));
