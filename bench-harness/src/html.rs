@@ -170,8 +170,10 @@ impl Series {
 enum XAxis {
     /// Thread or shard counts, on a log2 scale, a tick at every value present.
     Log2,
-    /// Plain numbers (blocks, percentages), round ticks.
+    /// Plain numbers (percentages), round ticks.
     Linear,
+    /// Whole numbers (blocks), round ticks at whole numbers only.
+    Whole,
     /// `labels[i]` under `x = i`.
     Categories(Vec<String>),
 }
@@ -250,12 +252,15 @@ impl Ranged for TickedAxis {
 const SIZE: (u32, u32) = (600, 340);
 const SMALL: (u32, u32) = (430, 300);
 
-/// Up to about `n` round ticks covering `lo..=hi`.
-fn round_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+/// Up to about `n` round ticks covering `lo..=hi`; with `whole`, whole numbers only (steps of
+/// 1, 2 or 5 × 10^k, at least 1).
+fn round_ticks(lo: f64, hi: f64, n: usize, whole: bool) -> Vec<f64> {
     let span = (hi - lo).max(1e-9);
     let raw = span / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let mantissas: &[f64] = if whole { &[1.0, 2.0, 5.0, 10.0] } else { &[1.0, 2.0, 2.5, 5.0, 10.0] };
+    let step = mantissas.iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = if whole { step.round().max(1.0) } else { step };
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|i| i as f64 * step).collect()
@@ -280,7 +285,8 @@ fn render(c: &Chart) -> Result<String, ChartError> {
     let (x_lo, x_hi) = (x_min - pad, x_max + pad);
     let mut ticks: Vec<f64> = match &c.x {
         XAxis::Log2 => all.iter().map(|p| fx(p.0)).collect(),
-        XAxis::Linear => round_ticks(x_min, x_max, 8),
+        XAxis::Linear => round_ticks(x_min, x_max, 8, false),
+        XAxis::Whole => round_ticks(x_min, x_max, 8, true),
         XAxis::Categories(l) => (0..l.len()).map(|i| i as f64).collect(),
     };
     ticks.sort_by(f64::total_cmp);
@@ -302,6 +308,7 @@ fn render(c: &Chart) -> Result<String, ChartError> {
         }
         XAxis::Log2 => format!("{}", 2f64.powf(*x).round()),
         XAxis::Linear => human(*x),
+        XAxis::Whole => format!("{}", x.round()),
     };
     let mut svg = String::new();
     {
@@ -490,7 +497,7 @@ fn bench_rows(inputs: &[(&Input, &BenchReport)], w: &str) -> Vec<Row> {
             threads("throughput", format!("{w}: throughput"), "transactions/s", t),
             threads("speedup", format!("{w}: speedup over sequential"), "speedup", with_unit_level(s, "sequential")),
             threads("latency", format!("{w}: block latency"), "ms", l),
-            Chart::new("per-block", format!("{w}: throughput per block"), "block", "transactions/s", XAxis::Linear, per_block),
+            Chart::new("per-block", format!("{w}: throughput per block"), "block", "transactions/s", XAxis::Whole, per_block),
         ])];
     }
     let mut rows = Vec::new();
@@ -1007,4 +1014,32 @@ pub fn render_markdown(inputs: &[Input]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_axes_tick_whole_numbers_only() {
+        for hi in [1.0, 2.0, 3.0, 5.0, 7.0, 13.0, 37.0, 1234.0] {
+            let ticks = round_ticks(1.0, hi, 8, true);
+            assert!(!ticks.is_empty() && ticks.len() <= 9, "1..={hi}: {ticks:?}");
+            assert!(ticks.iter().all(|t| t.fract() == 0.0 && (1.0..=hi).contains(t)), "1..={hi}: {ticks:?}");
+        }
+        assert_eq!(round_ticks(1.0, 3.0, 8, true), [1.0, 2.0, 3.0]);
+        assert_eq!(round_ticks(0.0, 1.0, 4, false), [0.0, 0.25, 0.5, 0.75, 1.0], "other linear axes keep fractions");
+
+        // Three blocks: ticks and labels 1, 2, 3, and nothing between them.
+        let series = vec![Series::new("parallel".into(), 0, vec![(1.0, 5e5), (2.0, 6e5), (3.0, 5.5e5)])];
+        let svg = render(&Chart::new("per-block", "throughput per block".into(), "block", "transactions/s", XAxis::Whole, series)).unwrap();
+        // plotters writes each text on a line of its own, before `</text>`.
+        let lines: Vec<&str> = svg.lines().collect();
+        let texts: Vec<&str> = lines.windows(2).filter(|w| w[1] == "</text>").map(|w| w[0]).collect();
+        for label in ["1", "2", "3"] {
+            assert!(texts.contains(&label), "no tick {label}: {texts:?}");
+        }
+        let fractional = texts.iter().filter(|t| t.parse::<f64>().is_ok_and(|x| x.fract() != 0.0)).collect::<Vec<_>>();
+        assert!(fractional.is_empty(), "fractional block ticks {fractional:?}");
+    }
 }

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use occam_bench::compare::{compare_files, parse_threshold, CompareOptions};
 use occam_bench::pipeline::{pipeline_table, run_pipeline, PipelineConfig};
-use occam_bench::record::replay;
+use occam_bench::record::{check_recordable, replay};
 use occam_bench::report::{storage_table, table};
 use occam_bench::runner::{run_bench, total_blocks, BenchConfig};
 use occam_bench::sharded::{run_sharded, sharded_blocks, sharded_table, ShardedConfig};
@@ -169,7 +169,9 @@ struct BenchArgs {
     /// Write every figure, the machine and the settings to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Record the generated transactions and the final state (JSON Lines) under this folder.
+    /// Record the generated transactions, the sequential reference run's outputs and roots, and
+    /// the final state (JSON Lines, spec in RECORDING.md) under this folder. Not with --shards or
+    /// --verify-signatures.
     #[arg(long)]
     record: Option<PathBuf>,
     /// Run the executors block by block in turn (robust to noisy neighbours; colder caches).
@@ -235,6 +237,9 @@ fn default_threads() -> Vec<usize> {
 }
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    if a.record.is_some() {
+        check_recordable(!a.shards.is_empty(), a.verify_signatures)?;
+    }
     let cfg = BenchConfig {
         workloads: a.workload,
         accounts: a.accounts,

@@ -7,6 +7,11 @@
 //! - `DIR/<workload>/genesis.jsonl` — `{"key": HEX, "value": HEX}` per genesis entry, sorted by key;
 //! - `DIR/<workload>/blocks.jsonl` — `{"height": N, "txs": [...], "outputs": [...], "state_root": HEX}`;
 //! - `DIR/<workload>/final_state.jsonl` — the state after the last block, like genesis.
+//!
+//! `RECORDING.md` at the repository root is the normative spec of the format. A recording
+//! always holds the sequential reference run of the single engine, whatever executors the bench
+//! compares; runs of the sharded engine or of signed transactions are refused
+//! ([`check_recordable`]).
 
 use crate::runner::{BenchConfig, Calibration};
 use crate::workload::Workload;
@@ -94,6 +99,33 @@ pub enum RecordingError {
     /// No manifest found.
     #[error("{0}: no manifest.json here or in any subfolder")]
     NotARecording(PathBuf),
+    /// A run that a recording cannot hold.
+    #[error("--record cannot record a run with {option}: {why}; record the workload without {option} (see RECORDING.md)")]
+    Unsupported {
+        /// The command-line option that makes the run unrecordable.
+        option: &'static str,
+        /// What a recording would miss.
+        why: &'static str,
+    },
+}
+
+/// Checks that a bench run can be recorded: a recording holds the sequential run of unsigned
+/// transactions on the single engine, so runs of the sharded engine (`--shards`) and of
+/// signed transactions (`--verify-signatures`) are refused before anything runs.
+pub fn check_recordable(sharded: bool, signed: bool) -> Result<(), RecordingError> {
+    if sharded {
+        return Err(RecordingError::Unsupported {
+            option: "--shards",
+            why: "a recording holds the single engine's sequential run, not the sharded engine's serial order",
+        });
+    }
+    if signed {
+        return Err(RecordingError::Unsupported {
+            option: "--verify-signatures",
+            why: "a recording holds unsigned transactions, without their signatures and nonces",
+        });
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {

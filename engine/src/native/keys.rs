@@ -32,9 +32,10 @@ pub fn allowance(token: u64, owner: u64, spender: u64) -> Key {
 pub fn pool(id: u64) -> Key {
     Key::from_parts(tag::AMM_POOL, id, 0)
 }
-/// AMM trader balance on `side` (0 or 1) of `pool`.
+/// AMM trader balance on `side` (0 or 1) of `pool`: the side in `sub`, so every pool id has
+/// its own keys (no arithmetic on the id that could wrap).
 pub fn amm_balance(pool: u64, side: u64, trader: u64) -> Key {
-    Key::from_parts(tag::AMM_BALANCE, pool * 2 + side, trader)
+    Key::from_parts3(tag::AMM_BALANCE, side, pool, trader)
 }
 /// NFT collection.
 pub fn collection(id: u64) -> Key {
