@@ -7,6 +7,7 @@
 #   DIR=target/cluster scripts/cluster.sh up && DIR=target/cluster scripts/failover.sh
 #
 # Settings (environment): DIR (default target/cluster), KILLS (10), RATE (load, 200 tx/s),
+# DURATION (of the load, s; default 30 per kill + 30),
 # OCCAM (default target/release/occam). The cluster must be up; traffic stays on its addresses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,9 @@ settled0() {
 certified0() { awk -F'[ ]' '/^occam_replica_certified_height\{node="[0-9]+",shard="0",/ { if ($2 > m) m = $2 } END { print m + 0 }'; }
 now_ms() { date +%s%3N; }
 
-duration=$((KILLS * 20 + 10))
+# Each kill takes the failover, the restart and the catch-up: about 20 s on a 2-core VM, more
+# when it is busy. The load must outlast the kills, or a kill finds no traffic to certify.
+duration=${DURATION:-$((KILLS * 30 + 30))}
 "$OCCAM" load --cluster "$CLUSTER" --rate "$RATE" --duration "$duration" --drain 30 >"$DIR/failover-load.txt" 2>&1 &
 load=$!
 trap 'kill $load 2>/dev/null || true' EXIT
@@ -43,6 +46,7 @@ for _ in $(seq 1 600); do grep -q "t=" "$DIR/failover-load.txt" 2>/dev/null && b
 sleep 3
 times=()
 for ((k = 1; k <= KILLS; k++)); do
+  kill -0 "$load" 2>/dev/null || { echo "the load ended before kill $k (raise DURATION, now $duration s)" >&2; break; }
   table=$(status)
   leader=$(leader0 <<<"$table")
   before=$(certified0 <<<"$table")
@@ -71,7 +75,11 @@ for ((k = 1; k <= KILLS; k++)); do
   for _ in $(seq 1 600); do status | settled0 && break; sleep 0.1; done
   sleep 2
 done
-kill $load 2>/dev/null || true
+# The load's report (and its status reads of what had no receipt) when it ends.
+echo "waiting for the load to end (its report is in $DIR/failover-load.txt)…" >&2
+wait "$load" || true
+trap - EXIT
+grep -vE '^ +(t=|queue )' "$DIR/failover-load.txt" | tail -6
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 n=${#times[@]}
 echo "failover over $n kills: p50 $(sed -n "$(((n + 1) / 2))p" <<<"$sorted") ms, max $(tail -1 <<<"$sorted") ms"

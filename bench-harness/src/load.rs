@@ -20,9 +20,12 @@
 //! second, the client first asks what became of the batches that node had accepted and not
 //! answered: a status read by (signer, nonce) to the leader of each signer's shard
 //! (`occam cluster tx` asks the same). A transaction found committed counts as committed (and
-//! `recovered`: without a receipt, with its block's certificate verified); pending ones are
-//! asked about again; only batches holding transactions no node knows are sent again, first
-//! and in order, to the shard's new leader (nonces make a transaction commit at most once). At
+//! `recovered`: without a receipt, with its block's certificate verified), and a batch found
+//! wholly committed is done; the other batches are sent again, first and in order, to the
+//! shard's new leader (nonces make a transaction commit at most once: a copy of one that
+//! commits meanwhile is refused for its nonce, and asked about at the end). A transaction
+//! spent in a block not yet certified, or asked of a node that does not lead, is asked about
+//! again, for at most 2 s. At
 //! the end of the run every transaction still without a receipt is asked about once more:
 //! `lost` counts those no node knows, `pending_at_end` those still in flight. The client dials
 //! a closed node again every second, for when it comes back. Every receipt's certificate is verified against the cluster file's validator
@@ -286,9 +289,6 @@ struct Resolving {
     open: HashMap<(u32, u64), (u64, u32)>,
     /// Batches holding a transaction no node knows: they go again.
     resend: std::collections::BTreeSet<u64>,
-    /// Batches with transactions a live node holds (pending there: it sends their receipts),
-    /// and that node: they go back to waiting for receipts from it.
-    held: HashMap<u64, u32>,
     /// The last answer about each open transaction (for the progress line).
     last: HashMap<(u32, u64), TxFate>,
     /// When it began, when to ask (again) about the open ones, and when to give up asking and
@@ -310,7 +310,6 @@ impl Shard {
             batches: Default::default(),
             open: HashMap::new(),
             resend: Default::default(),
-            held: HashMap::new(),
             last: HashMap::new(),
             began: now,
             ask_at: now,
@@ -321,6 +320,7 @@ impl Shard {
                 r.add(b, txs, awaiting);
             }
         }
+        // (A batch whose every transaction is answered is simply dropped by `add`.)
         // The batch in flight to it, if sent: the node may have taken it without the answer
         // arriving. Its intended times join `awaiting` now (it counts as accepted from here).
         if self.sent_to == node && self.retry_at.is_none() {
@@ -333,13 +333,20 @@ impl Shard {
         }
         if r.batches.is_empty() {
             self.resolving = None;
+        } else if self.retry_at.is_some() {
+            // A batch waiting to be sent (or sent again after a refusal) is newer than those
+            // asked about: it goes after the ones that go again, never before them (its nonces
+            // follow theirs).
+            if let Some(f) = self.in_flight.take() {
+                self.resend.push_back(f);
+                self.retry_at = None;
+            }
         }
     }
 
     /// Every transaction being asked about has its answer (or the patience ran out): batches
-    /// holding transactions no node knows (or not answered) go again, first and in order;
-    /// batches whose other transactions a live node holds wait for its receipts; batches
-    /// wholly committed are done.
+    /// holding transactions not found committed go again, first and in order; batches wholly
+    /// committed are done.
     fn resolved(&mut self, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) -> u64 {
         let Some(r) = self.resolving.take() else { return 0 };
         let mut resent = 0;
@@ -351,8 +358,6 @@ impl Shard {
             if again.binary_search(&b).is_ok() && waiting {
                 resent += txs.len() as u64;
                 self.resend.push_back((b, txs, Vec::new()));
-            } else if let (Some(&node), true) = (r.held.get(&b), waiting) {
-                self.accepted.insert(b, (node, txs));
             } else {
                 awaiting.remove(&b);
             }
@@ -363,14 +368,20 @@ impl Shard {
 }
 
 impl Resolving {
-    /// Adds a batch to ask about: each of its transactions still awaiting a receipt.
-    fn add(&mut self, batch: u64, txs: Vec<RawSignedTx>, awaiting: &HashMap<u64, Vec<Option<Instant>>>) {
+    /// Adds a batch to ask about: each of its transactions still awaiting a receipt. A batch
+    /// with none (all answered meanwhile) is done, and dropped here.
+    fn add(&mut self, batch: u64, txs: Vec<RawSignedTx>, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) {
+        let open_before = self.open.len();
         if let Some(slots) = awaiting.get(&batch) {
             for (i, (tx, slot)) in txs.iter().zip(slots).enumerate() {
                 if slot.is_some() {
                     self.open.insert((tx.header.signer, tx.header.nonce), (batch, i as u32));
                 }
             }
+        }
+        if self.open.len() == open_before {
+            awaiting.remove(&batch);
+            return;
         }
         self.batches.insert(batch, txs);
         self.ask_at = Instant::now();
@@ -398,7 +409,12 @@ fn requeue_stale(state: &mut [Shard], client: &Client, awaiting: &mut HashMap<u6
     let queues = state.len();
     for (q, sh) in state.iter_mut().enumerate() {
         let leader = client.leader(queue_shard(q, queues));
-        let mut stale: Vec<u32> = sh.accepted.values().map(|(n, _)| *n).filter(|&n| n != leader).collect();
+        let mut stale: Vec<u32> = sh
+            .accepted
+            .iter()
+            .filter(|(b, (n, _))| *n != leader && awaiting.get(b).is_some_and(|s| s.iter().any(Option::is_some)))
+            .map(|(_, (n, _))| *n)
+            .collect();
         if sh.in_flight.is_some() && sh.retry_at.is_none() && sh.sent_to != leader {
             stale.push(sh.sent_to);
         }
@@ -427,7 +443,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 const RESOLVE_RETRY: Duration = Duration::from_millis(200);
 /// Transactions whose fate is still not final after this long are sent again (their nonces
 /// keep them from committing twice).
-const RESOLVE_PATIENCE: Duration = Duration::from_secs(5);
+const RESOLVE_PATIENCE: Duration = Duration::from_secs(2);
 /// How long the end of a run waits for the status reads of what has no receipt.
 const FINAL_READ_WAIT: Duration = Duration::from_secs(10);
 
@@ -808,11 +824,10 @@ async fn drive(
                             }
                         }
                     }
-                    ClientEvent::Fates { node, id, certificates: certs, fates } => {
+                    ClientEvent::Fates { id, certificates: certs, fates, .. } => {
                         // Answers to a status read about batches whose node closed or stepped
-                        // down: committed ones count (their certificate verified), unknown ones
-                        // go again, pending ones wait for their receipts from the node holding
-                        // them; the rest are asked about again.
+                        // down: committed ones count (their certificate verified); batches with
+                        // unknown or pending ones go again; the rest are asked about again.
                         let Some((q, began, home, asked)) = queries.remove(&id) else { continue };
                         let at = Instant::now();
                         let Some(r) = state[q].resolving.as_mut().filter(|r| r.began == began) else { continue };
@@ -841,10 +856,12 @@ async fn drive(
                                 TxFate::NotLeader { .. } => {
                                     ask_status_at.get_or_insert(at + RESOLVE_RETRY);
                                 }
-                                // The node that answers holds it and will send its receipt.
+                                // The leader holds it (it admitted the copy sent to it): it goes
+                                // again with the rest of its batch, in order (the later copy is
+                                // refused for its nonce), so that nothing newer overtakes it.
                                 TxFate::Pending => {
                                     r.open.remove(tx);
-                                    r.held.insert(b, node);
+                                    r.resend.insert(b);
                                 }
                                 // Committed, and the certificate is on its way: ask again.
                                 TxFate::Spent { .. } => {}

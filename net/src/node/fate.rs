@@ -65,7 +65,7 @@ pub(super) fn tx_fates(shared: &Shared, txs: &[(u32, u64)]) -> (Vec<Certificate>
             if nonce < next_nonce(&group.state.read(), signer) {
                 return TxFate::Spent { height: None };
             }
-            if group.caught_up_leader(shared.node) {
+            if group.caught_up_term(shared.node).is_some() {
                 TxFate::Unknown
             } else {
                 TxFate::NotLeader { leader: group.leader() }

@@ -344,12 +344,13 @@ impl GroupHandle {
         self.raft.metrics().borrow().current_leader.map(|n| n as u32)
     }
 
-    /// True if `node` (this replica's node) leads the group and has applied an entry of its
-    /// own term, so every entry an earlier leader logged is applied here.
-    pub fn caught_up_leader(&self, node: u32) -> bool {
+    /// The term in which `node` (this replica's node) leads the group, once it has applied an
+    /// entry of that term (so every entry an earlier leader logged is applied here too).
+    pub fn caught_up_term(&self, node: u32) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        m.current_leader == Some(u64::from(node)) && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+        let caught_up = m.current_leader == Some(u64::from(node)) && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+        caught_up.then_some(m.current_term)
     }
 }
 
@@ -572,13 +573,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         was_leading = leading;
         // A new leader proposes only once it has applied an entry of its own term: then every
         // entry committed before it is applied here too.
-        let caught_up_in = if leading {
-            let m = ctx.handle.raft.metrics();
-            let m = m.borrow();
-            m.last_applied.filter(|l| l.leader_id.term == m.current_term).map(|_| m.current_term)
-        } else {
-            None
-        };
+        let caught_up_in = if leading { ctx.handle.caught_up_term(node) } else { None };
         let caught_up = caught_up_in.is_some();
         if caught_up_in.is_some() && caught_up_in != lock_read_in {
             // The applied-block events may lag the state (they queue behind others): read the
