@@ -194,11 +194,31 @@ pub async fn fetch_values(client: &mut Client, keys: Vec<Key>) -> anyhow::Result
                 client.read(shard, id as u64, ks).await?;
             }
             ClientEvent::Refused { reason, .. } => anyhow::bail!("a read was refused: {reason:?}"),
+            // A node went down (a leader may have been killed): what is unanswered is asked
+            // again of the leaders the live nodes report, once one other than it is known.
+            ClientEvent::Closed { node, .. } if retries < READ_RETRIES => {
+                retries += 1;
+                for id in (0..reads.len()).filter(|&i| !answered[i]) {
+                    let (shard, ks) = read(id);
+                    await_other_leader(client, &cluster, shard, node).await;
+                    let _ = client.read(shard, id as u64, ks).await;
+                }
+            }
             ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// Waits (up to about 5 s) until the client knows a leader of `shard` other than `down`.
+async fn await_other_leader(client: &Client, cluster: &ClusterConfig, shard: u32, down: u32) {
+    for _ in 0..30 {
+        if client.leader(shard) != down {
+            return;
+        }
+        relearn_leaders(client, cluster).await;
+    }
 }
 
 /// What became of a transaction, as the leader of its signer's shard told [`fetch_fates`].
@@ -237,16 +257,26 @@ pub async fn fetch_fates(client: &mut Client, txs: &[(u32, u64)]) -> anyhow::Res
         }
         anyhow::ensure!(retries <= READ_RETRIES, "no leader answered for the transactions' shards after {READ_RETRIES} tries");
         retries += 1;
-        for (id, (shard, idx)) in asks.iter().enumerate() {
-            client.query_fates(client.leader(*shard), id as u64, idx.iter().map(|&i| txs[i]).collect()).await?;
-        }
-        let mut left = asks.len();
+        let mut left = 0;
         let mut again = false;
+        // Ids name the round in their high half, so a late answer to an earlier round is not
+        // taken for this one's.
+        let round = (retries as u64) << 32;
+        for (id, (shard, idx)) in asks.iter().enumerate() {
+            match client.query_fates(client.leader(*shard), round | id as u64, idx.iter().map(|&i| txs[i]).collect()).await {
+                Ok(()) => left += 1,
+                // Its leader's connection is gone: asked again once another leader is known.
+                Err(_) => again = true,
+            }
+        }
         while left > 0 {
             let event = next_answer(client, "a status read").await?;
             match event {
                 ClientEvent::Fates { id, certificates, fates, .. } => {
-                    let (shard, idx) = asks.get(id as usize).context("an answer to a status read not sent")?;
+                    if id >> 32 != round >> 32 {
+                        continue;
+                    }
+                    let (shard, idx) = asks.get((id & u64::from(u32::MAX)) as usize).context("an answer to a status read not sent")?;
                     anyhow::ensure!(fates.len() == idx.len(), "a status read answered {} of {} transactions", fates.len(), idx.len());
                     left -= 1;
                     for (&i, fate) in idx.iter().zip(fates) {
@@ -272,7 +302,14 @@ pub async fn fetch_fates(client: &mut Client, txs: &[(u32, u64)]) -> anyhow::Res
                     }
                 }
                 ClientEvent::Refused { reason: Refusal::Throttled, .. } => anyhow::bail!("a status read was throttled"),
-                ClientEvent::Closed { node, reason } => anyhow::bail!("node {node} closed the connection: {reason}"),
+                // A node went down: what it was asked is asked again of the next leader.
+                ClientEvent::Closed { node, .. } => {
+                    for (shard, _) in &asks {
+                        await_other_leader(client, &cluster, *shard, node).await;
+                    }
+                    again = true;
+                    break;
+                }
                 _ => {}
             }
         }
