@@ -287,10 +287,6 @@ struct Resolving {
     batches: std::collections::BTreeMap<u64, Vec<RawSignedTx>>,
     /// Transactions without a final answer yet, by (signer, nonce): their batch and index.
     open: HashMap<(u32, u64), (u64, u32)>,
-    /// Batches holding a transaction no node knows: they go again.
-    resend: std::collections::BTreeSet<u64>,
-    /// The last answer about each open transaction (for the progress line).
-    last: HashMap<(u32, u64), TxFate>,
     /// When it began, when to ask (again) about the open ones, and when to give up asking and
     /// send them again.
     began: Instant,
@@ -309,8 +305,6 @@ impl Shard {
         let r = self.resolving.get_or_insert_with(|| Resolving {
             batches: Default::default(),
             open: HashMap::new(),
-            resend: Default::default(),
-            last: HashMap::new(),
             began: now,
             ask_at: now,
             give_up_at: now + RESOLVE_PATIENCE,
@@ -350,12 +344,10 @@ impl Shard {
     fn resolved(&mut self, awaiting: &mut HashMap<u64, Vec<Option<Instant>>>) -> u64 {
         let Some(r) = self.resolving.take() else { return 0 };
         let mut resent = 0;
-        let mut again: Vec<u64> = r.resend.iter().copied().chain(r.open.values().map(|(b, _)| *b)).collect();
-        again.sort_unstable();
-        again.dedup();
         for (b, txs) in r.batches {
+            // A transaction found committed gave up its slot; any other keeps it.
             let waiting = awaiting.get(&b).is_some_and(|slots| slots.iter().any(Option::is_some));
-            if again.binary_search(&b).is_ok() && waiting {
+            if waiting {
                 resent += txs.len() as u64;
                 self.resend.push_back((b, txs, Vec::new()));
             } else {
@@ -633,18 +625,15 @@ async fn drive(
             let route = (s < shards - 1).then_some(s as u32);
             if let Some(r) = &mut sh.resolving {
                 if r.open.is_empty() || now >= r.give_up_at {
+                    let (batches, asked, unanswered) = (r.batches.len(), r.batches.values().map(Vec::len).sum::<usize>(), r.open.len());
+                    let took = now.duration_since(r.began).as_secs_f64() * 1000.0;
+                    let again = sh.resolved(&mut awaiting);
+                    resent += again;
                     if progress {
-                        let asked: usize = r.batches.values().map(Vec::len).sum();
                         eprintln!(
-                            "  queue {s}: {} batches ({asked} transactions) asked about for {:.0} ms: {} batches to send again, {} transactions without a final answer{}",
-                            r.batches.len(),
-                            now.duration_since(r.began).as_secs_f64() * 1000.0,
-                            r.resend.len(),
-                            r.open.len(),
-                            r.open.keys().take(3).map(|id| format!(" {id:?}: {:?}", r.last.get(id))).collect::<String>()
+                            "  queue {s}: {batches} batches ({asked} transactions) asked about for {took:.0} ms ({unanswered} without a final answer): {again} transactions sent again"
                         );
                     }
-                    resent += sh.resolved(&mut awaiting);
                 } else {
                     if r.ask_at <= now {
                         r.ask_at = now + RESOLVE_RETRY;
@@ -833,7 +822,6 @@ async fn drive(
                         let Some(r) = state[q].resolving.as_mut().filter(|r| r.began == began) else { continue };
                         for (tx, fate) in asked.iter().zip(fates) {
                             let Some(&(b, i)) = r.open.get(tx) else { continue };
-                            r.last.insert(*tx, fate);
                             match fate {
                                 TxFate::Committed { certificate } => {
                                     let Some(c) = certs.get(certificate as usize) else { continue };
@@ -848,20 +836,16 @@ async fn drive(
                                         record_commit!(at, due);
                                     }
                                 }
-                                TxFate::Unknown => {
+                                // No node knows it, or the leader holds it (it admitted the copy
+                                // sent to it): either way it goes again with the rest of its
+                                // batch, in order (a later copy of a committed one is refused for
+                                // its nonce), so that nothing newer overtakes it.
+                                TxFate::Unknown | TxFate::Pending => {
                                     r.open.remove(tx);
-                                    r.resend.insert(b);
                                 }
                                 TxFate::NotLeader { leader: Some(l) } if !down.contains_key(&l) => client.set_leader(home, l),
                                 TxFate::NotLeader { .. } => {
                                     ask_status_at.get_or_insert(at + RESOLVE_RETRY);
-                                }
-                                // The leader holds it (it admitted the copy sent to it): it goes
-                                // again with the rest of its batch, in order (the later copy is
-                                // refused for its nonce), so that nothing newer overtakes it.
-                                TxFate::Pending => {
-                                    r.open.remove(tx);
-                                    r.resend.insert(b);
                                 }
                                 // Committed, and the certificate is on its way: ask again.
                                 TxFate::Spent { .. } => {}

@@ -76,15 +76,9 @@ fn verify(check: &SigCheck, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
     (good, bad)
 }
 
-/// Gives back the clients' quotas held by `origins`, for transactions no receipt will come for
-/// from this node.
-pub(super) fn release_origins(shared: &Shared, origins: &[Origin]) {
-    shared.release(origins);
-}
-
 /// Sends each client its entries, with the certificate (or none, for dropped transactions).
 pub(super) fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
-    shared.release(entries.iter().map(|(o, _)| o));
+    shared.release(entries.iter().map(|(o, _)| *o));
     let mut by_conn: HashMap<u64, Vec<ReceiptEntry>> = HashMap::new();
     for (o, status) in entries {
         by_conn.entry(o.conn).or_default().push(ReceiptEntry { batch: o.batch, index: o.index, status });
@@ -138,7 +132,7 @@ pub(super) fn take_verified(
 /// its shard), giving back the clients' quotas and the mempool's space.
 pub(super) fn drop_pending(mempool: &mut Mempool, depth: &AtomicUsize, shared: &Shared) {
     depth.fetch_sub(mempool.len(), Ordering::Relaxed);
-    shared.release(mempool.drain(..).map(|(_, o, _)| o).collect::<Vec<_>>().iter());
+    shared.release(mempool.drain(..).map(|(_, o, _)| o));
 }
 
 /// The verified transactions as one aggregated block (`None` when there are none), and their

@@ -30,7 +30,7 @@
 //! so an outcome sent twice (or to two successive leaders) lands once, and a prepare that comes
 //! after its round was finished is refused. A round lands on every participant or on none.
 
-use super::batch::{drop_pending, ready, release_origins, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::batch::{drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
 use super::system::{self, CrossOutcome};
 use super::{GroupHandle, Origin, Shared};
 use crate::metrics::ShardMetrics;
@@ -435,7 +435,7 @@ pub(super) fn run_coordinator(
                 // The next coordinator finishes the round; its clients learn the outcome from
                 // the shards (their quotas here are released).
                 if let Some(r) = round.take() {
-                    release_origins(&shared, &r.origins);
+                    shared.release(r.origins.iter().copied());
                 }
             }
             // Still leading, in a newer term: the round is kept, and settled with the record.

@@ -27,7 +27,7 @@
 //! the stored block (which keeps its hash and root), so their certificates form once a quorum
 //! is back.
 
-use super::batch::{aggregate, drop_pending, ready, release_origins, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::batch::{aggregate, drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
 use super::coordinator::CrossSide;
 use super::system::{self, CrossOutcome};
 use super::{Origin, Shared, SnapshotReply};
@@ -690,7 +690,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 ctx.verified.lock().remove(key);
                 // Lost with a leader change: no receipt comes from here; give the clients'
                 // quotas back.
-                release_origins(&shared, &p.origins);
+                shared.release(p.origins.iter().copied());
             }
             keep
         });

@@ -334,7 +334,7 @@ fn admit_routed(
         // threads), or the thread is gone (the node is stopping): nothing of the batch is
         // pending.
         depth.fetch_sub(n, Ordering::Relaxed);
-        shared.release(&origins);
+        shared.release(origins);
         return Err((if full { Refusal::QueueFull } else { Refusal::ShuttingDown }, route));
     }
     shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);

@@ -293,7 +293,7 @@ impl Shared {
 
     /// Transactions this node answered or gave up: their clients' quotas come back and they are
     /// no longer pending here.
-    fn release<'a>(&self, origins: impl IntoIterator<Item = &'a Origin>) {
+    fn release(&self, origins: impl IntoIterator<Item = Origin>) {
         let mut by_conn: HashMap<u64, usize> = HashMap::new();
         {
             let mut admitted = self.admitted.lock();
