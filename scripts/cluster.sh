@@ -2,6 +2,7 @@
 # A local Occam cluster on 127.0.0.1, in one command.
 #
 #   scripts/cluster.sh up       # create the cluster's files (first time), start every node
+#                               # (not those replaced for good; see `occam cluster add-node`)
 #   scripts/cluster.sh status   # each replica's height and state root
 #   scripts/cluster.sh down     # stop every node
 #
@@ -44,9 +45,14 @@ up() {
       --base-port "$BASE_PORT" --workload "$WORKLOAD" --accounts "$ACCOUNTS" --threads "$THREADS" \
       --block-txs "$BLOCK_TXS" --block-ms "$BLOCK_MS"
   fi
-  local n
+  local n replaced
   n=$(grep -c '^\[\[nodes\]\]' "$DIR/cluster.toml")
+  # Nodes replaced for good (`occam cluster add-node --replaces`) are not started again.
+  replaced=" $(awk -F' *= *' '$1 == "replaces" { printf "%s ", $2 }' "$DIR/cluster.toml")"
   for ((i = 0; i < n; i++)); do
+    if [[ "$replaced" == *" $i "* ]]; then
+      continue
+    fi
     if running "$DIR/node-$i.pid"; then
       echo "node $i already running (pid $(cat "$DIR/node-$i.pid"))"
       continue

@@ -44,6 +44,32 @@ pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<K
     Ok((keys, Arc::new(registry)))
 }
 
+/// What `occam node --config PATH` starts: the node file at `path`, the cluster and key files
+/// it names, a genesis built from the cluster file only on a first start, and the cluster file
+/// watched for nodes appended to it (replacements).
+pub fn node_setup(path: &std::path::Path) -> anyhow::Result<NodeSetup> {
+    let (node_cfg, cluster, keys) = occam_net::config::NodeConfig::load(path)?;
+    let spec = cluster.genesis.clone();
+    let genesis = Genesis::Build(Box::new(move || {
+        tracing::info!(workload = %spec.workload, accounts = spec.accounts, "building the genesis state");
+        genesis(&spec).map_err(|e| format!("{e:#}"))
+    }));
+    let (_, registry) = signers(&cluster)?;
+    Ok(NodeSetup {
+        node: node_cfg.node,
+        cluster,
+        keys,
+        exec_threads: node_cfg.exec_threads,
+        verify_threads: node_cfg.verify_threads,
+        genesis,
+        registry,
+        socket: None,
+        hold_blocks: node_cfg.hold_blocks,
+        cluster_file: Some(path.parent().unwrap_or(std::path::Path::new(".")).join(&node_cfg.cluster)),
+        data_dir: node_cfg.data_dir,
+    })
+}
+
 /// Starts node `node` of `cluster` in this process (on `socket` if given, else binding the
 /// cluster file's address), with its store in `data_dir`.
 #[allow(clippy::too_many_arguments)]
@@ -68,16 +94,19 @@ pub fn start_node(
         socket,
         hold_blocks: false,
         data_dir: data_dir.to_path_buf(),
+        cluster_file: None,
     };
     Node::start(setup).with_context(|| format!("starting node {node}"))
 }
 
-/// Every node's replica statuses, asked of all nodes at once: per node, its replicas or why it
-/// did not answer within `timeout` (each node on its own connection, so a dead node costs
-/// `timeout` once, not once per node).
+/// Every node's replica statuses (but nodes replaced for good), asked of all at once: per node,
+/// its replicas or why it did not answer within `timeout` (each node on its own connection, so
+/// a dead node costs `timeout` once, not once per node).
 pub async fn node_statuses(cluster: &ClusterConfig, timeout: std::time::Duration) -> Vec<(u32, Result<Vec<ReplicaStatus>, String>)> {
-    let asks: Vec<_> = (0..cluster.nodes.len() as u32)
-        .map(|node| {
+    let nodes = cluster.live_nodes();
+    let asks: Vec<_> = nodes
+        .iter()
+        .map(|&node| {
             let cluster = cluster.clone();
             tokio::spawn(async move {
                 let asked = async {
@@ -99,8 +128,8 @@ pub async fn node_statuses(cluster: &ClusterConfig, timeout: std::time::Duration
         })
         .collect();
     let mut out = Vec::with_capacity(asks.len());
-    for (node, ask) in asks.into_iter().enumerate() {
-        out.push((node as u32, ask.await.unwrap_or_else(|e| Err(e.to_string()))));
+    for (node, ask) in nodes.into_iter().zip(asks) {
+        out.push((node, ask.await.unwrap_or_else(|e| Err(e.to_string()))));
     }
     out
 }

@@ -76,6 +76,10 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Seconds to wait for the last receipts after the load stops.
     pub drain_s: f64,
+    /// The cluster file, re-read when a node or validator set the run meets is not in the
+    /// cluster it started with (a node replaced meanwhile); `None`: never re-read.
+    #[serde(skip)]
+    pub cluster_file: Option<std::path::PathBuf>,
 }
 
 fn uniform() -> String {
@@ -480,6 +484,9 @@ pub fn run_load(cluster: &ClusterConfig, cfg: &LoadConfig, progress: bool) -> an
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let mut client = crate::cluster::connect(cluster).await?;
+        if let Some(path) = &cfg.cluster_file {
+            client.watch_cluster_file(path.clone());
+        }
         // Earlier runs may have used the signers: continue from their nonces.
         let nonces = fetch_nonces(&mut client).await?;
         if progress {
@@ -616,7 +623,7 @@ async fn drive(
         down.retain(|_, at| *at != now);
         if ask_status_at.is_some_and(|t| t <= now) {
             ask_status_at = None;
-            for node in (0..cluster.nodes.len() as u32).filter(|n| !down.contains_key(n)) {
+            for node in cluster.live_nodes().into_iter().filter(|n| !down.contains_key(n)) {
                 let _ = client.request_status(node).await;
             }
         }
@@ -953,7 +960,7 @@ async fn drive(
         commit: COMMIT.into(),
         machine: Machine::detect(),
         cluster: ClusterShape {
-            nodes: cluster.nodes.len(),
+            nodes: cluster.live_nodes().len(),
             shards: cluster.shards,
             replicas: cluster.replicas,
             block_txs: cluster.limits.block_txs,

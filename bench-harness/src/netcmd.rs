@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use occam_bench::cluster::{genesis, init_logging, node_statuses, signers};
+use occam_bench::cluster::{init_logging, node_statuses};
 use occam_bench::load::{render, run_ingress, run_load, LoadConfig};
-use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeConfig, NodeKeys};
+use occam_net::config::{init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits, NodeKeys};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,25 @@ pub enum ClusterCommand {
     /// What became of a signer's transactions: committed (with the block's verified
     /// certificate), spent, pending or unknown, by nonce.
     Tx(TxArgs),
+    /// Replace a node that is gone for good: write a new node (keys, node file) into the
+    /// cluster's directory and append it to the cluster file with `replaces`. Start it with
+    /// `occam node`; the running nodes take it in and each shard's group swaps the old node
+    /// for it once it has caught up.
+    AddNode(AddNodeArgs),
+}
+
+/// `occam cluster add-node`.
+#[derive(Args)]
+pub struct AddNodeArgs {
+    /// The cluster's directory (`occam cluster init --dir`): its cluster.toml and node files.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The node replaced for good (it must not run again).
+    #[arg(long)]
+    replaces: u32,
+    /// The new node's QUIC address (default: the replaced node's host, the next free port).
+    #[arg(long)]
+    addr: Option<SocketAddr>,
 }
 
 /// `occam cluster tx`.
@@ -209,6 +228,17 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?, Duration::from_millis(a.timeout_ms)),
         ClusterCommand::Tx(a) => tx_status(&ClusterConfig::load(&a.cluster)?, &a),
+        ClusterCommand::AddNode(a) => {
+            let (id, file) = occam_net::config::add_node(&a.dir, a.replaces, a.addr)?;
+            println!(
+                "node {id} replaces node {}: wrote {} and its key; start it with `occam node --config {}` \
+                 (copy the cluster file to every machine first)",
+                a.replaces,
+                file.display(),
+                file.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -235,10 +265,12 @@ fn tx_status(cluster: &ClusterConfig, a: &TxArgs) -> anyhow::Result<()> {
             occam_bench::cluster::Fate::Committed(c) => {
                 let hash: String = c.vote.block_hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
                 format!(
-                    "committed: shard {} block {} ({hash}…), certificate verified ({} signers)",
+                    "committed: shard {} block {} ({hash}…), certificate verified ({} of validators {:?}, epoch {})",
                     c.vote.shard,
                     c.vote.height,
-                    c.signers.count()
+                    c.signers.count(),
+                    c.members,
+                    c.vote.epoch
                 )
             }
             occam_bench::cluster::Fate::Spent(Some(h)) => format!("spent in block {h}, not certified yet"),
@@ -302,30 +334,12 @@ fn status(cluster: &ClusterConfig, timeout: Duration) -> anyhow::Result<()> {
 
 pub fn node(a: NodeArgs) -> anyhow::Result<()> {
     init_logging();
-    let (node_cfg, cluster, keys) = NodeConfig::load(&a.config)?;
-    // Built only on a first start: a restarted node loads its state from its store.
-    let spec = cluster.genesis.clone();
-    let genesis = occam_net::node::Genesis::Build(Box::new(move || {
-        tracing::info!(workload = %spec.workload, accounts = spec.accounts, "building the genesis state");
-        genesis(&spec).map_err(|e| format!("{e:#}"))
-    }));
-    let (_, registry) = signers(&cluster)?;
-    let setup = occam_net::node::NodeSetup {
-        node: node_cfg.node,
-        cluster,
-        keys,
-        exec_threads: node_cfg.exec_threads,
-        verify_threads: node_cfg.verify_threads,
-        genesis,
-        registry,
-        socket: None,
-        hold_blocks: node_cfg.hold_blocks,
-        data_dir: node_cfg.data_dir.clone(),
-    };
+    let setup = occam_bench::cluster::node_setup(&a.config)?;
+    let id = setup.node;
     if setup.hold_blocks {
         tracing::warn!("hold_blocks is set: this node admits transactions but proposes no blocks");
     }
-    let node = occam_net::node::Node::start(setup).with_context(|| format!("starting node {}", node_cfg.node))?;
+    let node = occam_net::node::Node::start(setup).with_context(|| format!("starting node {id}"))?;
     tracing::info!(addr = %node.local_addr(), metrics = ?node.metrics_addr(), "serving; stop with SIGTERM or Ctrl-C");
     node.wait_for_signal();
     node.shutdown();
@@ -353,6 +367,7 @@ pub fn load(a: LoadArgs) -> anyhow::Result<()> {
             max_txs: a.max_txs,
             seed: a.seed,
             drain_s: a.drain,
+            cluster_file: Some(a.cluster.clone()),
         };
         let r = run_load(&cluster, &cfg, true)?;
         print!("{}", render(&r));

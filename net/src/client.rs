@@ -124,11 +124,23 @@ pub struct Client {
     conns: HashMap<u32, quinn::Connection>,
     events: mpsc::Receiver<ClientEvent>,
     events_tx: mpsc::Sender<ClientEvent>,
-    sets: HashMap<u32, ValidatorSet>,
+    /// Validator sets met in certificates, by (shard, epoch, members); checked once each.
+    sets: parking_lot::Mutex<HashMap<SetKey, ValidatorSet>>,
+    /// The cluster file, re-read when a certificate or a leader names a node the client does
+    /// not know ([`Client::watch_cluster_file`]).
+    cluster_file: Option<std::path::PathBuf>,
+    /// The cluster file as last re-read, if it grew (nodes appended: replacements), and when.
+    grown: parking_lot::Mutex<(Option<std::time::Instant>, Option<Arc<ClusterConfig>>)>,
     /// The node each shard's batches and reads go to, with the Raft term it was seen leading
     /// in (0: not known from a status).
     leaders: parking_lot::Mutex<Vec<(u32, u64)>>,
 }
+
+/// A validator set as a certificate names it: shard, epoch, member ids.
+type SetKey = (u32, u64, Vec<u32>);
+
+/// Validator sets a client keeps built (each costs a proof-of-possession check per member).
+const MAX_CACHED_SETS: usize = 1024;
 
 /// Events a client buffers before its connections' readers wait (and, through QUIC flow
 /// control, the nodes' writers).
@@ -136,10 +148,9 @@ pub const CLIENT_EVENT_QUEUE: usize = 65_536;
 
 impl Client {
     /// Connects to every node of `cluster` that answers (any shard's leader may move to any of
-    /// its replicas' nodes); fails only if none does.
+    /// its replicas' nodes), but nodes replaced for good; fails only if none does.
     pub async fn connect(cluster: &ClusterConfig) -> Result<Client, ClientError> {
-        let all: Vec<u32> = (0..cluster.nodes.len() as u32).collect();
-        Client::connect_nodes(cluster, &all, true).await
+        Client::connect_nodes(cluster, &cluster.live_nodes(), true).await
     }
 
     /// Connects to the listed nodes; fails if one cannot be reached.
@@ -160,11 +171,14 @@ impl Client {
             conns: HashMap::new(),
             events,
             events_tx,
-            sets: HashMap::new(),
+            sets: parking_lot::Mutex::new(HashMap::new()),
+            cluster_file: None,
+            grown: parking_lot::Mutex::new((None, None)),
             leaders: parking_lot::Mutex::new((0..cluster.shards as u32).map(|s| (cluster.leader_of(s), 0)).collect()),
         };
         for s in 0..cluster.shards as u32 {
-            client.sets.insert(s, cluster.validator_set(s)?);
+            let set = cluster.genesis_validators(s)?;
+            client.sets.lock().insert((s, 0, set.ids().to_vec()), set);
         }
         let mut last_error = None;
         for &node in nodes {
@@ -183,12 +197,60 @@ impl Client {
         }
     }
 
+    /// Re-reads the cluster file when a node or validator set is not known: a node that
+    /// replaced another, appended to the file, is dialled and verified from then on. Reads the
+    /// file at most once a second; the file must only append nodes (as running nodes require).
+    pub fn watch_cluster_file(&mut self, path: std::path::PathBuf) {
+        self.cluster_file = Some(path);
+    }
+
+    /// The cluster as this client knows it now: the file it connected with, or the file as
+    /// last re-read if nodes were appended since.
+    fn roster(&self) -> Arc<ClusterConfig> {
+        self.grown.lock().1.clone().unwrap_or_else(|| Arc::new(self.cluster.clone()))
+    }
+
+    /// Re-reads the cluster file (see [`Client::watch_cluster_file`]); true if it lists more
+    /// nodes than before.
+    fn refresh(&self) -> bool {
+        let Some(path) = &self.cluster_file else { return false };
+        let now = std::time::Instant::now();
+        {
+            let mut g = self.grown.lock();
+            if g.0.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+                return false;
+            }
+            g.0 = Some(now);
+        }
+        let known = self.roster();
+        match ClusterConfig::load(path).and_then(|newer| known.check_extension(&newer).map(|()| newer)) {
+            Ok(newer) if newer.nodes.len() > known.nodes.len() => {
+                tracing::info!(nodes = newer.nodes.len(), "the cluster file lists new nodes");
+                self.grown.lock().1 = Some(Arc::new(newer));
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!("re-reading the cluster file: {e}");
+                false
+            }
+        }
+    }
+
     /// Dials `node` and starts reading its answers (replacing an earlier connection to it).
     async fn dial(&mut self, node: u32, pinned: &crate::tls::PinnedCerts) -> Result<(), ClientError> {
-        let entry = self.cluster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
+        let mut roster = self.roster();
+        if node as usize >= roster.nodes.len() && self.refresh() {
+            roster = self.roster();
+        }
+        let pinned = match roster.nodes.len() > self.cluster.nodes.len() {
+            true => roster.pinned()?,
+            false => pinned.clone(),
+        };
+        let entry = roster.nodes.get(node as usize).ok_or_else(|| ConfigError::Invalid(format!("no node {node}")))?;
         let addr = entry.addr;
         let cert = pinned.cert_of(node).ok_or_else(|| ConfigError::Invalid(format!("node {node} has no pinned certificate")))?;
-        let config = client_config(cert, None)?;
+        let config = client_config(&cert, None)?;
         let err = |reason: String| ClientError::Connect { node, addr, reason };
         let conn = self
             .endpoint
@@ -312,14 +374,33 @@ impl Client {
         self.events.try_recv().ok()
     }
 
-    /// Checks a receipt's certificate against its shard's validator set from the cluster file.
-    /// A certificate for a shard the cluster does not have is refused as having too few
-    /// signers.
+    /// Checks a receipt's certificate against the validator set it names, with the keys the
+    /// cluster file lists: only nodes that host or hosted the shard may sign, at least
+    /// `replicas` of them ([`ClusterConfig::certificate_set`]). A set the file does not allow
+    /// is refused with [`CertificateError::UnknownSet`].
     pub fn verify_certificate(&self, c: &Certificate) -> Result<(), CertificateError> {
-        match self.sets.get(&c.vote.shard) {
-            Some(set) => c.verify(set),
-            None => Err(CertificateError::TooFewSigners { got: 0, need: 1 }),
-        }
+        let key = (c.vote.shard, c.vote.epoch, c.members.clone());
+        let cached = self.sets.lock().get(&key).cloned();
+        let set = match cached {
+            Some(set) => set,
+            None => {
+                let set = match self.roster().certificate_set(c) {
+                    // A set of nodes this client does not know yet: a replacement, if the
+                    // cluster file lists it by now.
+                    Err(_) if self.refresh() => self.roster().certificate_set(c),
+                    other => other,
+                }
+                .map_err(|e| CertificateError::UnknownSet(e.to_string()))?;
+                let mut sets = self.sets.lock();
+                // Bounded: a client meets a few epochs per shard.
+                if sets.len() >= MAX_CACHED_SETS {
+                    sets.clear();
+                }
+                sets.insert(key, set.clone());
+                set
+            }
+        };
+        c.verify(&set)
     }
 
     /// Closes every connection.

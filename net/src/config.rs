@@ -168,6 +168,11 @@ pub struct NodeEntry {
     pub bls_pop: String,
     /// Its pinned TLS certificate (DER, hex).
     pub cert: String,
+    /// The node this one replaced for good: it hosts that node's replicas, and the shards'
+    /// groups swap that node for this one through a Raft membership change (absent for the
+    /// cluster's original nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u32>,
 }
 
 /// What every node and client of a cluster shares (`cluster.toml`).
@@ -273,6 +278,7 @@ impl NodeKeys {
             bls_key: hex_encode(&self.bls.public_key().to_bytes()),
             bls_pop: hex_encode(&self.bls.prove_possession().to_bytes()),
             cert: hex_encode(&self.tls.cert),
+            replaces: None,
         }
     }
 }
@@ -329,8 +335,30 @@ impl ClusterConfig {
         if self.shards == 0 || self.shards > MAX_CLUSTER_SHARDS {
             return Err(invalid(format!("{} shards; a cluster has 1 to {MAX_CLUSTER_SHARDS}", self.shards)));
         }
-        if self.replicas == 0 || self.replicas > n {
-            return Err(invalid(format!("{} replicas per shard on {n} nodes; each replica needs its own node", self.replicas)));
+        let original = self.original_nodes();
+        if self.replicas == 0 || self.replicas > original {
+            return Err(invalid(format!(
+                "{} replicas per shard on {original} nodes (not counting replacements); each replica needs its own node",
+                self.replicas
+            )));
+        }
+        let mut replaced = vec![false; n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            match node.replaces {
+                None if i >= original => {
+                    return Err(invalid(format!(
+                        "node {i} replaces no node but comes after a replacement; a cluster's original nodes come first"
+                    )))
+                }
+                None => {}
+                Some(r) if r as usize >= i => {
+                    return Err(invalid(format!("node {i} replaces node {r}; a node replaces one listed before it")))
+                }
+                Some(r) if std::mem::replace(&mut replaced[r as usize], true) => {
+                    return Err(invalid(format!("node {r} is replaced twice (node {i} is the second)")))
+                }
+                Some(_) => {}
+            }
         }
         if self.signers == 0 || !(self.signers as usize).is_multiple_of(self.shards) {
             return Err(invalid(format!("signers = {} must be a positive multiple of shards = {}", self.signers, self.shards)));
@@ -359,9 +387,62 @@ impl ClusterConfig {
         Ok((key, pop))
     }
 
-    /// The node hosting replica `replica` of `shard`.
+    /// The cluster's original nodes (those that replace no other): the first entries.
+    pub fn original_nodes(&self) -> usize {
+        self.nodes.iter().take_while(|n| n.replaces.is_none()).count()
+    }
+
+    /// The node now standing for `node`: the last of the replacements that follow it.
+    pub fn current(&self, node: u32) -> u32 {
+        let mut at = node;
+        // Each step moves to a later entry (a node replaces one listed before it).
+        for _ in 0..self.nodes.len() {
+            match self.nodes.iter().find(|e| e.replaces == Some(at)) {
+                Some(e) => at = e.id,
+                None => break,
+            }
+        }
+        at
+    }
+
+    /// The nodes that were not replaced: those a client talks to.
+    pub fn live_nodes(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.id).filter(|&id| !self.is_replaced(id)).collect()
+    }
+
+    /// True if `node` was replaced for good (the cluster file lists its replacement).
+    pub fn is_replaced(&self, node: u32) -> bool {
+        self.nodes.iter().any(|e| e.replaces == Some(node))
+    }
+
+    /// The node hosting replica `replica` of `shard`: placed round-robin over the original
+    /// nodes, then moved along their replacements.
     pub fn node_of(&self, shard: u32, replica: u32) -> u32 {
-        ((shard as usize + replica as usize) % self.nodes.len()) as u32
+        let original = self.original_nodes().max(1);
+        self.current(((shard as usize + replica as usize) % original) as u32)
+    }
+
+    /// Every node that hosts or hosted a replica of `shard`: its original placement and each
+    /// replacement since. Only these may sign its certificates.
+    pub fn eligible(&self, shard: u32) -> Vec<u32> {
+        let original = self.original_nodes().max(1);
+        let mut out = Vec::new();
+        for r in 0..self.replicas {
+            let mut at = ((shard as usize + r) % original) as u32;
+            out.push(at);
+            for _ in 0..self.nodes.len() {
+                match self.nodes.iter().find(|e| e.replaces == Some(at)) {
+                    Some(e) => {
+                        at = e.id;
+                        out.push(at);
+                    }
+                    None => break,
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The node leading `shard` (replica 0).
@@ -377,11 +458,59 @@ impl ClusterConfig {
             .collect()
     }
 
-    /// `shard`'s validator set: its replicas' keys in replica order.
-    pub fn validator_set(&self, shard: u32) -> Result<ValidatorSet, ConfigError> {
-        let members =
-            (0..self.replicas as u32).map(|r| self.bls_member(self.node_of(shard, r))).collect::<Result<Vec<_>, ConfigError>>()?;
-        ValidatorSet::new(&members).map_err(|e| invalid(format!("shard {shard}'s validators: {e}")))
+    /// The validator set of `epoch` whose members are the nodes `ids` (ascending), with the
+    /// keys this file lists for them.
+    pub fn validator_set(&self, epoch: u64, ids: &[u32]) -> Result<ValidatorSet, ConfigError> {
+        let members = ids
+            .iter()
+            .map(|&id| match (id as usize) < self.nodes.len() {
+                true => self.bls_member(id),
+                false => Err(invalid(format!("node {id} is not in the cluster file"))),
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        ValidatorSet::with_ids(epoch, ids, &members).map_err(|e| invalid(format!("validators {ids:?}: {e}")))
+    }
+
+    /// `shard`'s first validator set (epoch 0): the nodes of its original placement.
+    pub fn genesis_validators(&self, shard: u32) -> Result<ValidatorSet, ConfigError> {
+        let original = self.original_nodes().max(1);
+        let mut ids: Vec<u32> = (0..self.replicas).map(|r| ((shard as usize + r) % original) as u32).collect();
+        ids.sort_unstable();
+        self.validator_set(0, &ids)
+    }
+
+    /// The validator set a certificate names (its epoch and members), if this file allows it to
+    /// certify its shard: the shard exists, there are at least `replicas` members, and each is a
+    /// node that hosts or hosted one of the shard's replicas ([`ClusterConfig::eligible`]).
+    /// The set's votes are then checked by [`occam_shard::Certificate::verify`].
+    pub fn certificate_set(&self, c: &occam_shard::Certificate) -> Result<ValidatorSet, ConfigError> {
+        let shard = c.vote.shard;
+        if shard as usize >= self.shards {
+            return Err(invalid(format!("a certificate of shard {shard}; the cluster has {}", self.shards)));
+        }
+        if c.members.len() < self.replicas {
+            return Err(invalid(format!("a certificate of {} validators; shard {shard} has {}", c.members.len(), self.replicas)));
+        }
+        let eligible = self.eligible(shard);
+        if let Some(m) = c.members.iter().find(|m| !eligible.contains(m)) {
+            return Err(invalid(format!(
+                "node {m} signs for shard {shard}, which it never hosted (per the cluster file; it may list a replacement this file lacks)"
+            )));
+        }
+        self.validator_set(c.vote.epoch, &c.members)
+    }
+
+    /// Checks that `newer` is this cluster with more nodes appended (what a running node accepts
+    /// when its cluster file changes): every other setting and every listed node unchanged.
+    pub fn check_extension(&self, newer: &ClusterConfig) -> Result<(), ConfigError> {
+        let same_settings = ClusterConfig { nodes: Vec::new(), ..self.clone() } == ClusterConfig { nodes: Vec::new(), ..newer.clone() };
+        if !same_settings {
+            return Err(invalid("settings other than the node list changed; a running cluster only takes appended nodes"));
+        }
+        if newer.nodes.len() < self.nodes.len() || newer.nodes[..self.nodes.len()] != self.nodes[..] {
+            return Err(invalid("listed nodes changed or were removed; a running cluster only takes appended nodes"));
+        }
+        Ok(())
     }
 
     /// Every node's pinned certificate.
@@ -494,6 +623,60 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
     Ok(cluster_path)
 }
 
+/// Adds a node to the cluster in `dir` (its `cluster.toml` and node files, as
+/// [`init_cluster`] wrote them) that replaces node `replaces` for good: fresh keys, a node
+/// file (threads as the replaced node's file says, data in `data/node-<id>`), and an entry
+/// in the cluster file, at `addr` (default: the replaced node's host, on the next free port
+/// after every listed node's, metrics likewise). The cluster file is replaced atomically.
+/// Returns the new node's id and its node file.
+///
+/// Running nodes read the grown file within a second: they pin the new node's certificate,
+/// and each shard's leader swaps the replaced node for the new one in its Raft group once the
+/// new node has caught up (see `occam_net::node`).
+pub fn add_node(dir: &Path, replaces: u32, addr: Option<SocketAddr>) -> Result<(u32, PathBuf), ConfigError> {
+    let cluster_path = dir.join("cluster.toml");
+    let mut cluster = ClusterConfig::load(&cluster_path)?;
+    let old = cluster.nodes.get(replaces as usize).cloned().ok_or_else(|| invalid(format!("there is no node {replaces} to replace")))?;
+    if cluster.is_replaced(replaces) {
+        return Err(invalid(format!("node {replaces} was already replaced by node {}", cluster.current(replaces))));
+    }
+    if cluster.nodes.len() >= MAX_NODES {
+        return Err(invalid(format!("the cluster already lists {MAX_NODES} nodes")));
+    }
+    let id = cluster.nodes.len() as u32;
+    let next_port = |f: fn(&NodeEntry) -> Option<u16>| cluster.nodes.iter().filter_map(f).max().and_then(|p| p.checked_add(1));
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            SocketAddr::new(old.addr.ip(), next_port(|n| Some(n.addr.port())).ok_or_else(|| invalid("no free port after the listed ones"))?)
+        }
+    };
+    let metrics = old.metrics.and_then(|m| Some(SocketAddr::new(m.ip(), next_port(|n| n.metrics.map(|m| m.port()))?)));
+    let keys = NodeKeys::generate(id)?;
+    let mut entry = keys.entry(id, addr, metrics);
+    entry.replaces = Some(replaces);
+    cluster.nodes.push(entry);
+    cluster.check()?;
+    let old_file: Option<NodeConfig> = read_toml(&dir.join(format!("node-{replaces}.toml"))).ok();
+    let node = NodeConfig {
+        node: id,
+        cluster: "cluster.toml".into(),
+        key: format!("node-{id}.key").into(),
+        data_dir: format!("data/node-{id}").into(),
+        exec_threads: old_file.as_ref().map_or(1, |f| f.exec_threads),
+        verify_threads: old_file.as_ref().map_or(1, |f| f.verify_threads),
+        hold_blocks: false,
+    };
+    write_file(&dir.join(format!("node-{id}.key")), &to_toml(&keys.to_file()), true)?;
+    let node_path = dir.join(format!("node-{id}.toml"));
+    write_file(&node_path, &to_toml(&node), false)?;
+    // Readers (running nodes) see the old file or the new one, never a part.
+    let tmp = dir.join("cluster.toml.new");
+    write_file(&tmp, &to_toml(&cluster), false)?;
+    std::fs::rename(&tmp, &cluster_path).map_err(|source| ConfigError::Io { path: cluster_path.clone(), source })?;
+    Ok((id, node_path))
+}
+
 /// A cluster on 127.0.0.1 with fresh keys, for tests and in-process benchmarks: the cluster
 /// file, every node's keys, and every node's UDP socket, already bound (pass it in
 /// `NodeSetup::socket`, so no other process or test can take the port meanwhile). Nothing is
@@ -572,10 +755,39 @@ mod tests {
         for s in 0..2 {
             let nodes: std::collections::BTreeSet<u32> = (0..3).map(|r| cluster.node_of(s, r)).collect();
             assert_eq!(nodes.len(), 3);
-            assert_eq!(cluster.validator_set(s).unwrap().len(), 3);
+            assert_eq!(cluster.genesis_validators(s).unwrap().ids(), &nodes.into_iter().collect::<Vec<_>>()[..]);
         }
         assert_eq!(cluster.leader_of(1), 1);
         assert!(init_cluster(&dir, &spec(4, 2, 3)).is_err(), "an existing cluster is not overwritten");
+
+        // Replacing node 3 for good, then its replacement.
+        let (id, file) = add_node(&dir, 3, None).unwrap();
+        assert_eq!(id, 4);
+        let (node4, grown, _) = NodeConfig::load(&file).unwrap();
+        assert_eq!((node4.node, grown.nodes[4].replaces), (4, Some(3)));
+        assert_eq!(grown.nodes[4].addr.port(), cluster.nodes[3].addr.port() + 1);
+        cluster.check_extension(&grown).unwrap();
+        assert!(grown.check_extension(&cluster).is_err(), "nodes are never removed");
+        assert!(cluster.check_extension(&ClusterConfig { chain_id: 9, ..grown.clone() }).is_err());
+        for s in 0..2 {
+            let before: Vec<u32> = (0..3).map(|r| cluster.node_of(s, r)).collect();
+            let after: Vec<u32> = (0..3).map(|r| grown.node_of(s, r)).collect();
+            assert_eq!(after, before.iter().map(|&n| if n == 3 { 4 } else { n }).collect::<Vec<_>>(), "shard {s}");
+        }
+        assert_eq!(grown.hosted_by(4), cluster.hosted_by(3));
+        assert!(grown.hosted_by(3).is_empty());
+        assert_eq!(grown.eligible(1), vec![1, 2, 3, 4]);
+        let err = add_node(&dir, 3, None).unwrap_err().to_string();
+        assert!(err.contains("already replaced by node 4"), "{err}");
+        assert_eq!(add_node(&dir, 4, None).unwrap().0, 5);
+        let twice = ClusterConfig::load(&dir.join("cluster.toml")).unwrap();
+        assert_eq!((twice.current(3), twice.node_of(1, 2), twice.eligible(1)), (5, 5, vec![1, 2, 3, 4, 5]));
+        // A replacement listed before the node it replaces, or a node replaced twice, is refused.
+        let mut bad = twice.clone();
+        bad.nodes[5].replaces = Some(3);
+        assert!(bad.check().unwrap_err().to_string().contains("replaced twice"));
+        bad.nodes[5].replaces = Some(5);
+        assert!(bad.check().unwrap_err().to_string().contains("one listed before it"));
         // A key file that does not match the cluster file is refused.
         std::fs::copy(dir.join("node-1.key"), dir.join("node-0.key")).unwrap();
         let err = NodeConfig::load(&dir.join("node-0.toml")).unwrap_err().to_string();

@@ -14,6 +14,7 @@
 //! The TLS 1.3 handshake signatures are checked with the `ring` provider's algorithms, the
 //! only crypto provider this workspace builds (see the workspace `Cargo.toml`).
 
+use parking_lot::RwLock;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -78,9 +79,16 @@ impl Identity {
     }
 }
 
-/// The pinned certificates of a cluster's nodes.
+/// The pinned certificates of a cluster's nodes. Clones share one set, which grows when the
+/// cluster file lists a new node ([`PinnedCerts::add`]): the TLS verifiers built from it
+/// accept the new node from then on.
 #[derive(Clone, Debug, Default)]
 pub struct PinnedCerts {
+    inner: Arc<RwLock<Pins>>,
+}
+
+#[derive(Debug, Default)]
+struct Pins {
     by_cert: HashMap<Vec<u8>, u32>,
     by_node: HashMap<u32, Vec<u8>>,
 }
@@ -88,23 +96,36 @@ pub struct PinnedCerts {
 impl PinnedCerts {
     /// Pins `(node id, certificate DER)` pairs; a certificate or id listed twice is refused.
     pub fn new(certs: impl IntoIterator<Item = (u32, Vec<u8>)>) -> Result<PinnedCerts, TlsError> {
-        let mut p = PinnedCerts::default();
+        let p = PinnedCerts::default();
         for (node, cert) in certs {
-            if p.by_cert.insert(cert.clone(), node).is_some() || p.by_node.insert(node, cert).is_some() {
-                return Err(TlsError::Invalid(format!("node {node}: its id or certificate is listed twice")));
-            }
+            p.add(node, cert)?;
         }
         Ok(p)
     }
 
+    /// Pins `cert` for `node`. Pinning a node's own certificate again is a no-op; another
+    /// certificate for a pinned node, or a certificate pinned for another node, is refused.
+    pub fn add(&self, node: u32, cert: Vec<u8>) -> Result<(), TlsError> {
+        let mut p = self.inner.write();
+        match (p.by_node.get(&node), p.by_cert.get(&cert)) {
+            (None, None) => {
+                p.by_cert.insert(cert.clone(), node);
+                p.by_node.insert(node, cert);
+                Ok(())
+            }
+            (Some(c), Some(&n)) if *c == cert && n == node => Ok(()),
+            _ => Err(TlsError::Invalid(format!("node {node}: its id or certificate is listed twice"))),
+        }
+    }
+
     /// The node whose pinned certificate is `cert`.
     pub fn node_of(&self, cert: &[u8]) -> Option<u32> {
-        self.by_cert.get(cert).copied()
+        self.inner.read().by_cert.get(cert).copied()
     }
 
     /// The pinned certificate of `node`.
-    pub fn cert_of(&self, node: u32) -> Option<&[u8]> {
-        self.by_node.get(&node).map(Vec::as_slice)
+    pub fn cert_of(&self, node: u32) -> Option<Vec<u8>> {
+        self.inner.read().by_node.get(&node).cloned()
     }
 }
 

@@ -22,8 +22,10 @@ use occam_shard::{Certificate, DecodeError, SignedVote};
 
 /// The wire format's version; a frame of another version is refused.
 ///
-/// Version 2 added the Raft RPC kinds ([`Message::RaftRequest`], [`Message::RaftReply`]).
-pub const WIRE_VERSION: u8 = 2;
+/// Version 2 added the Raft RPC kinds ([`Message::RaftRequest`], [`Message::RaftReply`]);
+/// version 3, validator-set epochs in votes and certificates (certificates name their set's
+/// members).
+pub const WIRE_VERSION: u8 = 3;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;

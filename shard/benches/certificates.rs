@@ -24,7 +24,7 @@ fn validators(n: u32) -> (Vec<SecretKey>, ValidatorSet) {
     (keys, set)
 }
 
-const VOTE: Vote = Vote { chain_id: 1, shard: 1, height: 42, block_hash: [7; 32], state_root: [9; 32] };
+const VOTE: Vote = Vote { chain_id: 1, shard: 1, epoch: 0, height: 42, block_hash: [7; 32], state_root: [9; 32] };
 
 /// The votes of validators `0..quorum`.
 fn quorum_votes(keys: &[SecretKey], set: &ValidatorSet) -> Vec<SignedVote> {

@@ -17,7 +17,7 @@
 //! let keys: Vec<SecretKey> = (0..4u8).map(|i| SecretKey::from_seed(&[i + 1; 32]).unwrap()).collect();
 //! let members: Vec<_> = keys.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
 //! let set = ValidatorSet::new(&members).unwrap();
-//! let vote = Vote { chain_id: 1, shard: 0, height: 7, block_hash: [1; 32], state_root: [2; 32] };
+//! let vote = Vote { chain_id: 1, shard: 0, epoch: 0, height: 7, block_hash: [1; 32], state_root: [2; 32] };
 //!
 //! let mut collector = QuorumCollector::new(set.clone(), vote);
 //! assert_eq!(collector.add(SignedVote::sign(vote, 0, &keys[0])).unwrap(), None);

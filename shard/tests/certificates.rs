@@ -13,7 +13,7 @@ fn certificate_of(keys: &[SecretKey], set: &ValidatorSet, vote: Vote, signers: &
         assert!(bitmap.set(i, true));
     }
     let signatures: Vec<Signature> = signers.iter().map(|&i| signed(keys, vote, i).signature).collect();
-    Certificate { vote, signers: bitmap, signature: Signature::aggregate(&signatures).unwrap() }
+    Certificate { vote, members: set.ids().to_vec(), signers: bitmap, signature: Signature::aggregate(&signatures).unwrap() }
 }
 
 fn verifier() -> BatchVerifier {
@@ -50,7 +50,7 @@ fn happy_path(n: u32, quorum: usize) {
     assert_eq!(certificate.verify(&set), Ok(()));
 
     let bytes = certificate.encode();
-    assert_eq!(bytes.len(), 1 + 84 + 2 + (n as usize).div_ceil(8) + 96);
+    assert_eq!(bytes.len(), 1 + 92 + 2 + 4 * n as usize + 2 + (n as usize).div_ceil(8) + 96);
     let decoded = Certificate::decode(&bytes).unwrap();
     assert_eq!(decoded, certificate);
     assert_eq!(decoded.verify(&set), Ok(()));
@@ -225,6 +225,7 @@ fn verify_rejects_certificate_for_another_vote() {
     let (keys, set) = validators(4);
     let good = certificate_of(&keys, &set, vote(), &[0, 1, 2]);
     for tamper in [
+        |v: &mut Vote| v.chain_id += 1,
         |v: &mut Vote| v.shard += 1,
         |v: &mut Vote| v.height += 1,
         |v: &mut Vote| v.block_hash[31] ^= 1,
@@ -244,6 +245,66 @@ fn verify_rejects_certificate_of_another_set() {
     let members: Vec<_> = other.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
     let other_set = ValidatorSet::new(&members).unwrap();
     assert_eq!(certificate.verify(&other_set), Err(CertificateError::BadSignature));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Epochs: a set that changed members
+// ---------------------------------------------------------------------------------------------
+
+/// Validators 0, 1, 2 and 4 (3 replaced by 4) in epoch 9: keys by member id.
+fn replaced_set() -> (Vec<SecretKey>, ValidatorSet) {
+    let keys: Vec<SecretKey> = (0..5).map(secret).collect();
+    let ids = [0, 1, 2, 4];
+    let members: Vec<_> = ids.iter().map(|&i| (keys[i as usize].public_key(), keys[i as usize].prove_possession())).collect();
+    (keys, ValidatorSet::with_ids(9, &ids, &members).unwrap())
+}
+
+#[test]
+fn set_with_ids_maps_ids_to_signer_indexes() {
+    let (_, set) = replaced_set();
+    assert_eq!((set.epoch(), set.ids()), (9, &[0, 1, 2, 4][..]));
+    assert_eq!([0, 1, 2, 3, 4].map(|id| set.index_of_id(id)), [Some(0), Some(1), Some(2), None, Some(3)]);
+}
+
+#[test]
+fn set_with_ids_rejects_unsorted_repeated_or_missing_ids() {
+    let keys: Vec<SecretKey> = (0..3).map(secret).collect();
+    let members: Vec<_> = keys.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
+    for ids in [&[0, 2, 1][..], &[0, 1, 1], &[0, 1], &[0, 1, 2, 3]] {
+        assert!(matches!(ValidatorSet::with_ids(1, ids, &members), Err(CertificateError::BadMemberIds(_))), "{ids:?}");
+    }
+}
+
+#[test]
+fn certificate_of_an_epoch_verifies_only_against_that_epoch_and_members() {
+    let (keys, set) = replaced_set();
+    let vote = Vote { epoch: 9, ..vote() };
+    // Signer index 3 is member 4.
+    let votes: Vec<SignedVote> = [0u32, 1, 3].iter().map(|&i| SignedVote::sign(vote, i, &keys[set.ids()[i as usize] as usize])).collect();
+    let certificate = from_votes_both(&set, &votes).unwrap();
+    assert_eq!(certificate.members, vec![0, 1, 2, 4]);
+    certificate.verify(&set).unwrap();
+    assert_eq!(Certificate::decode(&certificate.encode()).unwrap(), certificate);
+
+    // The same members in another epoch: the signatures name epoch 9.
+    let members: Vec<_> = set.ids().iter().map(|&i| (keys[i as usize].public_key(), keys[i as usize].prove_possession())).collect();
+    let later = ValidatorSet::with_ids(10, set.ids(), &members).unwrap();
+    assert_eq!(certificate.verify(&later), Err(CertificateError::WrongEpoch { signed: 9, set: 10 }));
+    // Relabelled with another epoch, the signature no longer matches.
+    let mut relabelled = certificate.clone();
+    relabelled.vote.epoch = 10;
+    assert_eq!(relabelled.verify(&later), Err(CertificateError::BadSignature));
+    // Naming other members than the set's.
+    let mut renamed = certificate.clone();
+    renamed.members = vec![0, 1, 2, 3];
+    assert!(matches!(renamed.verify(&set), Err(CertificateError::WrongMembers { .. })));
+    // A vote of another epoch is refused by the collector and by from_votes, and a signed vote
+    // is checked against its epoch.
+    let mut collector = QuorumCollector::new(set.clone(), vote);
+    let old = SignedVote::sign(Vote { epoch: 8, ..vote }, 0, &keys[0]);
+    assert_eq!(collector.add(old), Err(CertificateError::VoteMismatch { signer: 0 }));
+    assert_eq!(old.verify(&set), Err(CertificateError::WrongEpoch { signed: 8, set: 9 }));
+    assert_eq!(Certificate::from_votes(&set, &[old], None), Err(CertificateError::WrongEpoch { signed: 8, set: 9 }));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ fn vote_bytes() -> Vec<u8> {
     samples().1.clone()
 }
 
-/// Offset of the bitmap length in a certificate encoding.
-const BITMAP_LEN_AT: usize = 1 + 84;
+/// Offset of the member count in a certificate encoding.
+const MEMBERS_AT: usize = 1 + 92;
+/// Offset of the bitmap length in a certificate encoding of the 7-validator sample.
+const BITMAP_LEN_AT: usize = MEMBERS_AT + 2 + 4 * 7;
 
 #[test]
 fn samples_decode() {
@@ -42,7 +44,7 @@ fn samples_decode() {
 
 #[test]
 fn decode_rejects_unknown_version() {
-    for version in [0u8, 1, 3, 0xff] {
+    for version in [0u8, 1, 2, 4, 0xff] {
         let mut c = certificate_bytes();
         c[0] = version;
         assert_eq!(Certificate::decode(&c), Err(DecodeError::UnknownVersion(version)));
@@ -69,10 +71,21 @@ fn decode_rejects_every_truncation() {
         assert!(matches!(SignedVote::decode(&v[..len]), Err(DecodeError::Truncated { .. })), "signed vote cut to {len}");
     }
     // The error names the field being read.
-    assert_eq!(Certificate::decode(&c[..18]), Err(DecodeError::Truncated { what: "height", need: 8, left: 5 }));
+    assert_eq!(Certificate::decode(&c[..18]), Err(DecodeError::Truncated { what: "epoch", need: 8, left: 5 }));
+    assert_eq!(Certificate::decode(&c[..26]), Err(DecodeError::Truncated { what: "height", need: 8, left: 5 }));
+    assert_eq!(Certificate::decode(&c[..MEMBERS_AT + 3]), Err(DecodeError::Truncated { what: "member ids", need: 28, left: 1 }));
     assert_eq!(Certificate::decode(&c[..BITMAP_LEN_AT + 2]), Err(DecodeError::Truncated { what: "signer bitmap", need: 1, left: 0 }));
     assert_eq!(Certificate::decode(&c[..c.len() - 1]), Err(DecodeError::Truncated { what: "signature", need: 96, left: 95 }));
-    assert_eq!(SignedVote::decode(&v[..88]), Err(DecodeError::Truncated { what: "signer index", need: 4, left: 3 }));
+    assert_eq!(SignedVote::decode(&v[..96]), Err(DecodeError::Truncated { what: "signer index", need: 4, left: 3 }));
+}
+
+#[test]
+fn decode_rejects_member_count_over_limit() {
+    let mut c = certificate_bytes();
+    for len in [occam_shard::MAX_VALIDATORS + 1, u16::MAX as usize] {
+        c[MEMBERS_AT..MEMBERS_AT + 2].copy_from_slice(&(len as u16).to_le_bytes());
+        assert_eq!(Certificate::decode(&c), Err(DecodeError::TooManyMembers { len, max: occam_shard::MAX_VALIDATORS }));
+    }
 }
 
 #[test]
@@ -139,7 +152,7 @@ fn decode_is_only_structural() {
     // A flipped vote field or bitmap bit still decodes (and re-encodes): verify, not decode,
     // is what rejects it.
     let (_, set) = validators(7);
-    for at in [5, 30, BITMAP_LEN_AT + 2] {
+    for at in [5, 30, MEMBERS_AT + 6, BITMAP_LEN_AT + 2] {
         let mut c = certificate_bytes();
         c[at] ^= 0x40;
         let decoded = Certificate::decode(&c).unwrap();

@@ -601,7 +601,7 @@ fn peers_with_unknown_certificates_cannot_join() {
     let pinned = cluster.config.pinned().unwrap();
     let refused = rt.block_on(async {
         let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
-        let config = client_config(pinned.cert_of(0).unwrap(), Some(&rogue)).unwrap();
+        let config = client_config(&pinned.cert_of(0).unwrap(), Some(&rogue)).unwrap();
         let conn = match endpoint.connect_with(config, target.addr, &node_name(0)).unwrap().await {
             Err(e) => return e.to_string(),
             Ok(c) => c,
@@ -645,7 +645,7 @@ fn a_bad_frame_closes_only_its_connection() {
             // A vote from a client.
             {
                 let k = SecretKey::from_seed(&[1; 32]).unwrap();
-                let v = occam_shard::Vote { chain_id: 1, shard: 0, height: 1, block_hash: [0; 32], state_root: [0; 32] };
+                let v = occam_shard::Vote { chain_id: 1, shard: 0, epoch: 0, height: 1, block_hash: [0; 32], state_root: [0; 32] };
                 Message::Vote(occam_shard::SignedVote::sign(v, 0, &k)).encode().unwrap()
             },
         ] {
@@ -721,6 +721,7 @@ fn occam_load_drives_a_cluster_twice_and_verifies_every_certificate() {
         max_txs: 0,
         seed: 9,
         drain_s: 20.0,
+        cluster_file: None,
     };
     // The second run continues from the first one's nonces (read from the leaders).
     for run in 0..2 {
@@ -753,6 +754,7 @@ fn occam_load_drives_smallbank_with_its_own_cross_shard_share() {
         max_txs: 0,
         seed: 3,
         drain_s: 20.0,
+        cluster_file: None,
     };
     let r = run_load(&cluster.config, &cfg, false).unwrap();
     assert_eq!(r.scheduled, 500);

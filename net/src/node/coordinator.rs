@@ -671,7 +671,7 @@ fn send_requests(r: &mut Round, shared: &Shared) {
         let attempt = r.attempts.entry(s).or_default();
         let to = match shared.known_leader(s) {
             Some(l) if *attempt < 2 => l,
-            _ => shared.cluster.node_of(s, *attempt % shared.cluster.replicas as u32),
+            _ => shared.roster().node_of(s, *attempt % shared.cluster.replicas as u32),
         };
         *attempt += 1;
         shared.send_to_node(to, &Message::Cross { shard: s, message });

@@ -14,9 +14,12 @@
 //!    block without transactions, so an honest follower's root departs from a lying leader's
 //!    and the leader gets no certificate); execute with the parallel executor; persist the
 //!    state changes, the block and the applied point in one write batch (`occam-store`).
-//! 4. **Vote** (after persisting): the replica signs `(chain, shard, height, block hash,
-//!    root)` and sends the vote to the group's current leader, again every
-//!    [`VOTE_RESEND`] until the height is certified (votes are lost when leaders change).
+//! 4. **Vote** (after persisting): the replica signs `(chain, shard, epoch, height, block
+//!    hash, root)` and sends the vote to the group's current leader, again every
+//!    [`VOTE_RESEND`] until the height is certified (votes are lost when leaders change). The
+//!    epoch is that of the group's membership when the block was applied: the Raft membership
+//!    names the validators (a replica that is no voter, such as a learner catching up, does
+//!    not vote), and the cluster file their keys ([`Sets`]).
 //! 5. **Certificate**: the node that collects a quorum of matching votes stores the certificate
 //!    with the block and sends it to the other members, which check it against their own vote
 //!    and store it. A vote that names another block or root is reported, never counted.
@@ -73,8 +76,11 @@ const VOTES_PER_TURN: usize = 256;
 const ENTRY_MARGIN: usize = 64 << 10;
 /// Heights a restarted replica votes for again, oldest first.
 const REVOTE_ON_START: usize = 1024;
-/// Bytes of a stored block before its payload: the block hash, then the state root after it.
-const STORED_BLOCK_HEADER: usize = 64;
+/// Bytes of a stored block before its payload: the block hash, the state root after it, and
+/// the validator-set epoch it was applied in (u64 LE).
+const STORED_BLOCK_HEADER: usize = 72;
+/// Validator sets a replica keeps built (one per epoch it met recently).
+const CACHED_SETS: usize = 16;
 
 /// What a group's thread handles.
 pub(super) enum GroupEvent {
@@ -107,6 +113,9 @@ pub(super) struct AppliedInfo {
     /// What the block's cross-shard step did.
     cross: Option<CrossOutcome>,
     took: Duration,
+    /// The validator-set epoch it was applied in, and that epoch's members.
+    epoch: u64,
+    members: Vec<u32>,
 }
 
 /// Why a block could not be applied at all (the group's Raft node stops).
@@ -130,16 +139,75 @@ pub(super) struct NodeApplier {
     pub store: Store,
     pub metrics: Arc<ShardMetrics>,
     pub last: Option<AppliedInfo>,
+    /// The epoch and members of the block being applied.
+    pub epoch: (u64, Vec<u32>),
 }
 
-/// Splits a stored block into its hash, root and payload.
-fn split_stored(bytes: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
+/// A stored block's header.
+struct StoredHeader {
+    hash: [u8; 32],
+    root: [u8; 32],
+    epoch: u64,
+}
+
+/// Splits a stored block into its header and payload.
+fn split_stored(bytes: &[u8]) -> Option<(StoredHeader, &[u8])> {
     if bytes.len() < STORED_BLOCK_HEADER {
         return None;
     }
     let hash = bytes[..32].try_into().ok()?;
     let root = bytes[32..64].try_into().ok()?;
-    Some((hash, root, &bytes[STORED_BLOCK_HEADER..]))
+    let epoch = u64::from_le_bytes(bytes[64..72].try_into().ok()?);
+    Some((StoredHeader { hash, root, epoch }, &bytes[STORED_BLOCK_HEADER..]))
+}
+
+/// The validator sets of a group's epochs: an epoch's members are what its membership entry
+/// recorded in the store (or what the applier reports with a block), their keys what the
+/// cluster file lists.
+pub(super) struct Sets {
+    shard: u32,
+    cache: BTreeMap<u64, ValidatorSet>,
+}
+
+impl Sets {
+    pub(super) fn new(shard: u32) -> Sets {
+        Sets { shard, cache: BTreeMap::new() }
+    }
+
+    /// The set of `epoch`, with `members` if the caller knows them (else from the store);
+    /// `None` (logged) if the members are not known or a member is not in the cluster file.
+    fn get(&mut self, epoch: u64, members: Option<&[u32]>, store: &Store, shared: &Shared) -> Option<ValidatorSet> {
+        if let Some(set) = self.cache.get(&epoch) {
+            return Some(set.clone());
+        }
+        let shard = self.shard;
+        let members: Vec<u32> = match members {
+            Some(m) => m.to_vec(),
+            None => match crate::raft::state_machine::epoch_members(store, shard, epoch) {
+                Ok(Some(m)) => m.into_iter().filter_map(|id| u32::try_from(id).ok()).collect(),
+                Ok(None) => {
+                    debug!(shard, epoch, "validator-set epoch not known here");
+                    return None;
+                }
+                Err(e) => {
+                    error!(shard, epoch, "reading the validator-set epoch: {e}");
+                    return None;
+                }
+            },
+        };
+        let set = match shared.roster().validator_set(epoch, &members) {
+            Ok(set) => set,
+            Err(e) => {
+                error!(shard, epoch, "the validators of epoch {epoch}: {e} (is the cluster file up to date?)");
+                return None;
+            }
+        };
+        if self.cache.len() >= CACHED_SETS {
+            self.cache.pop_first();
+        }
+        self.cache.insert(epoch, set.clone());
+        Some(set)
+    }
 }
 
 /// The transactions a block commits, found from the nonces it spends: a signer whose next
@@ -191,11 +259,13 @@ impl NodeApplier {
         started: Instant,
     ) -> AppliedBlock {
         let block_hash = p.hash();
+        let (epoch, members) = self.epoch.clone();
         let mut stored = Vec::with_capacity(STORED_BLOCK_HEADER + bytes.len());
         stored.extend_from_slice(&block_hash);
         stored.extend_from_slice(&root);
+        stored.extend_from_slice(&epoch.to_le_bytes());
         stored.extend_from_slice(bytes);
-        self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, cross, took: started.elapsed() });
+        self.last = Some(AppliedInfo { height, block_hash, root, key, statuses, cross, took: started.elapsed(), epoch, members });
         AppliedBlock { writes, block_hash, root: StateRoot(root), block: Some(stored), txs }
     }
 }
@@ -211,6 +281,9 @@ impl BlockApplier for NodeApplier {
 
     fn apply(&mut self, input: BlockInput<'_>) -> Result<Option<AppliedBlock>, ApplyError> {
         let started = Instant::now();
+        if self.epoch.0 != input.epoch || self.epoch.1.is_empty() {
+            self.epoch = (input.epoch, input.members.iter().filter_map(|&m| u32::try_from(m).ok()).collect());
+        }
         let bytes = &input.request.bytes;
         let key = *blake3::hash(bytes).as_bytes();
         let height = input.parent.height + 1;
@@ -361,7 +434,6 @@ pub(super) struct GroupCtx {
     pub replica: u32,
     pub handle: GroupHandle,
     pub store: Store,
-    pub set: ValidatorSet,
     pub bls: SecretKey,
     pub check: SigCheck,
     pub metrics: Arc<ShardMetrics>,
@@ -388,7 +460,8 @@ struct Awaiting {
 struct Certifier {
     chain_id: u64,
     shard: u32,
-    replica: u32,
+    /// This replica's node: its signer index in each epoch's set is its rank among the members.
+    node: u32,
     /// This replica's votes for heights not known to be certified, with when each was last sent.
     own: BTreeMap<u64, (SignedVote, Option<Instant>)>,
     /// Collections of votes for heights this replica applied.
@@ -399,11 +472,13 @@ struct Certifier {
 }
 
 impl Certifier {
-    /// Records this replica's own vote for an applied block; returns the certificate if the
-    /// votes already held complete a quorum.
+    /// Records this replica's own vote for a block applied in `set`'s epoch; returns the
+    /// certificate if the votes already held complete a quorum. A replica that is not a member
+    /// of the set does not vote.
     fn applied(&mut self, set: &ValidatorSet, bls: &SecretKey, height: u64, block_hash: [u8; 32], root: [u8; 32]) -> Option<Certificate> {
-        let vote = Vote { chain_id: self.chain_id, shard: self.shard, height, block_hash, state_root: root };
-        let signed = SignedVote::sign(vote, self.replica, bls);
+        let signer = set.index_of_id(self.node)?;
+        let vote = Vote { chain_id: self.chain_id, shard: self.shard, epoch: set.epoch(), height, block_hash, state_root: root };
+        let signed = SignedVote::sign(vote, signer, bls);
         if self.own.len() >= OWN_VOTES {
             self.own.pop_first();
         }
@@ -497,10 +572,11 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut cross = CrossSide::new();
     let mut point = AppliedPoint { height: 0, log_index: 0, block_hash: [0; 32], root: StateRoot([0; 32]) };
+    let mut sets = Sets::new(shard);
     let mut cert = Certifier {
         chain_id: ctx.check.chain_id,
         shard,
-        replica: ctx.replica,
+        node,
         own: BTreeMap::new(),
         collectors: BTreeMap::new(),
         early: BTreeMap::new(),
@@ -512,8 +588,10 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             for h in heights {
                 let stored = ctx.store.block(shard, h).ok().flatten();
                 match stored.as_deref().and_then(split_stored) {
-                    Some((hash, root, _)) => {
-                        let _ = cert.applied(&ctx.set, &ctx.bls, h, hash, root);
+                    Some((b, _)) => {
+                        if let Some(set) = sets.get(b.epoch, None, &ctx.store, &shared) {
+                            let _ = cert.applied(&set, &ctx.bls, h, b.hash, b.root);
+                        }
                     }
                     None => warn!(shard, height = h, "a stored block without its hash and root; not voted for again"),
                 }
@@ -521,7 +599,6 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         }
         Err(e) => error!(shard, "reading the uncertified heights: {e}"),
     }
-    let members: Vec<u32> = (0..shared.cluster.replicas as u32).map(|r| shared.cluster.node_of(shard, r)).collect();
     // A certificate this replica holds: store it, tell the others (when it formed here), send
     // the receipts it was waiting for, and acknowledge a cross-shard round it carried.
     let certified =
@@ -533,7 +610,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
             shared.set_certified(shard, h);
             if formed_here {
-                for &m in members.iter().filter(|&&m| m != node) {
+                for &m in c.members.iter().filter(|&&m| m != node) {
                     shared.send_to_node(m, &Message::Commit(c.clone()));
                 }
             }
@@ -605,19 +682,18 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                         // Certified here already: the voter missed the certificate; send it.
                         if let Ok(Some(bytes)) = ctx.store.certificate(shard, h) {
                             if let Ok(c) = Certificate::decode(&bytes) {
-                                shared.send_to_node(shared.cluster.node_of(shard, v.signer), &Message::Commit(c));
+                                if let Some(&voter) = c.members.get(v.signer as usize).filter(|_| c.vote.epoch == v.vote.epoch) {
+                                    shared.send_to_node(voter, &Message::Commit(c));
+                                }
                             }
                             continue;
                         }
                         // Not certified and this replica's vote is gone (evicted, or the block
                         // came before a snapshot): vote again from the stored block.
-                        match ctx.store.block(shard, h).ok().flatten().as_deref().and_then(split_stored) {
-                            Some((hash, root, _)) => {
-                                if let Some(c) = cert.applied(&ctx.set, &ctx.bls, h, hash, root) {
-                                    certified(c, true, &mut cert, &mut awaiting, &mut cross);
-                                }
-                            }
-                            None => continue,
+                        let Some((b, _)) = ctx.store.block(shard, h).ok().flatten().as_deref().and_then(split_stored) else { continue };
+                        let Some(set) = sets.get(b.epoch, None, &ctx.store, &shared) else { continue };
+                        if let Some(c) = cert.applied(&set, &ctx.bls, h, b.hash, b.root) {
+                            certified(c, true, &mut cert, &mut awaiting, &mut cross);
                         }
                     }
                     if let Some(c) = cert.on_vote(*v) {
@@ -627,7 +703,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 GroupEvent::Commit(c) => {
                     let h = c.vote.height;
                     let Some(own) = cert.own_vote(h).copied() else { continue };
-                    if let Err(e) = c.verify(&ctx.set) {
+                    let Some(set) = sets.get(own.vote.epoch, None, &ctx.store, &shared) else { continue };
+                    if let Err(e) = c.verify(&set) {
                         warn!(shard, height = h, "a certificate that does not verify: {e}");
                         continue;
                     }
@@ -649,7 +726,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     if let Some(outcome) = &info.cross {
                         cross.applied(shard, info.height, outcome, leading, &ctx.handle.state, &shared);
                     }
-                    if let Some(c) = cert.applied(&ctx.set, &ctx.bls, info.height, info.block_hash, info.root) {
+                    let set = sets.get(info.epoch, Some(&info.members), &ctx.store, &shared);
+                    if let Some(c) = set.and_then(|set| cert.applied(&set, &ctx.bls, info.height, info.block_hash, info.root)) {
                         certified(c, true, &mut cert, &mut awaiting, &mut cross);
                     }
                     cert.prune_early(info.height);

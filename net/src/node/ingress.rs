@@ -175,11 +175,10 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
         }
         (Message::Vote(v), Some(from)) => {
             let shard = v.vote.shard;
-            if shard as usize >= shared.cluster.shards || v.signer as usize >= shared.cluster.replicas {
-                return Err("a vote for a shard or replica the cluster does not have");
-            }
-            if from != shared.cluster.node_of(shard, v.signer) {
-                return Err("a vote signed for another node's replica");
+            // Whose vote it is, the signature says (checked against the epoch's set by the
+            // group); the sender must hold a replica of the shard.
+            if !shared.is_member(shard, from) {
+                return Err("a vote from a node that holds no replica of the shard");
             }
             if let Some(g) = shared.groups.get(&shard) {
                 if g.events.try_send(GroupEvent::Vote(Box::new(v))).is_err() {

@@ -13,6 +13,11 @@
 //! - `links`: one outgoing QUIC connection per peer for one-way messages.
 //! - `batch`: mempool, signature verification in batches, aggregation, receipts.
 //! - `fate`: status reads, what became of a transaction named by (signer, nonce).
+//! - `membership`: replacing a node for good. The node watches its cluster file; nodes
+//!   appended to it are pinned and dialled, and each shard's leader moves its Raft group to
+//!   the file's placement (the new node joins as a learner, catches up, then the replaced
+//!   node's vote goes to it in one membership change). The validator set that certifies the
+//!   shard's blocks follows the Raft membership, one epoch per membership entry.
 //! - **Metrics**: a Prometheus text endpoint (see [`crate::metrics`]).
 //!
 //! Everything a replica must not lose lives in the node's store (`occam-store`, in
@@ -31,6 +36,7 @@ mod fate;
 mod group;
 mod ingress;
 mod links;
+mod membership;
 mod system;
 
 use crate::config::{ClusterConfig, NodeKeys, RaftSettings};
@@ -57,7 +63,7 @@ use occam_engine::vm::Vm;
 use occam_shard::partition::{ModuloPartitioner, Partitioner};
 use occam_store::{Store, StoreError, StoreIdentity, StoreOptions};
 use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -142,6 +148,9 @@ pub struct NodeSetup {
     pub hold_blocks: bool,
     /// The node's data directory (its RocksDB store), created if missing.
     pub data_dir: PathBuf,
+    /// The cluster file to watch: nodes appended to it (replacements) are taken in while the
+    /// node runs. `None`: the cluster stays as `cluster` says.
+    pub cluster_file: Option<PathBuf>,
 }
 
 /// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
@@ -195,11 +204,17 @@ struct Client {
 
 struct Shared {
     node: u32,
+    /// The cluster file as this node started with it (settings; for node entries and
+    /// placement, see `roster`).
     cluster: ClusterConfig,
+    /// The cluster file as last read: the start's, plus nodes appended since.
+    roster: RwLock<Arc<ClusterConfig>>,
+    /// What dials new peers.
+    dialer: Dialer,
     partitioner: Arc<dyn Partitioner>,
     clients: Mutex<HashMap<u64, Client>>,
     next_conn: AtomicU64,
-    links: HashMap<u32, Link>,
+    links: RwLock<HashMap<u32, Link>>,
     groups: HashMap<u32, GroupHandle>,
     /// The leader of each shard this node hosts no replica of, as last seen (from the
     /// cross-shard replies only leaders send).
@@ -230,7 +245,8 @@ impl Shared {
             }
             return true;
         }
-        let Some(link) = self.links.get(&node) else { return false };
+        let links = self.links.read();
+        let Some(link) = links.get(&node) else { return false };
         let Some(f) = frame(message) else { return false };
         // Bounded in frames and in bytes: votes resent to a peer that is down must not pile up
         // in memory.
@@ -335,9 +351,25 @@ impl Shared {
         }
     }
 
-    /// True if `node` hosts a replica of `shard`.
+    /// The cluster file as last read.
+    fn roster(&self) -> Arc<ClusterConfig> {
+        self.roster.read().clone()
+    }
+
+    /// True if `node` hosts a replica of `shard`: by the cluster file's placement, or as a
+    /// member (voter or learner) of the group as this node's replica sees it (a replaced node
+    /// stays one until its group's membership change).
     fn is_member(&self, shard: u32, node: u32) -> bool {
-        (shard as usize) < self.cluster.shards && (0..self.cluster.replicas as u32).any(|r| self.cluster.node_of(shard, r) == node)
+        if shard as usize >= self.cluster.shards {
+            return false;
+        }
+        let roster = self.roster();
+        if (0..roster.replicas as u32).any(|r| roster.node_of(shard, r) == node) {
+            return true;
+        }
+        self.groups
+            .get(&shard)
+            .is_some_and(|g| g.raft.metrics().borrow().membership_config.membership().nodes().any(|(id, _)| *id == NodeId::from(node)))
     }
 
     /// The certificate this node holds for `shard`'s block at `height`, if any.
@@ -409,6 +441,37 @@ fn raft_config(chain_id: u64, shard: u32, s: &RaftSettings) -> Result<Arc<openra
     config.validate().map(Arc::new).map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))
 }
 
+/// What a node needs to reach peers it learns of after it started.
+struct Dialer {
+    endpoint: quinn::Endpoint,
+    identity: crate::tls::Identity,
+    runtime: tokio::runtime::Handle,
+    pinned: crate::tls::PinnedCerts,
+    raft: Arc<RaftPeers>,
+}
+
+impl Dialer {
+    /// Pins, links to and adds to Raft's peers every node of `cluster` (but `me`) not in
+    /// `links` yet.
+    fn dial_new(&self, me: u32, cluster: &ClusterConfig, links: &RwLock<HashMap<u32, Link>>) -> Result<(), NodeError> {
+        for peer in cluster.nodes.iter().filter(|p| p.id != me) {
+            if links.read().contains_key(&peer.id) {
+                continue;
+            }
+            let cert = occam_engine::key::hex_decode(&peer.cert)
+                .ok_or_else(|| NodeError::Engine(format!("node {}: its certificate is not hex", peer.id)))?;
+            self.pinned.add(peer.id, cert.clone())?;
+            let config = client_config(&cert, Some(&self.identity))?;
+            let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
+            let queued = Arc::new(AtomicUsize::new(0));
+            self.runtime.spawn(run_link(self.endpoint.clone(), config.clone(), peer.addr, peer.id, rx, queued.clone()));
+            links.write().insert(peer.id, Link { frames: tx, queued });
+            self.raft.add(PeerAddr::new(peer.id, peer.addr, config));
+        }
+        Ok(())
+    }
+}
+
 /// A running node. Dropping it without [`Node::shutdown`] leaves its threads running until the
 /// process exits.
 pub struct Node {
@@ -427,9 +490,16 @@ impl Node {
     /// initializes the shard's group and stands for election, so initial leadership is spread
     /// like the replicas.
     pub fn start(setup: NodeSetup) -> Result<Node, NodeError> {
-        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry, socket, hold_blocks, data_dir } = setup;
+        let NodeSetup { node, cluster, keys, exec_threads, verify_threads, genesis, registry, socket, hold_blocks, data_dir, cluster_file } =
+            setup;
         cluster.check()?;
         let entry = cluster.nodes.get(node as usize).ok_or_else(|| NodeError::Engine(format!("node {node} is not in the cluster")))?;
+        if cluster.is_replaced(node) {
+            return Err(NodeError::Engine(format!(
+                "node {node} was replaced for good by node {} (cluster file); it hosts no replica any more",
+                cluster.current(node)
+            )));
+        }
         if entry.bls_key != occam_engine::key::hex_encode(&keys.bls.public_key().to_bytes()) {
             return Err(NodeError::Engine(format!("node {node}'s BLS key is not the one the cluster file lists for it")));
         }
@@ -455,21 +525,18 @@ impl Node {
         let verifier = Arc::new(BatchVerifier::new(verify_threads).map_err(|e| NodeError::Engine(e.to_string()))?);
         let check = SigCheck { chain_id: cluster.chain_id, registry: registry.clone(), verifier: verifier.clone() };
 
-        // Links and Raft connections to every other node.
-        let mut links = HashMap::new();
-        let mut peers = Vec::new();
-        for peer in &cluster.nodes {
-            if peer.id == node {
-                continue;
-            }
-            let config = client_config(pinned.cert_of(peer.id).expect("pinned every node"), Some(&keys.tls))?;
-            let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
-            let queued = Arc::new(AtomicUsize::new(0));
-            runtime.spawn(run_link(endpoint.clone(), config.clone(), peer.addr, peer.id, rx, queued.clone()));
-            links.insert(peer.id, Link { frames: tx, queued });
-            peers.push(PeerAddr { node: u64::from(peer.id), addr: peer.addr, config, server_name: crate::tls::node_name(peer.id) });
-        }
-        let raft_peers = RaftPeers::new(endpoint.clone(), peers, RAFT_RPC_TIMEOUT);
+        // Links and Raft connections to every other node (and to nodes the cluster file lists
+        // later: see `membership`).
+        let raft_peers = RaftPeers::new(endpoint.clone(), Vec::new(), RAFT_RPC_TIMEOUT);
+        let dialer = Dialer {
+            endpoint: endpoint.clone(),
+            identity: keys.tls.clone(),
+            runtime: runtime.handle().clone(),
+            pinned: pinned.clone(),
+            raft: raft_peers.clone(),
+        };
+        let links = RwLock::new(HashMap::new());
+        dialer.dial_new(node, &cluster, &links)?;
 
         // One Raft group per hosted replica.
         let hosted = cluster.hosted_by(node);
@@ -509,6 +576,7 @@ impl Node {
                 store: store.clone(),
                 metrics: shard_metrics.clone(),
                 last: None,
+                epoch: (0, Vec::new()),
             };
             let sm = StateMachine::open(store.clone(), shard, applier)?;
             let point = sm.applied_point();
@@ -520,10 +588,11 @@ impl Node {
                 .block_on(openraft::Raft::new(u64::from(node), config, raft_peers.group(shard), log, sm))
                 .map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))?;
             let initialized = runtime.block_on(raft.is_initialized()).map_err(|e| NodeError::Raft(format!("shard {shard}: {e}")))?;
-            if !initialized && replica == 0 {
-                let members: BTreeMap<NodeId, openraft::EmptyNode> =
-                    (0..cluster.replicas as u32).map(|r| (u64::from(cluster.node_of(shard, r)), openraft::EmptyNode {})).collect();
-                let members: std::collections::BTreeSet<NodeId> = members.into_keys().collect();
+            // A cluster's first start: the original node hosting replica 0 starts the group. A
+            // node that replaces another joins groups that exist (their leaders add it).
+            if !initialized && replica == 0 && entry.replaces.is_none() {
+                let members: std::collections::BTreeSet<NodeId> =
+                    (0..cluster.replicas as u32).map(|r| u64::from(cluster.node_of(shard, r))).collect();
                 runtime.block_on(raft.initialize(members)).map_err(|e| NodeError::Raft(format!("shard {shard}: initialize: {e}")))?;
                 info!(shard, "initialized the shard's Raft group");
             }
@@ -535,7 +604,6 @@ impl Node {
                 replica,
                 handle,
                 store: store.clone(),
-                set: cluster.validator_set(shard)?,
                 bls: keys.bls.clone(),
                 check: check.clone(),
                 metrics: shard_metrics,
@@ -583,6 +651,8 @@ impl Node {
             metrics: metrics.clone(),
             stopping: AtomicBool::new(false),
             admitted: Mutex::new(HashMap::new()),
+            roster: RwLock::new(Arc::new(cluster.clone())),
+            dialer,
             cluster: cluster.clone(),
             store: store.clone(),
         });
@@ -597,6 +667,12 @@ impl Node {
             threads.push(std::thread::Builder::new().name("occam-coordinator".into()).spawn(move || start(shared))?);
         }
         runtime.spawn(ingress::accept_loop(endpoint.clone(), shared.clone(), pinned));
+        if let Some(path) = cluster_file {
+            runtime.spawn(membership::watch_cluster_file(shared.clone(), path));
+        }
+        for &shard in shared.groups.keys() {
+            runtime.spawn(membership::keep_placement(shared.clone(), shard));
+        }
         let metrics_addr = match entry.metrics {
             Some(a) => Some(runtime.block_on(crate::metrics::serve(a, metrics.clone(), shared_status(&shared)))?),
             None => None,

@@ -122,6 +122,19 @@ struct Peer {
     dialled: Notify,
 }
 
+impl Peer {
+    fn new(p: PeerAddr) -> Peer {
+        Peer {
+            node: p.node,
+            addr: p.addr,
+            config: p.config,
+            server_name: p.server_name,
+            link: Mutex::new(Link::Down(None)),
+            dialled: Notify::new(),
+        }
+    }
+}
+
 /// Connections to the other nodes for Raft RPCs, shared by every group a node hosts.
 ///
 /// One connection per peer, dialled on first use and again after it fails; every RPC is one
@@ -129,13 +142,15 @@ struct Peer {
 /// group.
 pub struct RaftPeers {
     endpoint: quinn::Endpoint,
-    peers: HashMap<NodeId, Arc<Peer>>,
+    /// Grows when the cluster file lists a new node ([`RaftPeers::add`]).
+    peers: parking_lot::RwLock<HashMap<NodeId, Arc<Peer>>>,
     rpc_timeout: Duration,
 }
 
 impl std::fmt::Debug for RaftPeers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut nodes: Vec<_> = self.peers.keys().collect();
+        let peers = self.peers.read();
+        let mut nodes: Vec<_> = peers.keys().collect();
         nodes.sort();
         f.debug_struct("RaftPeers").field("peers", &nodes).field("rpc_timeout", &self.rpc_timeout).finish_non_exhaustive()
     }
@@ -146,21 +161,14 @@ impl RaftPeers {
     /// RPC bounded by `rpc_timeout` (and by openraft's limit for it). A node listed twice is
     /// reached at its last entry.
     pub fn new(endpoint: quinn::Endpoint, peers: Vec<PeerAddr>, rpc_timeout: Duration) -> Arc<RaftPeers> {
-        let peers = peers
-            .into_iter()
-            .map(|p| {
-                let peer = Peer {
-                    node: p.node,
-                    addr: p.addr,
-                    config: p.config,
-                    server_name: p.server_name,
-                    link: Mutex::new(Link::Down(None)),
-                    dialled: Notify::new(),
-                };
-                (p.node, Arc::new(peer))
-            })
-            .collect();
-        Arc::new(RaftPeers { endpoint, peers, rpc_timeout })
+        let peers = peers.into_iter().map(|p| (p.node, Arc::new(Peer::new(p)))).collect();
+        Arc::new(RaftPeers { endpoint, peers: parking_lot::RwLock::new(peers), rpc_timeout })
+    }
+
+    /// Adds a peer (a node the cluster file lists since this node started); a node already
+    /// known keeps its entry.
+    pub fn add(&self, peer: PeerAddr) {
+        self.peers.write().entry(peer.node).or_insert_with(|| Arc::new(Peer::new(peer)));
     }
 
     /// openraft's network factory for one group.
@@ -223,10 +231,10 @@ impl RaftPeers {
 
     /// Sends one request frame to `target` and returns the reply's body, within `timeout`.
     async fn call(&self, target: NodeId, group: GroupId, rpc: RaftRpcKind, frame: &[u8], timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let peer = self.peers.get(&target).ok_or(CallError::UnknownPeer(target))?;
+        let peer = self.peers.read().get(&target).cloned().ok_or(CallError::UnknownPeer(target))?;
         let connected = AtomicBool::new(false);
         let exchange = async {
-            let conn = self.connection(peer).await?;
+            let conn = self.connection(&peer).await?;
             connected.store(true, Ordering::Relaxed);
             exchange(target, &conn, frame, group, rpc).await
         };

@@ -292,7 +292,8 @@ fn option() -> RPCOption {
 /// Waits until `peers`' cached connection to `node` is closed (the server closed it), so the
 /// next RPC dials a new one.
 async fn wait_closed(peers: &RaftPeers, node: NodeId) {
-    let link = match &*peers.peers[&node].link.lock() {
+    let peer = peers.peers.read()[&node].clone();
+    let link = match &*peer.link.lock() {
         Link::Up(conn) => Some(conn.clone()),
         _ => None,
     };

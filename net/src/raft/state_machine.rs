@@ -32,10 +32,46 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 use parking_lot::Mutex;
 
 use super::codec::{AppliedState, CodecError, RaftCodec, StateSnapshot, StateSnapshotWriter};
-use super::{Entry, LogId, RaftRequest, RaftResponse, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::{Entry, LogId, NodeId, RaftRequest, RaftResponse, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// The `raft_meta` record of the state machine's [`AppliedState`].
 pub const META_APPLIED: &[u8] = b"sm_applied";
+/// The prefix of the `raft_meta` records of the group's validator-set epochs (then the epoch,
+/// u64 big-endian): each epoch's members, as [`encode_members`] writes them.
+pub const META_EPOCH: &[u8] = b"epoch/";
+
+/// The validator-set epoch a membership starts, and its members.
+///
+/// The epoch is the log index of the membership's entry (0 for the group's first), so every
+/// replica that applies the entry names it alike. The members are the voters of every config
+/// the membership holds (both during a joint change), ascending; learners are not members.
+pub fn epoch_of(m: &StoredMembership) -> (u64, Vec<NodeId>) {
+    let members: std::collections::BTreeSet<NodeId> = m.membership().voter_ids().collect();
+    (m.log_id().map_or(0, |l| l.index), members.into_iter().collect())
+}
+
+/// The `raft_meta` record name of `epoch`'s members.
+pub fn epoch_record(epoch: u64) -> Vec<u8> {
+    let mut name = META_EPOCH.to_vec();
+    name.extend_from_slice(&epoch.to_be_bytes());
+    name
+}
+
+/// Encodes an epoch's members: each node id as u64 little-endian.
+pub fn encode_members(members: &[NodeId]) -> Vec<u8> {
+    members.iter().flat_map(|m| m.to_le_bytes()).collect()
+}
+
+/// Decodes [`encode_members`]; `None` if the length is not a whole number of ids.
+pub fn decode_members(bytes: &[u8]) -> Option<Vec<NodeId>> {
+    bytes.len().is_multiple_of(8).then(|| bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+/// The members of `group`'s validator-set `epoch`, as recorded when its membership entry was
+/// applied or its snapshot installed (`None`: this replica never saw that epoch).
+pub fn epoch_members(store: &Store, group: GroupId, epoch: u64) -> Result<Option<Vec<NodeId>>, StoreError> {
+    Ok(store.raft_meta(group, &epoch_record(epoch))?.as_deref().and_then(decode_members))
+}
 
 /// A committed normal entry, as the applier sees it.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +83,11 @@ pub struct BlockInput<'a> {
     /// The group's applied point before this entry (the block, if any, gets height
     /// `parent.height + 1`).
     pub parent: AppliedPoint,
+    /// The validator-set epoch the block is applied in: that of the last membership applied
+    /// before it ([`epoch_of`]).
+    pub epoch: u64,
+    /// That epoch's members.
+    pub members: &'a [NodeId],
     /// The entry's payload.
     pub request: &'a RaftRequest,
 }
@@ -142,6 +183,8 @@ struct Core<A> {
     applier: A,
     point: AppliedPoint,
     applied: AppliedState,
+    /// The epoch and members of `applied.membership` ([`epoch_of`]).
+    epoch: (u64, Vec<NodeId>),
     current: Option<StoredSnapshot>,
     snapshots_built: u64,
 }
@@ -193,7 +236,8 @@ impl<A: BlockApplier> StateMachine<A> {
             return Err(OpenError::Record { group, detail });
         }
         applier.restore(group, state, point);
-        let core = Core { store, group, applier, point, applied, current: None, snapshots_built: 0 };
+        let epoch = epoch_of(&applied.membership);
+        let core = Core { store, group, applier, point, applied, epoch, current: None, snapshots_built: 0 };
         Ok(StateMachine { core: Arc::new(Mutex::new(core)) })
     }
 
@@ -260,10 +304,17 @@ impl<A: BlockApplier> Core<A> {
                 EntryPayload::Membership(m) => {
                     self.applied.last_applied = Some(log_id);
                     self.applied.membership = StoredMembership::new(Some(log_id), m);
+                    // The epoch's members first: the applied record that names the epoch comes
+                    // after it (written again if a crash comes between).
+                    self.epoch = epoch_of(&self.applied.membership);
+                    self.store
+                        .put_raft_meta(self.group, &epoch_record(self.epoch.0), &encode_members(&self.epoch.1))
+                        .map_err(|e| sm_write_error(&e))?;
                     record_dirty = true;
                 }
                 EntryPayload::Normal(ref request) => {
-                    let input = BlockInput { group: self.group, log_id, parent: self.point, request };
+                    let input =
+                        BlockInput { group: self.group, log_id, parent: self.point, epoch: self.epoch.0, members: &self.epoch.1, request };
                     let block = self.applier.apply(input).map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
                     self.applied.last_applied = Some(log_id);
                     match block {
@@ -349,13 +400,17 @@ impl<A: BlockApplier> Core<A> {
             .check_snapshot(self.group, &snap.point)
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
         let record = snap.applied.encode();
+        let epoch = epoch_of(&snap.applied.membership);
+        let members = encode_members(&epoch.1);
+        let epoch_name = epoch_record(epoch.0);
         let state = self
             .store
-            .install_snapshot(self.group, snap.point, &snap.entries, &[(META_APPLIED, &record)])
+            .install_snapshot(self.group, snap.point, &snap.entries, &[(META_APPLIED, &record), (&epoch_name, &members)])
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
         self.applier.restore(self.group, state, snap.point);
         self.point = snap.point;
         self.applied = snap.applied;
+        self.epoch = epoch;
         self.current = Some(StoredSnapshot { meta: meta.clone(), data });
         Ok(())
     }

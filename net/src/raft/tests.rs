@@ -14,7 +14,7 @@ use openraft::{CommittedLeaderId, EntryPayload, LeaderId, RaftLogReader, RaftSna
 
 use super::codec::{RaftCodec, StateSnapshot};
 use super::log_store::{LogStore, PersistedLogState, MAX_READ_BYTES, MAX_READ_ENTRIES};
-use super::state_machine::{AppliedBlock, BlockApplier, BlockInput, OpenError, StateMachine};
+use super::state_machine::{epoch_members, AppliedBlock, BlockApplier, BlockInput, OpenError, StateMachine};
 use super::*;
 
 const GROUP: GroupId = 3;
@@ -62,6 +62,8 @@ pub(crate) struct BadBlock;
 pub(crate) struct KvApplier {
     state: CommittedState,
     restored_at: Option<AppliedPoint>,
+    /// The validator-set epoch and members each block was applied in.
+    epochs: Vec<(u64, Vec<NodeId>)>,
 }
 
 impl BlockApplier for KvApplier {
@@ -78,6 +80,7 @@ impl BlockApplier for KvApplier {
         if bytes.is_empty() {
             return Ok(None);
         }
+        self.epochs.push((input.epoch, input.members.to_vec()));
         let n = u32::from_le_bytes(bytes.get(..4).ok_or(BadBlock)?.try_into().unwrap()) as usize;
         let mut rest = &bytes[4..];
         let mut writes = Vec::with_capacity(n.min(rest.len() / 33));
@@ -242,6 +245,12 @@ async fn blocks_apply_in_one_batch_with_the_raft_record_and_survive_a_restart() 
         assert_eq!(store.value(GROUP, &key(2)).unwrap(), None);
         assert_eq!(store.block(GROUP, 1).unwrap(), Some(kv_block(&[(1, Some(101)), (3, Some(3))]).bytes));
 
+        // Both blocks were applied in the epoch of the membership at index 1, recorded with its
+        // voters.
+        assert_eq!(sm.with_applier(|a| a.epochs.clone()), vec![(1, vec![1, 2, 3]); 2]);
+        assert_eq!(epoch_members(&store, GROUP, 1).unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(epoch_members(&store, GROUP, 2).unwrap(), None);
+
         // A blank entry after the last block moves only the Raft record.
         let replies = sm.apply(vec![e(6, EntryPayload::Blank)]).await.unwrap();
         assert_eq!(replies[0].height, 2);
@@ -249,7 +258,7 @@ async fn blocks_apply_in_one_batch_with_the_raft_record_and_survive_a_restart() 
     };
 
     let store = open(dir.path());
-    let mut sm = StateMachine::open(store, GROUP, KvApplier::default()).unwrap();
+    let mut sm = StateMachine::open(store.clone(), GROUP, KvApplier::default()).unwrap();
     let (last, m) = sm.applied_state().await.unwrap();
     assert_eq!(last, Some(log_id(1, 6)));
     assert_eq!(m, StoredMembership::new(Some(log_id(1, 1)), membership));
@@ -257,9 +266,25 @@ async fn blocks_apply_in_one_batch_with_the_raft_record_and_survive_a_restart() 
     assert_eq!(root_after_two, point.root);
     assert_eq!(sm.with_applier(|a| (a.restored_at, a.state.root())), (Some(point), point.root));
 
+    // A joint membership (3 replaced by 4) starts an epoch of both configs' voters; the
+    // uniform one after it, an epoch of the new voters. Blocks name the epoch in force.
+    let joint = Membership::new(vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 4])], ());
+    let uniform = Membership::new(vec![BTreeSet::from([1, 2, 4])], ());
+    let e = |i: u64, payload| Entry { log_id: log_id(1, i), payload };
+    sm.apply(vec![
+        e(7, EntryPayload::Membership(joint)),
+        e(8, EntryPayload::Normal(kv_block(&[(1, Some(7))]))),
+        e(9, EntryPayload::Membership(uniform)),
+        e(10, EntryPayload::Normal(kv_block(&[(1, Some(8))]))),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(sm.with_applier(|a| a.epochs.clone()), vec![(7, vec![1, 2, 3, 4]), (9, vec![1, 2, 4])]);
+    assert_eq!(epoch_members(&store, GROUP, 7).unwrap(), Some(vec![1, 2, 3, 4]));
+
     // A malformed block is an error of the group (openraft stops it), not a panic.
     let err =
-        sm.apply(vec![Entry { log_id: log_id(2, 7), payload: EntryPayload::Normal(RaftRequest::new(vec![1, 0, 0])) }]).await.unwrap_err();
+        sm.apply(vec![Entry { log_id: log_id(2, 11), payload: EntryPayload::Normal(RaftRequest::new(vec![1, 0, 0])) }]).await.unwrap_err();
     assert!(err.to_string().contains("malformed test block"), "{err}");
 }
 
@@ -311,12 +336,15 @@ async fn snapshots_carry_the_state_and_a_wrong_root_is_refused() {
     assert_eq!(store_f.load_state(GROUP).unwrap().0.sorted_entries(), store_l.load_state(GROUP).unwrap().0.sorted_entries());
     assert_eq!(follower.with_applier(|a| a.state.root()), leader.applied_point().root);
     assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+    // The snapshot's membership is an epoch the follower now knows.
+    assert_eq!(epoch_members(&store_f, GROUP, 1).unwrap(), Some(vec![1, 2]));
 
-    // Both go on applying the same blocks to the same roots.
+    // Both go on applying the same blocks to the same roots, in the same epoch.
     let next = vec![Entry { log_id: log_id(2, 41), payload: EntryPayload::Normal(kv_block(&[(5, Some(55))])) }];
     let a = leader.apply(next.clone()).await.unwrap();
     let b = follower.apply(next).await.unwrap();
     assert_eq!(a, b);
+    assert_eq!(follower.with_applier(|a| a.epochs.clone()), vec![(1, vec![1, 2])]);
 
     // And the installed state survives a restart of the follower.
     drop(follower);

@@ -28,7 +28,7 @@ fn certificate() -> Certificate {
     let keys: Vec<SecretKey> = (0..4).map(key).collect();
     let members: Vec<_> = keys.iter().map(|k| (k.public_key(), k.prove_possession())).collect();
     let set = ValidatorSet::new(&members).unwrap();
-    let vote = Vote { chain_id: 7, shard: 1, height: 9, block_hash: [3; 32], state_root: [4; 32] };
+    let vote = Vote { chain_id: 7, shard: 1, epoch: 0, height: 9, block_hash: [3; 32], state_root: [4; 32] };
     let mut c = QuorumCollector::new(set, vote);
     for (i, k) in keys.iter().enumerate().take(3) {
         c.add(SignedVote::sign(vote, i as u32, k)).unwrap();
@@ -63,7 +63,11 @@ fn every_message() -> Vec<Message> {
             block: Some(block.aggregate().unwrap()),
         }),
         Message::Propose(Proposal { shard: 2, height: 6, parent: [9; 32], cross: None, block: None }),
-        Message::Vote(SignedVote::sign(Vote { chain_id: 7, shard: 0, height: 1, block_hash: [1; 32], state_root: [2; 32] }, 3, &key(3))),
+        Message::Vote(SignedVote::sign(
+            Vote { chain_id: 7, shard: 0, epoch: 0, height: 1, block_hash: [1; 32], state_root: [2; 32] },
+            3,
+            &key(3),
+        )),
         Message::Commit(certificate()),
         Message::StatusRequest,
         Message::Status(vec![

@@ -39,6 +39,7 @@ impl QuorumCollector {
         if v.vote != self.vote {
             return Err(CertificateError::VoteMismatch { signer: v.signer });
         }
+        self.set.check_epoch(&v.vote)?;
         let key = self.set.key(v.signer).ok_or(CertificateError::SignerOutsideSet { signer: v.signer, validators: self.set.len() })?;
         if self.signers.contains(v.signer) {
             return Err(CertificateError::DuplicateSigner(v.signer));
@@ -50,7 +51,7 @@ impl QuorumCollector {
             let signature = Signature::aggregate(&all).map_err(CertificateError::Aggregate)?;
             let mut signers = self.signers.clone();
             signers.set(v.signer, true);
-            let certificate = Certificate { vote: self.vote, signers, signature };
+            let certificate = Certificate { vote: self.vote, members: self.set.ids().to_vec(), signers, signature };
             self.store(v);
             self.certificate = Some(certificate.clone());
             return Ok(Some(certificate));

@@ -11,8 +11,9 @@ use occam_engine::prelude::{Key, StateRoot};
 
 use crate::GroupId;
 
-/// The layout version this build reads and writes. A store of another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+/// The layout version this build reads and writes (2: the `txs` index; 3: blocks and
+/// certificates name their validator-set epoch). A store of another version is refused.
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_RAFT_LOG: &str = "raft_log";

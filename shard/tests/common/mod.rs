@@ -21,7 +21,7 @@ pub fn validators(n: u32) -> (Vec<SecretKey>, ValidatorSet) {
 
 /// The vote most tests certify.
 pub fn vote() -> Vote {
-    Vote { chain_id: 7, shard: 3, height: 1_000, block_hash: [0x11; 32], state_root: [0x22; 32] }
+    Vote { chain_id: 7, shard: 3, epoch: 0, height: 1_000, block_hash: [0x11; 32], state_root: [0x22; 32] }
 }
 
 /// Validator `i` signs `vote`.
