@@ -425,24 +425,26 @@ impl ClusterConfig {
     /// Every node that hosts or hosted a replica of `shard`: its original placement and each
     /// replacement since. Only these may sign its certificates.
     pub fn eligible(&self, shard: u32) -> Vec<u32> {
-        let original = self.original_nodes().max(1);
-        let mut out = Vec::new();
-        for r in 0..self.replicas {
-            let mut at = ((shard as usize + r) % original) as u32;
-            out.push(at);
-            for _ in 0..self.nodes.len() {
-                match self.nodes.iter().find(|e| e.replaces == Some(at)) {
-                    Some(e) => {
-                        at = e.id;
-                        out.push(at);
-                    }
-                    None => break,
-                }
-            }
-        }
+        let mut out: Vec<u32> = self.slots(shard).into_iter().flatten().collect();
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Each replica slot of `shard`: the node of its original placement, then each node that
+    /// replaced the one before (the last is the slot's node now).
+    fn slots(&self, shard: u32) -> Vec<Vec<u32>> {
+        let original = self.original_nodes().max(1);
+        (0..self.replicas)
+            .map(|r| {
+                let mut chain = vec![((shard as usize + r) % original) as u32];
+                // Each step moves to a later entry, so the chain ends.
+                while let Some(e) = self.nodes.iter().find(|e| e.replaces.is_some() && e.replaces == chain.last().copied()) {
+                    chain.push(e.id);
+                }
+                chain
+            })
+            .collect()
     }
 
     /// The node leading `shard` (replica 0).
@@ -480,24 +482,47 @@ impl ClusterConfig {
     }
 
     /// The validator set a certificate names (its epoch and members), if this file allows it to
-    /// certify its shard: the shard exists, there are at least `replicas` members, and each is a
-    /// node that hosts or hosted one of the shard's replicas ([`ClusterConfig::eligible`]).
-    /// The set's votes are then checked by [`occam_shard::Certificate::verify`].
+    /// certify its shard: the shard exists, and the members are, for every replica slot of the
+    /// shard, its node at some time or a node and its direct replacement (the two sides of a
+    /// membership change), ascending ([`ClusterConfig::eligible`] lists the candidates). A
+    /// node that never hosted the shard, a slot left out, or a set of nodes of one slot far
+    /// apart in time is refused before any key is read. The set's votes are then checked by
+    /// [`occam_shard::Certificate::verify`].
     pub fn certificate_set(&self, c: &occam_shard::Certificate) -> Result<ValidatorSet, ConfigError> {
-        let shard = c.vote.shard;
+        self.check_members(c.vote.shard, &c.members)?;
+        self.validator_set(c.vote.epoch, &c.members)
+    }
+
+    /// The rule of [`ClusterConfig::certificate_set`] for `members` of `shard`.
+    fn check_members(&self, shard: u32, members: &[u32]) -> Result<(), ConfigError> {
         if shard as usize >= self.shards {
             return Err(invalid(format!("a certificate of shard {shard}; the cluster has {}", self.shards)));
         }
-        if c.members.len() < self.replicas {
-            return Err(invalid(format!("a certificate of {} validators; shard {shard} has {}", c.members.len(), self.replicas)));
+        let slots = self.slots(shard);
+        if members.len() > 2 * slots.len() || members.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(format!("a certificate of shard {shard} names validators {members:?}")));
         }
-        let eligible = self.eligible(shard);
-        if let Some(m) = c.members.iter().find(|m| !eligible.contains(m)) {
+        for chain in &slots {
+            // Positions in the slot's chain of the members that belong to it.
+            let at: Vec<usize> = members.iter().filter_map(|m| chain.iter().position(|n| n == m)).collect();
+            let fits = match at[..] {
+                [_] => true,
+                [a, b] => a.abs_diff(b) == 1,
+                _ => false,
+            };
+            if !fits {
+                return Err(invalid(format!(
+                    "a certificate of shard {shard} names validators {members:?}: the replica held by nodes {chain:?} in turn must \
+                     be one of them, or two in a row (the cluster file may lack a replacement)"
+                )));
+            }
+        }
+        if let Some(m) = members.iter().find(|m| !slots.iter().any(|chain| chain.contains(m))) {
             return Err(invalid(format!(
                 "node {m} signs for shard {shard}, which it never hosted (per the cluster file; it may list a replacement this file lacks)"
             )));
         }
-        self.validator_set(c.vote.epoch, &c.members)
+        Ok(())
     }
 
     /// Checks that `newer` is this cluster with more nodes appended (what a running node accepts
@@ -509,6 +534,12 @@ impl ClusterConfig {
         }
         if newer.nodes.len() < self.nodes.len() || newer.nodes[..self.nodes.len()] != self.nodes[..] {
             return Err(invalid("listed nodes changed or were removed; a running cluster only takes appended nodes"));
+        }
+        if let Some(n) = newer.nodes[self.nodes.len()..].iter().find(|n| n.replaces.is_none()) {
+            return Err(invalid(format!(
+                "node {} replaces no node; a running cluster only takes nodes that replace one (`occam cluster add-node`)",
+                n.id
+            )));
         }
         Ok(())
     }
@@ -782,6 +813,21 @@ mod tests {
         assert_eq!(add_node(&dir, 4, None).unwrap().0, 5);
         let twice = ClusterConfig::load(&dir.join("cluster.toml")).unwrap();
         assert_eq!((twice.current(3), twice.node_of(1, 2), twice.eligible(1)), (5, 5, vec![1, 2, 3, 4, 5]));
+        // Who may certify shard 1 (slots 1, 2 and 3 → 4 → 5): one node per slot, or a node and
+        // its direct replacement; never a slot left out, a node of another shard, or nodes of
+        // one slot far apart.
+        for ok in [&[1, 2, 3][..], &[1, 2, 4], &[1, 2, 5], &[1, 2, 3, 4], &[1, 2, 4, 5]] {
+            twice.check_members(1, ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in [&[1, 2][..], &[1, 2, 3, 5], &[1, 2, 3, 4, 5], &[0, 1, 2], &[2, 1, 3], &[1, 1, 2, 3], &[]] {
+            assert!(twice.check_members(1, bad).is_err(), "{bad:?}");
+        }
+        assert!(twice.check_members(2, &[2, 3, 0]).is_err(), "ids must ascend");
+        assert!(twice.check_members(9, &[1, 2, 3]).is_err(), "no shard 9");
+        // A running cluster takes appended nodes only if they replace one.
+        let mut plain = twice.clone();
+        plain.nodes.push(NodeKeys::generate(6).unwrap().entry(6, "127.0.0.1:1".parse().unwrap(), None));
+        assert!(twice.check_extension(&plain).unwrap_err().to_string().contains("replaces no node"));
         // A replacement listed before the node it replaces, or a node replaced twice, is refused.
         let mut bad = twice.clone();
         bad.nodes[5].replaces = Some(3);

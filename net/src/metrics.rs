@@ -199,6 +199,12 @@ impl Metrics {
             "1 if the hosted replica leads its shard's Raft group, else 0.",
             per_replica(&|r| u64::from(r.role == crate::wire::RaftRole::Leader)),
         );
+        family(
+            "occam_replica_voter",
+            "gauge",
+            "1 if the hosted replica votes in its shard's Raft group (and signs its certificates), 0 while it is a learner.",
+            per_replica(&|r| u64::from(r.role != crate::wire::RaftRole::Learner)),
+        );
         out
     }
 }

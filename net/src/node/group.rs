@@ -90,8 +90,8 @@ pub(super) enum GroupEvent {
     Read { conn: u64, id: u64, keys: Vec<Key> },
     /// A cross-shard request from the coordinator at node `from`.
     Cross { from: u32, message: CrossMessage },
-    /// A replica's vote.
-    Vote(Box<SignedVote>),
+    /// A replica's vote, sent by node `from`.
+    Vote { from: u32, vote: Box<SignedVote> },
     /// A certificate formed elsewhere.
     Commit(Box<Certificate>),
     /// This replica applied and persisted a block.
@@ -167,11 +167,18 @@ fn split_stored(bytes: &[u8]) -> Option<(StoredHeader, &[u8])> {
 pub(super) struct Sets {
     shard: u32,
     cache: BTreeMap<u64, ValidatorSet>,
+    /// Epochs whose set could not be built, already reported.
+    reported: HashSet<u64>,
 }
 
 impl Sets {
     pub(super) fn new(shard: u32) -> Sets {
-        Sets { shard, cache: BTreeMap::new() }
+        Sets { shard, cache: BTreeMap::new(), reported: HashSet::new() }
+    }
+
+    /// The set of `epoch` if it is built already.
+    fn known(&self, epoch: u64) -> Option<&ValidatorSet> {
+        self.cache.get(&epoch)
     }
 
     /// The set of `epoch`, with `members` if the caller knows them (else from the store);
@@ -198,7 +205,9 @@ impl Sets {
         let set = match shared.roster().validator_set(epoch, &members) {
             Ok(set) => set,
             Err(e) => {
-                error!(shard, epoch, "the validators of epoch {epoch}: {e} (is the cluster file up to date?)");
+                if self.reported.len() < CACHED_SETS && self.reported.insert(epoch) {
+                    error!(shard, epoch, "the validators of epoch {epoch}: {e} (is the cluster file up to date?)");
+                }
                 return None;
             }
         };
@@ -466,9 +475,20 @@ struct Certifier {
     own: BTreeMap<u64, (SignedVote, Option<Instant>)>,
     /// Collections of votes for heights this replica applied.
     collectors: BTreeMap<u64, QuorumCollector>,
-    /// Votes for heights this replica has not applied yet.
-    early: BTreeMap<u64, Vec<SignedVote>>,
+    /// Votes for heights this replica has not applied yet, with their senders.
+    early: BTreeMap<u64, Vec<(u32, SignedVote)>>,
     early_count: usize,
+    /// Blocks applied in an epoch whose set could not be built yet (a member the cluster file
+    /// does not list yet): voted for once it can.
+    unvoted: BTreeMap<u64, Unvoted>,
+}
+
+/// A block this replica applied and has not voted for yet.
+struct Unvoted {
+    epoch: u64,
+    members: Vec<u32>,
+    hash: [u8; 32],
+    root: [u8; 32],
 }
 
 impl Certifier {
@@ -487,7 +507,7 @@ impl Certifier {
         let mut certificate = collector.add(signed).ok().flatten();
         if let Some(votes) = self.early.remove(&height) {
             self.early_count -= votes.len();
-            for v in votes {
+            for (_, v) in votes {
                 certificate = certificate.or_else(|| self.add(&mut collector, v));
             }
         }
@@ -517,18 +537,20 @@ impl Certifier {
         }
     }
 
-    /// A vote from another replica.
-    fn on_vote(&mut self, v: SignedVote) -> Option<Certificate> {
+    /// A vote from another replica, sent by node `from`.
+    fn on_vote(&mut self, from: u32, v: SignedVote) -> Option<Certificate> {
         let h = v.vote.height;
         if let Some(mut c) = self.collectors.remove(&h) {
             let out = self.add(&mut c, v);
             self.collectors.insert(h, c);
             return out;
         }
+        // Held by sender and signer, unchecked until the height is applied here: a vote a
+        // sender makes up under another's index does not push out the real one.
         if self.early_count < EARLY_VOTES {
             let held = self.early.entry(h).or_default();
-            if !held.iter().any(|e| e.signer == v.signer) {
-                held.push(v);
+            if !held.iter().any(|(f, e)| *f == from && e.signer == v.signer) {
+                held.push((from, v));
                 self.early_count += 1;
             }
         }
@@ -561,6 +583,26 @@ impl Certifier {
     }
 }
 
+/// `c`, if it certifies the block this replica stored at its height (hash, root and epoch)
+/// and verifies against that epoch's set; a certificate for another block is reported.
+fn certifies_stored(store: &Store, shard: u32, c: Certificate, sets: &mut Sets, shared: &Shared) -> Option<Certificate> {
+    let h = c.vote.height;
+    let bytes = store.block(shard, h).ok().flatten()?;
+    let (b, _) = split_stored(&bytes)?;
+    if (b.hash, b.root, b.epoch) != (c.vote.block_hash, c.vote.state_root, c.vote.epoch) {
+        error!(shard, height = h, "this replica diverged: the certified block or state root is not the one it stored");
+        return None;
+    }
+    let set = sets.get(b.epoch, None, store, shared)?;
+    match c.verify(&set) {
+        Ok(()) => Some(c),
+        Err(e) => {
+            warn!(shard, height = h, "a certificate that does not verify: {e}");
+            None
+        }
+    }
+}
+
 /// Runs a group's thread until the node stops.
 pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEvent>, shared: Arc<Shared>) {
     let shard = ctx.shard;
@@ -581,7 +623,9 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         collectors: BTreeMap::new(),
         early: BTreeMap::new(),
         early_count: 0,
+        unvoted: BTreeMap::new(),
     };
+    let mut unvoted_tried = Instant::now();
     // Vote again for what a previous run applied but saw no certificate for.
     match ctx.store.uncertified(shard, REVOTE_ON_START) {
         Ok(heights) => {
@@ -610,7 +654,19 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
             shared.set_certified(shard, h);
             if formed_here {
-                for &m in c.members.iter().filter(|&&m| m != node) {
+                // To the set's members and to the group's learners (a node catching up, which
+                // stores the certificates of the blocks it applies).
+                let learners: Vec<u32> = ctx
+                    .handle
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .learner_ids()
+                    .filter_map(|id| u32::try_from(id).ok())
+                    .collect();
+                for &m in c.members.iter().chain(&learners).filter(|&&m| m != node) {
                     shared.send_to_node(m, &Message::Commit(c.clone()));
                 }
             }
@@ -676,7 +732,13 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                         cross.on_request(shard, from, message, &ctx.handle.state, &shared);
                     }
                 }
-                GroupEvent::Vote(v) => {
+                GroupEvent::Vote { from, vote: v } => {
+                    // A vote speaks for its sender: where this replica knows the epoch's set,
+                    // the signer index must name the sender.
+                    if sets.known(v.vote.epoch).is_some_and(|set| set.ids().get(v.signer as usize) != Some(&from)) {
+                        debug!(shard, from, signer = v.signer, "a vote sent for another replica; ignored");
+                        continue;
+                    }
                     let h = v.vote.height;
                     if h <= point.height && cert.own_vote(h).is_none() {
                         // Certified here already: the voter missed the certificate; send it.
@@ -696,13 +758,22 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                             certified(c, true, &mut cert, &mut awaiting, &mut cross);
                         }
                     }
-                    if let Some(c) = cert.on_vote(*v) {
+                    if let Some(c) = cert.on_vote(from, *v) {
                         certified(c, true, &mut cert, &mut awaiting, &mut cross);
                     }
                 }
                 GroupEvent::Commit(c) => {
                     let h = c.vote.height;
-                    let Some(own) = cert.own_vote(h).copied() else { continue };
+                    let Some(own) = cert.own_vote(h).copied() else {
+                        // No vote of this replica for it (it applied the block as a learner, or
+                        // its vote is gone): stored if it certifies the block stored here.
+                        if h <= point.height && matches!(ctx.store.certificate(shard, h), Ok(None)) {
+                            if let Some(c) = certifies_stored(&ctx.store, shard, *c, &mut sets, &shared) {
+                                certified(c, false, &mut cert, &mut awaiting, &mut cross);
+                            }
+                        }
+                        continue;
+                    };
                     let Some(set) = sets.get(own.vote.epoch, None, &ctx.store, &shared) else { continue };
                     if let Err(e) = c.verify(&set) {
                         warn!(shard, height = h, "a certificate that does not verify: {e}");
@@ -726,9 +797,17 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     if let Some(outcome) = &info.cross {
                         cross.applied(shard, info.height, outcome, leading, &ctx.handle.state, &shared);
                     }
-                    let set = sets.get(info.epoch, Some(&info.members), &ctx.store, &shared);
-                    if let Some(c) = set.and_then(|set| cert.applied(&set, &ctx.bls, info.height, info.block_hash, info.root)) {
-                        certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                    match sets.get(info.epoch, Some(&info.members), &ctx.store, &shared) {
+                        Some(set) => {
+                            if let Some(c) = cert.applied(&set, &ctx.bls, info.height, info.block_hash, info.root) {
+                                certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                            }
+                        }
+                        None if cert.unvoted.len() < OWN_VOTES => {
+                            let u = Unvoted { epoch: info.epoch, members: info.members.clone(), hash: info.block_hash, root: info.root };
+                            cert.unvoted.insert(info.height, u);
+                        }
+                        None => warn!(shard, height = info.height, "too many blocks wait for their validator set; not voted for"),
                     }
                     cert.prune_early(info.height);
                     shared.set_position(shard, info.height, info.root);
@@ -741,6 +820,23 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 }
                 GroupEvent::Snapshot(reply) => {
                     let _ = reply.send(ctx.handle.state.read().sorted_entries());
+                }
+            }
+        }
+        // Blocks whose set could not be built: try again once a second (the cluster file may
+        // list the new member by now).
+        if !cert.unvoted.is_empty() && unvoted_tried.elapsed() >= Duration::from_secs(1) {
+            unvoted_tried = Instant::now();
+            for (h, u) in std::mem::take(&mut cert.unvoted) {
+                match sets.get(u.epoch, Some(&u.members), &ctx.store, &shared) {
+                    Some(set) => {
+                        if let Some(c) = cert.applied(&set, &ctx.bls, h, u.hash, u.root) {
+                            certified(c, true, &mut cert, &mut awaiting, &mut cross);
+                        }
+                    }
+                    None => {
+                        cert.unvoted.insert(h, u);
+                    }
                 }
             }
         }

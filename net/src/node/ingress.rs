@@ -181,7 +181,7 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
                 return Err("a vote from a node that holds no replica of the shard");
             }
             if let Some(g) = shared.groups.get(&shard) {
-                if g.events.try_send(GroupEvent::Vote(Box::new(v))).is_err() {
+                if g.events.try_send(GroupEvent::Vote { from, vote: Box::new(v) }).is_err() {
                     debug!(shard, "group queue full; a vote dropped (the replica sends it again)");
                 }
             }

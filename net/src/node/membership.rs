@@ -39,7 +39,9 @@ const CATCH_UP_LAG: u64 = 16;
 /// Reads `path` every [`CHECK_EVERY`] and takes in nodes appended to it, until the node stops.
 pub(super) async fn watch_cluster_file(shared: Arc<Shared>, path: PathBuf) {
     let read = |path: PathBuf| async move { tokio::task::spawn_blocking(move || std::fs::read(path).ok()).await.ok().flatten() };
-    let mut last = read(path.clone()).await;
+    // Compared with the roster on the first read, so a file grown while the node was starting
+    // is taken in too.
+    let mut last = None;
     while !shared.stopping.load(Ordering::Relaxed) {
         tokio::time::sleep(CHECK_EVERY).await;
         let Some(bytes) = read(path.clone()).await else { continue };
@@ -68,7 +70,17 @@ fn take_in(shared: &Shared, newer: ClusterConfig) -> Result<(), String> {
     }
     current.check_extension(&newer).map_err(|e| e.to_string())?;
     if newer.is_replaced(shared.node) {
-        error!(node = shared.node, by = newer.current(shared.node), "this node was replaced for good; stop it");
+        // Its groups stop, so a leader here steps aside for the others (and the new node,
+        // whose placement leaves this one out, is not left waiting for its log).
+        error!(node = shared.node, by = newer.current(shared.node), "this node was replaced for good; its replicas stop (stop the node)");
+        for (shard, g) in &shared.groups {
+            let (raft, shard) = (g.raft.clone(), *shard);
+            shared.dialer.runtime.spawn(async move {
+                if let Err(e) = raft.shutdown().await {
+                    warn!(shard, "stopping the replaced node's group: {e}");
+                }
+            });
+        }
     }
     shared.dialer.dial_new(shared.node, &newer, &shared.links).map_err(|e| e.to_string())?;
     let added: Vec<u32> = newer.nodes[current.nodes.len()..].iter().map(|n| n.id).collect();
@@ -93,6 +105,14 @@ pub(super) async fn keep_placement(shared: Arc<Shared>, shard: u32) {
         let membership = metrics.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters == target && membership.get_joint_config().len() == 1 {
+            // Learners the placement no longer wants (a new node replaced before it joined).
+            let strays: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).filter(|id| !target.contains(id)).collect();
+            if !strays.is_empty() {
+                match group.raft.change_membership(openraft::ChangeMembers::RemoveNodes(strays.clone()), false).await {
+                    Ok(_) => info!(shard, ?strays, "learners outside the placement removed from the group"),
+                    Err(e) => warn!(shard, "removing learners: {e}"),
+                }
+            }
             continue;
         }
         for &n in target.difference(&voters) {

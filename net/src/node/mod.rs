@@ -367,9 +367,18 @@ impl Shared {
         if (0..roster.replicas as u32).any(|r| roster.node_of(shard, r) == node) {
             return true;
         }
-        self.groups
-            .get(&shard)
-            .is_some_and(|g| g.raft.metrics().borrow().membership_config.membership().nodes().any(|(id, _)| *id == NodeId::from(node)))
+        // A replica not yet in its group (it waits to be added) takes Raft messages from any
+        // node that hosts or hosted the shard: the leader adding it may be one the placement
+        // has moved on from.
+        self.groups.get(&shard).is_some_and(|g| {
+            let metrics = g.raft.metrics();
+            let m = metrics.borrow();
+            let mut nodes = m.membership_config.membership().nodes().peekable();
+            match nodes.peek() {
+                None => roster.eligible(shard).contains(&node),
+                Some(_) => nodes.any(|(id, _)| *id == NodeId::from(node)),
+            }
+        })
     }
 
     /// The certificate this node holds for `shard`'s block at `height`, if any.
