@@ -43,7 +43,7 @@ while :; do
   m=$(curl -s --max-time 0.5 "http://$metrics/metrics" || true)
   voters=$(grep -c '^occam_replica_voter{.*} 1$' <<<"$m" || true)
   hosted=$(grep -c '^occam_replica_voter{' <<<"$m" || true)
-  certified=$(grep -E '^occam_replica_certified_height\{' <<<"$m" | awk '$2 > 0' | wc -l)
+  certified=$(awk '/^occam_replica_certified_height\{/ && $2 > 0' <<<"$m" | wc -l)
   if [ "$hosted" -gt 0 ] && [ "$voters" = "$hosted" ] && [ "$certified" = "$hosted" ]; then
     break
   fi
