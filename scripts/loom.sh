@@ -10,4 +10,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom${RUSTFLAGS:+ $RUSTFLAGS}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
-exec cargo test -p occam-engine --release --test loom --target-dir target/loom -- "$@"
+exec cargo test -p occam-engine --profile loom --test loom --target-dir target/loom -- "$@"
