@@ -375,9 +375,9 @@ impl Client {
     }
 
     /// Checks a receipt's certificate against the validator set it names, with the keys the
-    /// cluster file lists: only nodes that host or hosted the shard may sign, at least
-    /// `replicas` of them ([`ClusterConfig::certificate_set`]). A set the file does not allow
-    /// is refused with [`CertificateError::UnknownSet`].
+    /// cluster file lists; the set must cover each of the shard's replica slots with a node
+    /// that held it, or a node and its direct replacement ([`ClusterConfig::certificate_set`]).
+    /// A set the file does not allow is refused with [`CertificateError::UnknownSet`].
     pub fn verify_certificate(&self, c: &Certificate) -> Result<(), CertificateError> {
         let key = (c.vote.shard, c.vote.epoch, c.members.clone());
         let cached = self.sets.lock().get(&key).cloned();

@@ -392,17 +392,21 @@ impl ClusterConfig {
         self.nodes.iter().take_while(|n| n.replaces.is_none()).count()
     }
 
+    /// `node` and each node that replaced the one before, in turn (the last stands for it now).
+    /// Each step moves to a later entry (a node replaces one listed before it), so it ends.
+    fn succession(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(node), |&at| self.nodes.iter().find(|e| e.replaces == Some(at)).map(|e| e.id))
+    }
+
     /// The node now standing for `node`: the last of the replacements that follow it.
     pub fn current(&self, node: u32) -> u32 {
-        let mut at = node;
-        // Each step moves to a later entry (a node replaces one listed before it).
-        for _ in 0..self.nodes.len() {
-            match self.nodes.iter().find(|e| e.replaces == Some(at)) {
-                Some(e) => at = e.id,
-                None => break,
-            }
-        }
-        at
+        self.succession(node).last().unwrap_or(node)
+    }
+
+    /// The original node of replica slot `replica` of `shard`: round-robin over the original
+    /// nodes.
+    fn placed(&self, shard: u32, replica: u32) -> u32 {
+        ((shard as usize + replica as usize) % self.original_nodes().max(1)) as u32
     }
 
     /// The nodes that were not replaced: those a client talks to.
@@ -418,8 +422,7 @@ impl ClusterConfig {
     /// The node hosting replica `replica` of `shard`: placed round-robin over the original
     /// nodes, then moved along their replacements.
     pub fn node_of(&self, shard: u32, replica: u32) -> u32 {
-        let original = self.original_nodes().max(1);
-        self.current(((shard as usize + replica as usize) % original) as u32)
+        self.current(self.placed(shard, replica))
     }
 
     /// Every node that hosts or hosted a replica of `shard`: its original placement and each
@@ -434,17 +437,7 @@ impl ClusterConfig {
     /// Each replica slot of `shard`: the node of its original placement, then each node that
     /// replaced the one before (the last is the slot's node now).
     fn slots(&self, shard: u32) -> Vec<Vec<u32>> {
-        let original = self.original_nodes().max(1);
-        (0..self.replicas)
-            .map(|r| {
-                let mut chain = vec![((shard as usize + r) % original) as u32];
-                // Each step moves to a later entry, so the chain ends.
-                while let Some(e) = self.nodes.iter().find(|e| e.replaces.is_some() && e.replaces == chain.last().copied()) {
-                    chain.push(e.id);
-                }
-                chain
-            })
-            .collect()
+        (0..self.replicas as u32).map(|r| self.succession(self.placed(shard, r)).collect()).collect()
     }
 
     /// The node leading `shard` (replica 0).
@@ -475,8 +468,7 @@ impl ClusterConfig {
 
     /// `shard`'s first validator set (epoch 0): the nodes of its original placement.
     pub fn genesis_validators(&self, shard: u32) -> Result<ValidatorSet, ConfigError> {
-        let original = self.original_nodes().max(1);
-        let mut ids: Vec<u32> = (0..self.replicas).map(|r| ((shard as usize + r) % original) as u32).collect();
+        let mut ids: Vec<u32> = (0..self.replicas as u32).map(|r| self.placed(shard, r)).collect();
         ids.sort_unstable();
         self.validator_set(0, &ids)
     }
