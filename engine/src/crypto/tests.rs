@@ -154,6 +154,23 @@ fn batch_verification_names_exactly_the_forged_signatures() {
 }
 
 #[test]
+fn groups_are_judged_whole_and_apart() {
+    for threads in [1, 3] {
+        let verifier = BatchVerifier::new(threads).unwrap();
+        assert_eq!(verifier.verify_groups(&[]), Vec::<bool>::new());
+        let good = Batch::new(100);
+        let mut one_bad = Batch::new(40);
+        one_bad.signatures[39] = key(5).sign(b"something else");
+        let small = Batch::new(3);
+        let mut small_bad = Batch::new(1);
+        small_bad.signatures[0] = key(6).sign(b"not tx 0");
+        let (g, b, s, sb) = (good.items(), one_bad.items(), small.items(), small_bad.items());
+        let verdicts = verifier.verify_groups(&[&g, &b, &s, &[], &sb, &g]);
+        assert_eq!(verdicts, vec![true, false, true, true, false, true], "x{threads}");
+    }
+}
+
+#[test]
 fn aggregates_of_a_block_and_of_one_message() {
     let batch = Batch::new(50);
     let agg = Signature::aggregate(&batch.signatures).unwrap();
