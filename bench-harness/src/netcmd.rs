@@ -209,9 +209,9 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
                 limits: Limits {
                     block_txs: a.block_txs,
                     block_ms: a.block_ms,
-                    pipeline: Limits::default().pipeline,
                     mempool: a.mempool,
                     per_client: a.per_client,
+                    ..Limits::default()
                 },
                 threads: a.threads,
             };

@@ -150,17 +150,23 @@ impl Client {
     /// Connects to every node of `cluster` that answers (any shard's leader may move to any of
     /// its replicas' nodes), but nodes replaced for good; fails only if none does.
     pub async fn connect(cluster: &ClusterConfig) -> Result<Client, ClientError> {
-        Client::connect_nodes(cluster, &cluster.live_nodes(), true).await
+        Client::connect_nodes(cluster, &cluster.live_nodes(), true, std::net::Ipv4Addr::UNSPECIFIED.into()).await
+    }
+
+    /// [`Client::connect`] from the local address `local` (port chosen by the system): nodes
+    /// count connections and pending transactions per source address.
+    pub async fn connect_from(cluster: &ClusterConfig, local: std::net::IpAddr) -> Result<Client, ClientError> {
+        Client::connect_nodes(cluster, &cluster.live_nodes(), true, local).await
     }
 
     /// Connects to the listed nodes; fails if one cannot be reached.
     pub async fn connect_to(cluster: &ClusterConfig, nodes: &[u32]) -> Result<Client, ClientError> {
-        Client::connect_nodes(cluster, nodes, false).await
+        Client::connect_nodes(cluster, nodes, false, std::net::Ipv4Addr::UNSPECIFIED.into()).await
     }
 
-    async fn connect_nodes(cluster: &ClusterConfig, nodes: &[u32], tolerant: bool) -> Result<Client, ClientError> {
+    async fn connect_nodes(cluster: &ClusterConfig, nodes: &[u32], tolerant: bool, local: std::net::IpAddr) -> Result<Client, ClientError> {
         cluster.check()?;
-        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())?;
+        let endpoint = quinn::Endpoint::client((local, 0).into())?;
         let pinned = cluster.pinned()?;
         let (events_tx, events) = mpsc::channel(CLIENT_EVENT_QUEUE);
         let mut client = Client {
@@ -258,7 +264,9 @@ impl Client {
             .map_err(|e| err(e.to_string()))?
             .await
             .map_err(|e| err(e.to_string()))?;
-        self.writers.insert(node, spawn_writer(conn.clone()));
+        let writer = spawn_writer(conn.clone());
+        tokio::spawn(keep_alive(writer.downgrade(), std::time::Duration::from_secs(self.cluster.limits.idle_s)));
+        self.writers.insert(node, writer);
         tokio::spawn(read_events(conn.clone(), node, self.events_tx.clone()));
         if let Some(old) = self.conns.insert(node, conn) {
             old.close(0u32.into(), b"replaced");
@@ -412,6 +420,22 @@ impl Client {
     }
 }
 
+/// Asks the node for its status every third of `idle` (the cluster's `limits.idle_s`), so that
+/// a connection this client keeps for later (to a node that leads nothing now) is not closed as
+/// idle. Ends with the client's writer for the connection.
+async fn keep_alive(writer: mpsc::WeakSender<Vec<u8>>, idle: std::time::Duration) {
+    let every = (idle / 3).max(std::time::Duration::from_millis(100));
+    let Ok(request) = Message::StatusRequest.encode() else { return };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(writer) = writer.upgrade() else { return };
+        // A full queue is traffic enough.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = writer.try_send(request.clone()) {
+            return;
+        }
+    }
+}
+
 async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<ClientEvent>) {
     let reason = match conn.accept_uni().await {
         Err(e) => e.to_string(),
@@ -427,7 +451,8 @@ async fn read_events(conn: quinn::Connection, node: u32, tx: mpsc::Sender<Client
                 Ok(Some(Message::TxFates { id, certificates, fates })) => ClientEvent::Fates { node, id, certificates, fates },
                 Ok(Some(other)) => break format!("unexpected message kind {}", other.kind()),
                 Ok(None) => break "stream finished".to_string(),
-                Err(e) => break e.to_string(),
+                // A node that closed the connection said why (a code and a text).
+                Err(e) => break conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string()),
             };
             if tx.send(event).await.is_err() {
                 return;

@@ -29,6 +29,9 @@ pub const MAX_CLUSTER_SHARDS: usize = 64;
 /// The most transactions in a block (or a cross-shard round): a proposal, with its
 /// cross-shard writes, must fit in one frame.
 pub const MAX_BLOCK_TXS: usize = 16_384;
+/// The least `limits.client_queue_bytes` may be: room for the largest answers a node sends a
+/// client (receipts of a full block with its certificate, a read's values).
+pub const MIN_CLIENT_QUEUE_BYTES: usize = 1 << 20;
 /// The `cluster.toml` layout this build reads and writes. Version 2 added `schema`, `[raft]`
 /// and the nodes' `data_dir` (the Raft and RocksDB issue); a file of another version is
 /// refused with a message saying so.
@@ -65,9 +68,12 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
-/// Block production and admission limits, shared by the cluster.
+/// Block production and admission limits, shared by the cluster (`[limits]` in
+/// `cluster.toml`; a field left out takes its default).
+///
+/// The per-address limits apply to client connections only: pinned peer nodes are exempt.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most transactions in a block.
     pub block_txs: usize,
@@ -81,11 +87,51 @@ pub struct Limits {
     /// Transactions one client connection may have pending at one node; beyond it, its
     /// batches are refused (`Throttled`), so one client cannot take the whole mempool.
     pub per_client: usize,
+    /// Transactions all client connections from one source address may have pending at one
+    /// node (`Throttled` beyond it), so many connections do not multiply `per_client`.
+    pub per_host: usize,
+    /// Client connections one source address may hold at one node; more are refused in the
+    /// handshake's wake (closed as busy), so one host cannot take every client slot.
+    pub host_connections: usize,
+    /// Signatures of one connection checked per turn of the node's admission thread: each
+    /// turn checks a share of every waiting connection's front batch, hosts in turn, so an
+    /// honest client's batch never waits behind more than one share of anybody else's.
+    pub verify_share: usize,
+    /// Batches with a bad signature one connection may send before the node closes it and
+    /// refuses its source address for `ban_s` seconds.
+    pub bad_batches: u32,
+    /// How long (seconds) an address stays refused after a connection from it sent
+    /// `bad_batches` batches with bad signatures; 0 closes the connection and refuses nothing.
+    pub ban_s: u64,
+    /// Bytes of frames a node queues to one client; a client that lets more pile up (it does
+    /// not read) is disconnected. Together with the QUIC send window of a client connection
+    /// ([`crate::tls::SERVER_SEND_WINDOW`]) this bounds what a client that does not read costs.
+    pub client_queue_bytes: usize,
+    /// A client's frame must arrive whole within this many milliseconds of its first byte, or
+    /// the connection is closed (a bad frame).
+    pub frame_ms: u64,
+    /// A client connection that sends nothing for this many seconds, with no transaction
+    /// pending and no read unanswered, is closed.
+    pub idle_s: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { block_txs: 4096, block_ms: 20, pipeline: 4, mempool: 200_000, per_client: 50_000 }
+        Limits {
+            block_txs: 4096,
+            block_ms: 20,
+            pipeline: 4,
+            mempool: 200_000,
+            per_client: 50_000,
+            per_host: 100_000,
+            host_connections: 32,
+            verify_share: 64,
+            bad_batches: 3,
+            ban_s: 60,
+            client_queue_bytes: 8 << 20,
+            frame_ms: 10_000,
+            idle_s: 60,
+        }
     }
 }
 
@@ -367,6 +413,18 @@ impl ClusterConfig {
         if l.block_txs == 0 || l.block_txs > MAX_BLOCK_TXS || l.pipeline == 0 || l.mempool < l.block_txs || l.per_client == 0 {
             return Err(invalid(format!(
                 "limits: block_txs must be in 1..={MAX_BLOCK_TXS}, pipeline and per_client positive, and mempool at least block_txs"
+            )));
+        }
+        if l.per_host == 0 || l.host_connections == 0 || l.verify_share == 0 || l.bad_batches == 0 || l.frame_ms == 0 || l.idle_s == 0 {
+            return Err(invalid("limits: per_host, host_connections, verify_share, bad_batches, frame_ms and idle_s must be positive"));
+        }
+        if l.frame_ms >= l.idle_s.saturating_mul(1000) {
+            return Err(invalid("limits: frame_ms must be shorter than idle_s (a client sending a frame is not idle)"));
+        }
+        if l.client_queue_bytes < MIN_CLIENT_QUEUE_BYTES {
+            return Err(invalid(format!(
+                "limits: client_queue_bytes = {} is below {MIN_CLIENT_QUEUE_BYTES}, the most one answer to a client takes",
+                l.client_queue_bytes
             )));
         }
         for (i, node) in self.nodes.iter().enumerate() {

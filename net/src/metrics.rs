@@ -4,7 +4,8 @@
 //! and gauges: committed transactions and blocks (their rate is the shard's TPS), the block
 //! height and state root position of each hosted replica, mempool depth, certificate latency
 //! as a histogram, admitted transactions, refused batches by reason, client connections, bad
-//! frames and dropped receipts.
+//! frames, dropped receipts, and what hostile clients cost: transactions waiting for their
+//! signature checks, rejected signatures, bans and refused connections.
 
 use crate::wire::{Refusal, ReplicaStatus};
 use parking_lot::Mutex;
@@ -67,22 +68,34 @@ pub struct Metrics {
     shards: Mutex<BTreeMap<u32, Arc<ShardMetrics>>>,
     /// Transactions admitted to a mempool.
     pub accepted: AtomicU64,
-    refused: [AtomicU64; 6],
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Open client connections.
     pub clients: AtomicU64,
     /// Connections closed for a bad or forbidden frame.
     pub bad_frames: AtomicU64,
     /// Frames to clients dropped because the client did not read.
     pub receipts_dropped: AtomicU64,
+    /// Transactions waiting for their signatures to be checked before admission.
+    pub admission_txs: AtomicU64,
+    /// Transactions in batches refused for a bad signature.
+    pub rejected_signatures: AtomicU64,
+    /// Source addresses refused for a while after sending forgeries.
+    pub bans: AtomicU64,
+    connections_refused_banned: AtomicU64,
+    connections_refused_busy: AtomicU64,
+    /// Client connections closed for sending nothing for `limits.idle_s` with nothing pending.
+    pub idle_closed: AtomicU64,
 }
 
-const REFUSALS: [(Refusal, &str); 6] = [
+const REFUSALS: [(Refusal, &str); Refusal::ALL.len()] = [
     (Refusal::Throttled, "throttled"),
     (Refusal::QueueFull, "queue_full"),
     (Refusal::NotLeader, "not_leader"),
     (Refusal::WrongChain, "wrong_chain"),
     (Refusal::WrongShard, "wrong_shard"),
     (Refusal::ShuttingDown, "shutting_down"),
+    (Refusal::BadSignature, "bad_signature"),
+    (Refusal::UnknownSigner, "unknown_signer"),
 ];
 
 impl Metrics {
@@ -96,7 +109,20 @@ impl Metrics {
             clients: AtomicU64::new(0),
             bad_frames: AtomicU64::new(0),
             receipts_dropped: AtomicU64::new(0),
+            admission_txs: AtomicU64::new(0),
+            rejected_signatures: AtomicU64::new(0),
+            bans: AtomicU64::new(0),
+            connections_refused_banned: AtomicU64::new(0),
+            connections_refused_busy: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
         }
+    }
+
+    /// A client connection refused: its address is `banned`, or the node (or the address)
+    /// holds as many connections as it may.
+    pub fn connection_refused(&self, banned: bool) {
+        let c = if banned { &self.connections_refused_banned } else { &self.connections_refused_busy };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The figures of `shard` (created on first use).
@@ -132,6 +158,8 @@ impl Metrics {
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let count = |a: &AtomicU64| load(a).to_string();
+        // A family of one sample, unlabelled.
+        let one = |a: &AtomicU64| vec![(String::new(), count(a))];
         family(
             "occam_committed_txs_total",
             "counter",
@@ -157,30 +185,53 @@ impl Metrics {
             per_shard(&|m| (load(&m.latency_sum_us) as f64 / 1e6).to_string()),
         );
         family("occam_certificate_latency_seconds_count", "counter", "Certified blocks timed.", per_shard(&|m| count(&m.latency_count)));
-        family(
-            "occam_accepted_txs_total",
-            "counter",
-            "Transactions admitted to a mempool.",
-            vec![(String::new(), load(&self.accepted).to_string())],
-        );
+        family("occam_accepted_txs_total", "counter", "Transactions admitted to a mempool.", one(&self.accepted));
         family(
             "occam_refused_batches_total",
             "counter",
             "Client batches refused, by reason.",
             REFUSALS.iter().map(|(r, name)| (format!(",reason=\"{name}\""), self.refused_count(*r).to_string())).collect(),
         );
-        family("occam_client_connections", "gauge", "Open client connections.", vec![(String::new(), load(&self.clients).to_string())]);
-        family(
-            "occam_bad_frames_total",
-            "counter",
-            "Connections closed for a bad or forbidden frame.",
-            vec![(String::new(), load(&self.bad_frames).to_string())],
-        );
+        family("occam_client_connections", "gauge", "Open client connections.", one(&self.clients));
+        family("occam_bad_frames_total", "counter", "Connections closed for a bad or forbidden frame.", one(&self.bad_frames));
         family(
             "occam_receipts_dropped_total",
             "counter",
             "Frames to clients dropped because the client did not read.",
-            vec![(String::new(), load(&self.receipts_dropped).to_string())],
+            one(&self.receipts_dropped),
+        );
+        family(
+            "occam_admission_txs",
+            "gauge",
+            "Transactions waiting for their signatures to be checked before admission.",
+            one(&self.admission_txs),
+        );
+        family(
+            "occam_rejected_signatures_total",
+            "counter",
+            "Transactions in client batches refused for a bad signature.",
+            one(&self.rejected_signatures),
+        );
+        family(
+            "occam_bans_total",
+            "counter",
+            "Client source addresses refused for a while after sending batches with bad signatures.",
+            one(&self.bans),
+        );
+        family(
+            "occam_refused_connections_total",
+            "counter",
+            "Client connections closed on arrival: the address is banned, or too many connections.",
+            vec![
+                (",reason=\"banned\"".to_string(), load(&self.connections_refused_banned).to_string()),
+                (",reason=\"busy\"".to_string(), load(&self.connections_refused_busy).to_string()),
+            ],
+        );
+        family(
+            "occam_idle_closed_total",
+            "counter",
+            "Client connections closed for sending nothing for limits.idle_s with nothing pending.",
+            one(&self.idle_closed),
         );
         let per_replica = |f: &dyn Fn(&crate::wire::ReplicaStatus) -> u64| -> Vec<(String, String)> {
             status.iter().map(|r| (format!(",shard=\"{}\",replica=\"{}\"", r.shard, r.replica), f(r).to_string())).collect()

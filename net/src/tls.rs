@@ -225,8 +225,24 @@ impl ClientCertVerifier for PinnedClients {
     handshake_signatures!();
 }
 
+/// The connection-level receive window of a pinned peer's connection to a node (raised from
+/// [`CLIENT_RECEIVE_WINDOW`] once the handshake names the peer): Raft RPCs carry blocks.
+pub const PEER_RECEIVE_WINDOW: u32 = 32 << 20;
+/// The connection-level receive window a node gives a client's connection: with the client
+/// frame limit ([`crate::transport::MAX_CLIENT_FRAME_LEN`]) it bounds what a client's
+/// unfinished frames hold in the node (bytes the node has read, and bytes QUIC buffers).
+pub const CLIENT_RECEIVE_WINDOW: u32 = 2 << 20;
+/// What a node buffers in QUIC for one incoming connection's outgoing data (a client's
+/// answers; a peer's Raft replies). With `limits.client_queue_bytes` it bounds what a client
+/// that does not read costs.
+pub const SERVER_SEND_WINDOW: u64 = 4 << 20;
+
 /// Limits every connection runs under: few streams, bounded windows, an idle timeout.
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    Arc::new(base_transport())
+}
+
+fn base_transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_uni_streams(4u32.into());
     t.max_concurrent_bidi_streams(0u32.into());
@@ -236,7 +252,7 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
     // A peer that vanished without closing is noticed within 5 s.
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t.max_idle_timeout(Some(std::time::Duration::from_secs(5).try_into().expect("5 s fits")));
-    Arc::new(t)
+    t
 }
 
 /// The server side of a node: its identity, accepting clients and pinned peers.
@@ -250,8 +266,19 @@ pub fn server_config(identity: &Identity, pinned: PinnedCerts) -> Result<quinn::
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport_config());
+    config.transport_config(server_transport_config());
     Ok(config)
+}
+
+/// [`transport_config`] for the connections a node accepts, clients' and peers' alike until
+/// the handshake names a peer: one unidirectional stream (clients and node links send on one),
+/// a small receive window (raised to [`PEER_RECEIVE_WINDOW`] for peers) and send window.
+fn server_transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = base_transport();
+    t.max_concurrent_uni_streams(1u32.into());
+    t.receive_window(CLIENT_RECEIVE_WINDOW.into());
+    t.send_window(SERVER_SEND_WINDOW);
+    Arc::new(t)
 }
 
 /// The client side of a connection to a server whose certificate is `server_cert`: with

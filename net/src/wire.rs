@@ -24,8 +24,9 @@ use occam_shard::{Certificate, DecodeError, SignedVote};
 ///
 /// Version 2 added the Raft RPC kinds ([`Message::RaftRequest`], [`Message::RaftReply`]);
 /// version 3, validator-set epochs in votes and certificates (certificates name their set's
-/// members).
-pub const WIRE_VERSION: u8 = 3;
+/// members); version 4, the refusals `BadSignature` and `UnknownSigner` (signatures are
+/// checked before a batch is admitted).
+pub const WIRE_VERSION: u8 = 4;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
@@ -140,12 +141,26 @@ pub enum Refusal {
     WrongShard = 4,
     /// The node is shutting down.
     ShuttingDown = 5,
+    /// A signature of the batch does not verify (or is not a valid point): the batch was
+    /// refused whole, nothing of it admitted. Repeated, it closes the connection and refuses
+    /// the client's address for a while.
+    BadSignature = 6,
+    /// A transaction of the batch names a signer the chain does not know.
+    UnknownSigner = 7,
 }
 
 impl Refusal {
     /// Every reason, in wire order (`ALL[r as usize] == r`).
-    pub const ALL: [Refusal; 6] =
-        [Refusal::Throttled, Refusal::QueueFull, Refusal::NotLeader, Refusal::WrongChain, Refusal::WrongShard, Refusal::ShuttingDown];
+    pub const ALL: [Refusal; 8] = [
+        Refusal::Throttled,
+        Refusal::QueueFull,
+        Refusal::NotLeader,
+        Refusal::WrongChain,
+        Refusal::WrongShard,
+        Refusal::ShuttingDown,
+        Refusal::BadSignature,
+        Refusal::UnknownSigner,
+    ];
 
     fn from_u8(b: u8) -> Result<Refusal, WireError> {
         Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("refusal reason"))

@@ -28,7 +28,7 @@ struct Cluster {
 }
 
 fn limits() -> Limits {
-    Limits { block_txs: 64, block_ms: 5, pipeline: 4, mempool: 100_000, per_client: 50_000 }
+    Limits { block_txs: 64, block_ms: 5, pipeline: 4, mempool: 100_000, per_client: 50_000, ..Limits::default() }
 }
 
 fn start(nodes: usize, shards: usize, replicas: usize, limits: Limits) -> Cluster {
@@ -672,7 +672,8 @@ fn a_bad_frame_closes_only_its_connection() {
 #[test]
 fn a_flooding_client_is_throttled_and_others_still_commit() {
     // Blocks only every 200 ms, and 100 pending transactions per client.
-    let cluster = start(1, 1, 1, Limits { block_txs: 4096, block_ms: 200, pipeline: 2, mempool: 100_000, per_client: 100 });
+    let cluster =
+        start(1, 1, 1, Limits { block_txs: 4096, block_ms: 200, pipeline: 2, mempool: 100_000, per_client: 100, ..Limits::default() });
     let rt = runtime();
     let mut gen = transfers(&cluster, 0.0, 4);
     let flood = gen.signed(500, &cluster.keys);
@@ -703,6 +704,278 @@ fn a_flooding_client_is_throttled_and_others_still_commit() {
         assert_eq!(statuses.len(), fresh.len());
     });
     assert_eq!(cluster.nodes[0].as_ref().unwrap().metrics().refused_count(Refusal::Throttled), 8);
+    cluster.stop();
+}
+
+/// The next event that is not a leader announcement, within 5 s.
+async fn next_answer(client: &mut Client) -> Option<ClientEvent> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next_event()).await.expect("the node answers within 5 s") {
+            Some(ClientEvent::Status { .. }) => {}
+            other => return other,
+        }
+    }
+}
+
+fn loopback(last: u8) -> std::net::IpAddr {
+    std::net::Ipv4Addr::new(127, 0, 0, last).into()
+}
+
+/// A forger's batches (valid curve points that sign nothing of theirs, from known signers) are
+/// refused whole before they reach the mempool; after `bad_batches` of them its connection is
+/// closed and its address refused. An honest client on another address commits all it sends
+/// meanwhile, and a read sent right behind the forgeries is answered within 500 ms.
+#[test]
+fn forged_signatures_are_refused_at_admission_and_shut_their_sender_out() {
+    let cluster = start(1, 1, 1, Limits { verify_share: 64, bad_batches: 3, ban_s: 60, ..limits() });
+    let rt = runtime();
+    let mut gen = transfers(&cluster, 0.0, 11);
+    let nothing = SecretKey::from_seed(&[9; 32]).unwrap().sign(b"not a transaction").to_bytes();
+    let forged: Vec<RawSignedTx> = gen
+        .signed(4 * 256, &cluster.keys)
+        .into_iter()
+        .map(|(mut t, _)| {
+            t.signature = nothing;
+            t
+        })
+        .collect();
+    let honest = transfers(&cluster, 0.0, 12).signed(200, &cluster.keys);
+    let node = cluster.nodes[0].as_ref().unwrap();
+    let metrics = node.metrics();
+    rt.block_on(async {
+        let chain_id = cluster.config.chain_id;
+        let mut forger = Client::connect_from(&cluster.config, loopback(2)).await.unwrap();
+        let mut good = Client::connect_from(&cluster.config, loopback(1)).await.unwrap();
+        for (i, chunk) in forged.chunks(256).enumerate() {
+            // The last may find the connection closed already.
+            let _ = forger.submit(0, i as u64, RawSignedBlock { chain_id, txs: chunk.to_vec() }).await;
+        }
+        // A read right behind them.
+        let asked = Instant::now();
+        good.read(0, 7, vec![occam_engine::native::signed::nonce_key(0)]).await.unwrap();
+        match next_answer(&mut good).await {
+            Some(ClientEvent::Values { id: 7, .. }) => {}
+            other => panic!("expected the read's values, got {other:?}"),
+        }
+        let waited = asked.elapsed();
+        assert!(waited < Duration::from_millis(500), "a read behind 1,024 forgeries waited {waited:?}");
+        // The forger hears why, then is shut out at its third bad batch (the close may overtake
+        // that batch's refusal).
+        let mut refused = Vec::new();
+        loop {
+            match next_answer(&mut forger).await {
+                Some(ClientEvent::Refused { batch, reason: Refusal::BadSignature, .. }) => refused.push(batch),
+                Some(ClientEvent::Closed { reason, .. }) => {
+                    assert!(reason.contains("bad signatures"), "{reason}");
+                    break;
+                }
+                other => panic!("expected refusals for bad signatures, then the connection closed; got {other:?}"),
+            }
+        }
+        assert!(refused == [0, 1] || refused == [0, 1, 2], "{refused:?}");
+        // Its address is refused for a while; the honest client's is not.
+        let mut again = Client::connect_from(&cluster.config, loopback(2)).await.unwrap();
+        match next_answer(&mut again).await {
+            Some(ClientEvent::Closed { reason, .. }) => assert!(reason.contains("refused for a while"), "{reason}"),
+            other => panic!("expected the banned address's connection closed, got {other:?}"),
+        }
+        let (statuses, _) = submit_all(&mut good, &honest, 20, 100).await;
+        assert_eq!(statuses.len(), 200);
+        assert!(statuses.values().all(|s| *s == TxStatus::Succeeded), "{statuses:?}");
+        // A signer the chain does not know: refused before any check, and no strike.
+        let mut unknown = honest[0].0.clone();
+        unknown.header.signer = cluster.config.signers + 5;
+        good.submit(0, 999, RawSignedBlock { chain_id, txs: vec![unknown] }).await.unwrap();
+        match next_answer(&mut good).await {
+            Some(ClientEvent::Refused { batch: 999, reason: Refusal::UnknownSigner, .. }) => {}
+            other => panic!("expected the unknown signer refused, got {other:?}"),
+        }
+    });
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(metrics.refused_count(Refusal::BadSignature), 3);
+    assert_eq!(load(&metrics.rejected_signatures), 3 * 256);
+    assert_eq!(load(&metrics.bans), 1);
+    assert_eq!(load(&metrics.accepted), 200, "nothing of the forgeries was admitted");
+    let text = scrape(node.metrics_addr().unwrap());
+    assert!(text.contains("occam_rejected_signatures_total{node=\"0\"} 768"), "{text}");
+    assert!(text.contains("occam_refused_connections_total{node=\"0\",reason=\"banned\"} 1"), "{text}");
+    cluster.stop();
+}
+
+/// One address holds at most `host_connections` client connections and `per_host` pending
+/// transactions, whatever it spreads them over; another address is not held back by it.
+#[test]
+fn one_address_cannot_take_more_than_its_connections_or_its_pending_share() {
+    // Blocks only every 2 s: what is admitted stays pending while the test looks.
+    let limits = Limits { block_txs: 4096, block_ms: 2000, host_connections: 2, per_client: 80, per_host: 100, ..limits() };
+    let cluster = start(1, 1, 1, limits);
+    let rt = runtime();
+    let txs = transfers(&cluster, 0.0, 13).signed(200, &cluster.keys);
+    let batch = |from: usize, n: usize| RawSignedBlock {
+        chain_id: cluster.config.chain_id,
+        txs: txs[from..from + n].iter().map(|(t, _)| t.clone()).collect(),
+    };
+    rt.block_on(async {
+        let mut first = Client::connect_from(&cluster.config, loopback(3)).await.unwrap();
+        let mut second = Client::connect_from(&cluster.config, loopback(3)).await.unwrap();
+        let mut third = Client::connect_from(&cluster.config, loopback(3)).await.unwrap();
+        match next_answer(&mut third).await {
+            Some(ClientEvent::Closed { reason, .. }) => assert!(reason.contains("too many connections"), "{reason}"),
+            other => panic!("expected the third connection from one address closed, got {other:?}"),
+        }
+        first.submit(0, 1, batch(0, 80)).await.unwrap();
+        assert!(matches!(next_answer(&mut first).await, Some(ClientEvent::Accepted { batch: 1 })));
+        // 80 pending from this address: 40 more on its other connection is over its 100.
+        second.submit(0, 2, batch(80, 40)).await.unwrap();
+        assert!(matches!(next_answer(&mut second).await, Some(ClientEvent::Refused { batch: 2, reason: Refusal::Throttled, .. })));
+        second.submit(0, 3, batch(80, 20)).await.unwrap();
+        assert!(matches!(next_answer(&mut second).await, Some(ClientEvent::Accepted { batch: 3 })));
+        // Another address has its own share.
+        let mut other = Client::connect_from(&cluster.config, loopback(4)).await.unwrap();
+        other.submit(0, 4, batch(100, 80)).await.unwrap();
+        assert!(matches!(next_answer(&mut other).await, Some(ClientEvent::Accepted { batch: 4 })));
+        // The first connection gone, its pending transactions no longer count against the
+        // address (their receipts will find no client).
+        first.close().await;
+        let mut fourth = Client::connect_from(&cluster.config, loopback(3)).await.unwrap();
+        fourth.submit(0, 5, batch(180, 20)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match next_answer(&mut fourth).await {
+                Some(ClientEvent::Accepted { batch: 5 }) => break,
+                // The slot the first connection held may not be free yet.
+                Some(ClientEvent::Closed { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    fourth = Client::connect_from(&cluster.config, loopback(3)).await.unwrap();
+                    fourth.submit(0, 5, batch(180, 20)).await.unwrap();
+                }
+                other => panic!("expected the address's freed share accepted, got {other:?}"),
+            }
+        }
+    });
+    let m = cluster.nodes[0].as_ref().unwrap().metrics();
+    assert!(m.refused_count(Refusal::Throttled) >= 1);
+    cluster.stop();
+}
+
+/// A bare QUIC connection to node 0 from `from`, as a client (no certificate), with receive
+/// windows of `window` bytes: what a hostile client controls.
+async fn raw_client(cluster: &Cluster, from: std::net::IpAddr, window: u32) -> quinn::Connection {
+    let endpoint = quinn::Endpoint::client((from, 0).into()).unwrap();
+    let pinned = cluster.config.pinned().unwrap();
+    let mut config = client_config(&pinned.cert_of(0).unwrap(), None).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(window.into());
+    transport.receive_window(window.into());
+    config.transport_config(Arc::new(transport));
+    endpoint.connect_with(config, cluster.config.nodes[0].addr, &node_name(0)).unwrap().await.unwrap()
+}
+
+/// The application close code a connection ended with (within 10 s).
+async fn close_code(conn: &quinn::Connection) -> u64 {
+    match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed within 10 s") {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("closed otherwise: {other}"),
+    }
+}
+
+/// A client that sends reads and never reads the answers is cut off once the answers queued
+/// for it reach `client_queue_bytes`: what it made the node hold is bounded by that queue and
+/// the QUIC send window, not by how long it keeps asking.
+#[test]
+fn a_client_that_does_not_read_is_cut_off_within_its_byte_budget() {
+    let queue = occam_net::config::MIN_CLIENT_QUEUE_BYTES;
+    let cluster = start(1, 1, 1, Limits { client_queue_bytes: queue, ..limits() });
+    let rt = runtime();
+    let keys: Vec<occam_engine::key::Key> = (0..1000).map(occam_engine::native::signed::nonce_key).collect();
+    let (sent, code) = rt.block_on(async {
+        // A 64 KiB window: nearly everything the node answers stays in the node.
+        let conn = raw_client(&cluster, loopback(6), 64 << 10).await;
+        let mut send = conn.open_uni().await.unwrap();
+        let mut sent = 0usize;
+        for id in 0..20_000u64 {
+            let frame = Message::Read { id, keys: keys.clone() }.encode().unwrap();
+            if conn.close_reason().is_some() || send.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += 1;
+            // At most 8 reads may be unanswered: pace the asking a little.
+            if id % 8 == 7 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        (sent, close_code(&conn).await)
+    });
+    assert_eq!(code, u64::from(occam_net::transport::close::NOT_READING));
+    // Each answer carries 1,000 entries: the node stopped before 16 MiB of answers had been
+    // asked for (counted at their smallest, every value absent).
+    let answer = Message::Values { id: 0, values: keys.iter().map(|k| (*k, None)).collect() }.encode().unwrap().len();
+    let asked = sent * answer;
+    assert!(asked <= 16 << 20, "{sent} reads ({asked} bytes of answers) before the node cut the client off");
+    let m = cluster.nodes[0].as_ref().unwrap().metrics();
+    assert_eq!(m.receipts_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    cluster.stop();
+}
+
+/// Connections that hold frames half-sent: one stream each, at most `host_connections` per
+/// address, each frame closed as bad once `frame_ms` has passed; a frame cut short by the end
+/// of its stream is a bad frame too; a connection that sends nothing is closed as idle.
+#[test]
+fn stalled_truncated_and_idle_connections_are_bounded_counted_and_closed() {
+    let limits = Limits { host_connections: 4, frame_ms: 1000, idle_s: 3, ..limits() };
+    let cluster = start(1, 1, 1, limits);
+    let rt = runtime();
+    let m = cluster.nodes[0].as_ref().unwrap().metrics();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    rt.block_on(async {
+        // Six connections from one address: four are served, two closed as busy.
+        let mut conns = Vec::new();
+        for _ in 0..6 {
+            conns.push(raw_client(&cluster, loopback(5), 1 << 20).await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (served, busy): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| c.close_reason().is_none());
+        for conn in &busy {
+            assert_eq!(close_code(conn).await, u64::from(occam_net::transport::close::BUSY));
+        }
+        let mut stalled = Vec::new();
+        for conn in served {
+            // A header announcing a full client frame, then 1 MiB of it, then nothing.
+            let mut send = conn.open_uni().await.unwrap();
+            let mut bytes = vec![WIRE_VERSION, 3];
+            bytes.extend_from_slice(&(occam_net::transport::MAX_CLIENT_FRAME_LEN as u32).to_le_bytes());
+            bytes.resize(bytes.len() + (1 << 20), 7);
+            send.write_all(&bytes).await.unwrap();
+            // One stream per connection: a second one is not granted.
+            let second = tokio::time::timeout(Duration::from_millis(200), conn.open_uni()).await;
+            assert!(second.is_err(), "a second stream was granted");
+            stalled.push((conn, send));
+        }
+        assert_eq!(stalled.len(), 4, "{} of 6 connections from one address were refused", busy.len());
+        for (conn, _send) in &stalled {
+            assert_eq!(close_code(conn).await, u64::from(occam_net::transport::close::PROTOCOL), "a stalled frame times out");
+        }
+        // Cut short by the end of the stream: a 3-byte header, and a frame missing its end.
+        for bytes in [vec![WIRE_VERSION, 3, 9], {
+            let mut b = vec![WIRE_VERSION, 3];
+            b.extend_from_slice(&100u32.to_le_bytes());
+            b.extend_from_slice(&[1; 40]);
+            b
+        }] {
+            let conn = raw_client(&cluster, loopback(7), 1 << 20).await;
+            let mut send = conn.open_uni().await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            send.finish().unwrap();
+            assert_eq!(close_code(&conn).await, u64::from(occam_net::transport::close::PROTOCOL), "a truncated frame");
+        }
+        // A connection that sends nothing is closed after idle_s.
+        let idle = raw_client(&cluster, loopback(8), 1 << 20).await;
+        let started = Instant::now();
+        assert_eq!(close_code(&idle).await, u64::from(occam_net::transport::close::IDLE));
+        assert!(started.elapsed() >= Duration::from_millis(2900), "closed as idle after {:?}", started.elapsed());
+    });
+    assert_eq!(load(&m.bad_frames), 6, "four stalled frames and two truncated ones");
+    assert_eq!(load(&m.idle_closed), 1);
     cluster.stop();
 }
 

@@ -1,14 +1,13 @@
-//! Pending transactions, from admission to receipt: the mempool, signature verification in
-//! batches, aggregation into one block signature, and receipts to clients. Shared by the
-//! shard groups' proposers and the cross-shard coordinator.
+//! Pending transactions, from admission to receipt: the mempool (of transactions whose
+//! signatures the admission thread verified), aggregation into one block signature, and
+//! receipts to clients. Shared by the shard groups' proposers and the cross-shard coordinator.
 
 use super::{Origin, Shared, EVENTS_PER_TURN, TICK};
 use crate::wire::{Message, ReceiptEntry, TxStatus};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use occam_engine::crypto::{BatchVerifier, KeyRegistry, SignedMessage};
-use occam_engine::native::signed::{AggregatedBlock, RawSignedTx, SignedFailure, SignedOutput, SignedTx};
+use occam_engine::crypto::{BatchVerifier, KeyRegistry};
+use occam_engine::native::signed::{AggregatedBlock, SignedFailure, SignedOutput, SignedTx};
 use occam_shard::Certificate;
-use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
@@ -35,47 +34,6 @@ pub(super) fn status_of(output: &SignedOutput) -> TxStatus {
     }
 }
 
-/// Transactions whose signatures verified, and the statuses of those that did not.
-type Verified = (Vec<(SignedTx, Origin)>, Vec<(Origin, TxStatus)>);
-
-/// Validates and batch-verifies `txs`' signatures; returns the valid ones (with their
-/// signatures) and the statuses of the others.
-fn verify(check: &SigCheck, txs: Vec<(RawSignedTx, Origin)>) -> Verified {
-    let chain_id = check.chain_id;
-    let registry = &*check.registry;
-    let decoded: Vec<_> = txs
-        .into_par_iter()
-        .map(|(raw, origin)| {
-            let known = registry.get(raw.header.signer).is_some();
-            let tx = raw.validate().ok();
-            let message = tx.as_ref().map(|t| t.header.signing_bytes(chain_id));
-            (tx, message, origin, known)
-        })
-        .collect();
-    let mut items = Vec::with_capacity(decoded.len());
-    for (tx, message, _, known) in &decoded {
-        if let (Some(tx), Some(m), true) = (tx, message, known) {
-            let key = registry.get(tx.header.signer).expect("checked above");
-            items.push(SignedMessage { key, message: m, signature: &tx.signature });
-        }
-    }
-    let verdicts = check.verifier.verify(&items);
-    let mut verdicts = verdicts.into_iter();
-    let mut good = Vec::with_capacity(decoded.len());
-    let mut bad = Vec::new();
-    for (tx, _, origin, known) in decoded {
-        match (tx, known) {
-            (_, false) => bad.push((origin, TxStatus::UnknownSigner)),
-            (None, true) => bad.push((origin, TxStatus::BadSignature)),
-            (Some(tx), true) => match verdicts.next() {
-                Some(true) => good.push((tx, origin)),
-                _ => bad.push((origin, TxStatus::BadSignature)),
-            },
-        }
-    }
-    (good, bad)
-}
-
 /// Sends each client its entries, with the certificate (or none, for dropped transactions).
 pub(super) fn send_receipts(shared: &Shared, certificate: Option<Certificate>, entries: Vec<(Origin, TxStatus)>) {
     shared.release(entries.iter().map(|(o, _)| *o));
@@ -100,8 +58,9 @@ pub(super) fn turn<E>(rx: &Receiver<E>) -> Option<impl Iterator<Item = E> + '_> 
     Some(first.into_iter().chain(rx.try_iter().take(EVENTS_PER_TURN)))
 }
 
-/// A proposer's pending transactions, each with the time it arrived.
-pub(super) type Mempool = VecDeque<(RawSignedTx, Origin, Instant)>;
+/// A proposer's pending transactions (their signatures verified), each with the time it
+/// arrived.
+pub(super) type Mempool = VecDeque<(SignedTx, Origin, Instant)>;
 
 /// True when a block (or round) should be made: `block_txs` are pending, or the oldest has
 /// waited `block_time`.
@@ -109,23 +68,11 @@ pub(super) fn ready(mempool: &Mempool, block_txs: usize, block_time: Duration) -
     mempool.len() >= block_txs || mempool.front().is_some_and(|(_, _, at)| at.elapsed() >= block_time)
 }
 
-/// Takes up to `block_txs` pending transactions off `mempool` (and its `depth` count), verifies
-/// their signatures, sends the drop receipts of those that fail, and returns the others.
-pub(super) fn take_verified(
-    check: &SigCheck,
-    mempool: &mut Mempool,
-    depth: &AtomicUsize,
-    block_txs: usize,
-    shared: &Shared,
-) -> Vec<(SignedTx, Origin)> {
+/// Takes up to `block_txs` pending transactions off `mempool` (and its `depth` count).
+pub(super) fn take(mempool: &mut Mempool, depth: &AtomicUsize, block_txs: usize) -> Vec<(SignedTx, Origin)> {
     let n = mempool.len().min(block_txs);
-    let batch: Vec<_> = mempool.drain(..n).map(|(t, o, _)| (t, o)).collect();
     depth.fetch_sub(n, Ordering::Relaxed);
-    let (good, bad) = verify(check, batch);
-    if !bad.is_empty() {
-        send_receipts(shared, None, bad);
-    }
-    good
+    mempool.drain(..n).map(|(t, o, _)| (t, o)).collect()
 }
 
 /// Drops every pending transaction of `mempool` without a receipt (this node no longer leads

@@ -30,7 +30,7 @@
 //! so an outcome sent twice (or to two successive leaders) lands once, and a prepare that comes
 //! after its round was finished is refused. A round lands on every participant or on none.
 
-use super::batch::{drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::batch::{drop_pending, ready, send_receipts, status_of, take, turn, Mempool};
 use super::system::{self, CrossOutcome};
 use super::{GroupHandle, Origin, Shared};
 use crate::metrics::ShardMetrics;
@@ -39,7 +39,7 @@ use crate::wire::{CrossStep, Message, Proposal, TxStatus};
 use crossbeam_channel::{Receiver, Sender};
 use occam_engine::exec::BlockExecutor;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{nonce_key, RawSignedTx, SignedTx, SignedVm, VerifiedTx};
+use occam_engine::native::signed::{nonce_key, SignedTx, SignedVm, VerifiedTx};
 use occam_engine::native::NativeVm;
 use occam_engine::state::CommittedState;
 use occam_engine::vm::Vm;
@@ -68,7 +68,7 @@ const MAX_HELD_CERTIFICATES: usize = 4096;
 /// What the coordinator's thread handles.
 pub(super) enum CoordEvent {
     /// Admitted cross-shard transactions.
-    Submit(Vec<(RawSignedTx, Origin)>, Instant),
+    Submit(Vec<(SignedTx, Origin)>, Instant),
     /// A participant's reply or acknowledgement.
     Cross(CrossMessage),
     /// A certificate (a participant leader sends the one of the block that applied a round
@@ -82,7 +82,6 @@ pub(super) enum CoordEvent {
 /// What the coordinator executes with.
 pub(super) struct CoordCtx {
     pub exec: Box<dyn BlockExecutor<SignedVm>>,
-    pub check: SigCheck,
     pub metrics: Arc<ShardMetrics>,
     /// This node's replica of shard 0.
     pub group: GroupHandle,
@@ -309,7 +308,7 @@ struct Round {
     txs: Vec<VerifiedTx>,
     /// The transactions as admitted (with their signatures), to queue them again if the round
     /// is abandoned before it is decided.
-    raw: Vec<RawSignedTx>,
+    signed: Vec<SignedTx>,
     origins: Vec<Origin>,
     values: BTreeMap<u32, Entries>,
     statuses: Vec<TxStatus>,
@@ -331,15 +330,14 @@ struct Round {
 
 impl Round {
     fn new(participants: Vec<u32>, reads: BTreeMap<u32, Vec<Key>>, txs: Vec<SignedTx>, origins: Vec<Origin>) -> Round {
-        let raw = txs.iter().map(|t| RawSignedTx { header: t.header.clone(), signature: t.signature.to_bytes() }).collect();
-        let txs = txs.into_iter().map(|t| VerifiedTx { header: t.header, signature_ok: true }).collect();
+        let verified = txs.iter().map(|t| VerifiedTx { header: t.header.clone(), signature_ok: true }).collect();
         Round {
             round: 0,
             phase: Phase::Starting,
             participants,
             reads,
-            txs,
-            raw,
+            txs: verified,
+            signed: txs,
             origins,
             values: BTreeMap::new(),
             statuses: Vec::new(),
@@ -393,9 +391,9 @@ fn log_step(ctx: &CoordCtx, term: u64, step: CrossStep) {
 /// mempool, in their order: they run in a later round. (Aborting them would make every later
 /// transaction of their signers, already sent, fail for its nonce.)
 fn requeue(mempool: &mut Mempool, depth: &AtomicUsize, r: Round) {
-    depth.fetch_add(r.raw.len(), Ordering::Relaxed);
+    depth.fetch_add(r.signed.len(), Ordering::Relaxed);
     let now = Instant::now();
-    for (t, o) in r.raw.into_iter().zip(r.origins).rev() {
+    for (t, o) in r.signed.into_iter().zip(r.origins).rev() {
         mempool.push_front((t, o, now));
     }
 }
@@ -578,7 +576,7 @@ pub(super) fn run_coordinator(
         }
         // Start the next round.
         if round.is_none() && ready(&mempool, block_txs, block_time) {
-            let good = take_verified(&ctx.check, &mut mempool, &depth, block_txs, &shared);
+            let good = take(&mut mempool, &depth, block_txs);
             if !good.is_empty() {
                 let mut reads: BTreeMap<u32, Vec<Key>> = BTreeMap::new();
                 let mut keys = Vec::new();

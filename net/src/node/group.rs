@@ -3,9 +3,10 @@
 //!
 //! The life of a block:
 //!
-//! 1. **Admission** (leader): the group thread takes pending transactions off its mempool,
-//!    verifies their signatures in a batch (the one check a leader makes), aggregates them into
-//!    one block signature and hands the encoded block to Raft (`client_write`). The payload's
+//! 1. **Proposal** (leader): the group thread takes pending transactions off its mempool
+//!    (their signatures were checked before they entered it: the one check a leader makes, see
+//!    `admission`), aggregates them into one block signature and hands the encoded block to
+//!    Raft (`client_write`). The payload's
 //!    hash goes into `verified`, so this node's applier does not check the same signatures
 //!    again. Up to `limits.pipeline` blocks may be in Raft and not yet applied.
 //! 2. **Ordering**: Raft replicates the entry to a majority of the group and commits it.
@@ -30,7 +31,7 @@
 //! the stored block (which keeps its hash and root), so their certificates form once a quorum
 //! is back.
 
-use super::batch::{aggregate, drop_pending, ready, send_receipts, status_of, take_verified, turn, Mempool, SigCheck};
+use super::batch::{aggregate, drop_pending, ready, send_receipts, status_of, take, turn, Mempool, SigCheck};
 use super::coordinator::CrossSide;
 use super::system::{self, CrossOutcome};
 use super::{Origin, Shared, SnapshotReply};
@@ -43,7 +44,7 @@ use occam_engine::crypto::SecretKey;
 use occam_engine::exec::BlockExecutor;
 use occam_engine::exec::MAX_BLOCK_TXS;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{next_nonce, nonce_signer, RawSignedTx, SignedVm, VerifiedTx};
+use occam_engine::native::signed::{next_nonce, nonce_signer, SignedTx, SignedVm, VerifiedTx};
 use occam_engine::prelude::StateRoot;
 use occam_engine::state::{CommittedState, WriteSet};
 use occam_engine::value::Value;
@@ -85,7 +86,7 @@ const CACHED_SETS: usize = 16;
 /// What a group's thread handles.
 pub(super) enum GroupEvent {
     /// Admitted transactions (this node led the group when they were admitted).
-    Submit(Vec<(RawSignedTx, Origin)>, Instant),
+    Submit(Vec<(SignedTx, Origin)>, Instant),
     /// A client's read of keys of this shard.
     Read { conn: u64, id: u64, keys: Vec<Key> },
     /// A cross-shard request from the coordinator at node `from`.
@@ -889,7 +890,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
             let (step, with_txs) = cross.take_step();
             let good = match open && with_txs {
-                true => take_verified(&ctx.check, &mut mempool, &ctx.handle.depth, ctx.block_txs, &shared),
+                true => take(&mut mempool, &ctx.handle.depth, ctx.block_txs),
                 false => Vec::new(),
             };
             let (block, origins) = match aggregate(ctx.check.chain_id, good) {

@@ -6,23 +6,28 @@
 //! bidirectional ones ([`crate::raft::network::serve_rpc`]). A malformed, oversized or
 //! forbidden frame closes that connection only.
 //!
-//! A client's batch is admitted to a group's mempool if this node leads the batch's shard (else
-//! it is refused as `NotLeader`), the mempool has room (`limits.mempool`) and the client has
-//! fewer than `limits.per_client` transactions pending here. Admission decodes the batch but
-//! does no curve arithmetic: signatures are checked by the group's thread, in batches, before
-//! the block goes to Raft.
+//! A client connection is refused (closed at once) while its source address is banned or
+//! holds `limits.host_connections` connections, or when the node serves [`MAX_CLIENTS`].
+//!
+//! A client's batch is taken in if this node leads the batch's shard (else it is refused as
+//! `NotLeader`), the mempool has room (`limits.mempool`), the connection has fewer than
+//! `limits.per_client` and its address fewer than `limits.per_host` transactions pending here
+//! (else `Throttled`). Taking it in decodes the batch but does no curve arithmetic: it goes to
+//! the admission thread ([`super::admission`]), which checks its signatures before it enters
+//! the mempool.
 
+use super::admission::Job;
 use super::coordinator::CoordEvent;
 use super::group::GroupEvent;
-use super::{route_keys, route_tx_with, Client, Origin, Shared, MAX_CLIENTS, MAX_READS_IN_FLIGHT};
+use super::{route_keys, route_tx_with, Client, HostRefusal, Origin, Shared, MAX_CLIENTS, MAX_READS_IN_FLIGHT};
 use crate::tls::{peer_cert, PinnedCerts};
-use crate::transport::{close, read_frame, spawn_writer};
+use crate::transport::{close, frame_queue, read_frame_within, spawn_queue_writer, WRITER_QUEUE};
 use crate::wire::{Message, Refusal, MAX_FRAME_LEN};
 use occam_shard::protocol::Message as CrossMessage;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
-use tracing::{debug, error, warn};
+use std::time::Duration;
+use tracing::{debug, warn};
 
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, pinned: PinnedCerts) {
     while let Some(incoming) = endpoint.accept().await {
@@ -45,78 +50,52 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, 
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: PinnedCerts) {
     let peer = peer_cert(&conn).and_then(|c| pinned.node_of(&c));
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    if peer.is_none() {
-        let mut clients = shared.clients.lock();
-        if clients.len() >= MAX_CLIENTS {
-            drop(clients);
-            warn!(remote = %conn.remote_address(), "refused a client: {MAX_CLIENTS} are connected");
-            conn.close(close::BUSY.into(), b"too many clients");
-            return;
+    let limits = &shared.cluster.limits;
+    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
+    match peer {
+        Some(from) => {
+            // A pinned peer: the windows of a node link, and its Raft RPCs, one bidirectional
+            // stream each (a protocol violation closes the connection).
+            conn.set_receive_window(crate::tls::PEER_RECEIVE_WINDOW.into());
+            let groups: Arc<dyn crate::raft::network::RaftGroups> = shared.clone();
+            tokio::spawn(crate::raft::network::serve_peer(conn.clone(), u64::from(from), groups));
         }
-        let client = Client {
-            conn: conn.clone(),
-            frames: spawn_writer(conn.clone()),
-            pending: Arc::new(AtomicUsize::new(0)),
-            reads: Arc::new(AtomicUsize::new(0)),
-        };
-        clients.insert(id, client);
-        shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
-    }
-    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
-    if let Some(from) = peer {
-        // A peer's Raft RPCs: one bidirectional stream each (a protocol violation closes the
-        // connection).
-        let groups: Arc<dyn crate::raft::network::RaftGroups> = shared.clone();
-        tokio::spawn(crate::raft::network::serve_peer(conn.clone(), u64::from(from), groups));
-    }
-    // Clients send batches and reads; nodes send votes, certificates and cross-shard writes.
-    let max_frame = if peer.is_some() { MAX_FRAME_LEN } else { crate::transport::MAX_CLIENT_FRAME_LEN };
-    debug!(conn = id, ?peer, remote = %conn.remote_address(), "connection");
-    if let Some(from) = peer {
-        // A peer's Raft RPCs: one bidirectional stream each.
-        let shared = shared.clone();
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                let shared = shared.clone();
-                let conn = conn.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = crate::raft::network::serve_rpc(send, recv, u64::from(from), &*shared).await {
-                        if let Some(code) = e.close_code() {
-                            warn!(peer = from, "closing the connection: {e}");
-                            shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                            conn.close(code.into(), e.to_string().as_bytes());
-                        } else {
-                            debug!(peer = from, "raft rpc: {e}");
-                        }
-                    }
-                });
+        None => {
+            if !admit_client(&shared, &conn, id) {
+                return;
             }
-        });
+            tokio::spawn(close_when_idle(shared.clone(), conn.clone(), id, Duration::from_secs(limits.idle_s)));
+        }
     }
+    // Clients send batches and reads; nodes send votes, certificates and cross-shard writes. A
+    // client's frame must arrive whole within `limits.frame_ms` of its first byte.
+    let (max_frame, frame_time) = match peer {
+        Some(_) => (MAX_FRAME_LEN, None),
+        None => (crate::transport::MAX_CLIENT_FRAME_LEN, Some(Duration::from_millis(limits.frame_ms))),
+    };
     while let Ok(mut recv) = conn.accept_uni().await {
         let shared = shared.clone();
         let conn = conn.clone();
         tokio::spawn(async move {
             loop {
-                match read_frame(&mut recv, max_frame).await {
+                let read = read_frame_within(&mut recv, max_frame, frame_time).await;
+                if peer.is_none() {
+                    shared.client_active(id);
+                }
+                match read {
                     // A status read reads the store: answered off the network's threads.
                     Ok(Some(Message::TxQuery { id: request, txs })) if peer.is_none() => {
                         super::fate::serve(&shared, id, request, txs);
                     }
                     Ok(Some(m)) => {
                         if let Err(why) = dispatch(&shared, id, peer, m) {
-                            warn!(conn = id, ?peer, "closing the connection: {why}");
-                            shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                            conn.close(close::FORBIDDEN.into(), why.as_bytes());
+                            bad_frame(&shared, &conn, id, peer, close::FORBIDDEN, why);
                             return;
                         }
                     }
                     Ok(None) => return,
-                    Err(crate::transport::FrameError::Wire(e)) => {
-                        error!(conn = id, ?peer, remote = %conn.remote_address(), "bad frame, closing the connection: {e}");
-                        shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+                    Err(e) if e.is_bad_frame() => {
+                        bad_frame(&shared, &conn, id, peer, close::PROTOCOL, &e.to_string());
                         return;
                     }
                     Err(e) => {
@@ -127,8 +106,83 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
             }
         });
     }
-    if shared.clients.lock().remove(&id).is_some() {
-        shared.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+    shared.disconnect_client(id);
+}
+
+/// Counts a bad or forbidden frame, logs it (a few a minute: the sender decides how many
+/// there are), and closes its connection with `code`.
+fn bad_frame(shared: &Shared, conn: &quinn::Connection, id: u64, peer: Option<u32>, code: u32, why: &str) {
+    shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+    if let Some(suppressed) = shared.bad_frame_log.admit() {
+        warn!(conn = id, ?peer, remote = %conn.remote_address(), suppressed, "bad frame, closing the connection: {why}");
+    }
+    conn.close(code.into(), why.as_bytes());
+}
+
+/// Takes a client slot for connection `id`, or closes it: the node serves [`MAX_CLIENTS`], its
+/// address is banned, or holds `limits.host_connections` connections.
+fn admit_client(shared: &Shared, conn: &quinn::Connection, id: u64) -> bool {
+    let limits = &shared.cluster.limits;
+    let host = conn.remote_address().ip().to_canonical();
+    let mut clients = shared.clients.lock();
+    if clients.len() >= MAX_CLIENTS {
+        drop(clients);
+        debug!(remote = %conn.remote_address(), "refused a client: {MAX_CLIENTS} are connected");
+        shared.metrics.connection_refused(false);
+        conn.close(close::BUSY.into(), b"too many clients");
+        return false;
+    }
+    let host_pending = match shared.connect_host(host) {
+        Ok(p) => p,
+        Err(why) => {
+            drop(clients);
+            // The attacker decides how often this happens: counted, logged only at debug.
+            debug!(remote = %conn.remote_address(), ?why, "refused a client");
+            shared.metrics.connection_refused(why == HostRefusal::Banned);
+            match why {
+                HostRefusal::Banned => conn.close(close::BANNED.into(), b"address refused for a while"),
+                HostRefusal::TooMany => conn.close(close::BUSY.into(), b"too many connections from this address"),
+            }
+            return false;
+        }
+    };
+    let (frames, rx) = frame_queue(WRITER_QUEUE, limits.client_queue_bytes);
+    spawn_queue_writer(conn.clone(), rx);
+    let client = Client {
+        conn: conn.clone(),
+        frames,
+        pending: Arc::new(AtomicUsize::new(0)),
+        host,
+        host_pending,
+        reads: Arc::new(AtomicUsize::new(0)),
+        strikes: Arc::new(AtomicU32::new(0)),
+        last_active: Arc::new(AtomicU64::new(shared.uptime_ms())),
+    };
+    clients.insert(id, client);
+    shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Closes client connection `id` once it has sent nothing for `idle` and has nothing pending
+/// here (no transaction waiting for its receipt, no read unanswered).
+async fn close_when_idle(shared: Arc<Shared>, conn: quinn::Connection, id: u64, idle: Duration) {
+    let every = (idle / 4).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let state = shared.clients.lock().get(&id).map(|c| {
+            let busy = c.pending.load(Ordering::Relaxed) + c.reads.load(Ordering::Relaxed) > 0;
+            (busy, c.last_active.load(Ordering::Relaxed))
+        });
+        let Some((busy, last)) = state else { return };
+        if !busy && shared.uptime_ms().saturating_sub(last) >= idle.as_millis() as u64 {
+            debug!(conn = id, "closing an idle client connection");
+            shared.metrics.idle_closed.fetch_add(1, Ordering::Relaxed);
+            conn.close(close::IDLE.into(), b"idle");
+            return;
+        }
     }
 }
 
@@ -245,12 +299,11 @@ pub(super) fn dispatch(shared: &Shared, conn: u64, peer: Option<u32>, m: Message
     }
 }
 
-/// Admits a client batch to a group's (or the coordinator's) mempool, or says why not.
+/// Takes in a client batch for a group's (or the coordinator's) mempool, or says why not: the
+/// admission thread checks its signatures and then admits or refuses it.
 ///
-/// The quota and the mempool space are reserved first and given back if anything fails, so
-/// two batches admitted at once cannot both squeeze into the last space. `Accepted` is queued
-/// to the client before the batch reaches the group, so it always precedes the batch's
-/// receipts on the client's stream.
+/// The quotas and the mempool space are reserved first and given back if anything fails, so
+/// two batches taken in at once cannot both squeeze into the last space.
 fn admit(shared: &Shared, conn: u64, batch: u64, txs: occam_engine::native::signed::RawSignedBlock) -> Result<(), (Refusal, Option<u32>)> {
     admit_routed(shared, conn, batch, txs)
 }
@@ -280,7 +333,8 @@ fn admit_routed(
         return Err((Refusal::WrongShard, None));
     }
     let limits = &shared.cluster.limits;
-    let pending = shared.clients.lock().get(&conn).map(|c| c.pending.clone()).ok_or((Refusal::ShuttingDown, route))?;
+    let client = shared.clients.lock().get(&conn).map(|c| (c.pending.clone(), c.host_pending.clone(), c.host));
+    let (pending, host_pending, host) = client.ok_or((Refusal::ShuttingDown, route))?;
     let depth = match route {
         Some(shard) => {
             let g = shared.groups.get(&shard).ok_or((Refusal::NotLeader, route))?;
@@ -298,17 +352,22 @@ fn admit_routed(
             }
         }
     };
+    // Reserve in order, giving back what was taken if a later count is full.
     if pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_client {
+        pending.fetch_sub(n, Ordering::Relaxed);
+        return Err((Refusal::Throttled, route));
+    }
+    if host_pending.fetch_add(n, Ordering::Relaxed) + n > limits.per_host {
+        host_pending.fetch_sub(n, Ordering::Relaxed);
         pending.fetch_sub(n, Ordering::Relaxed);
         return Err((Refusal::Throttled, route));
     }
     if depth.fetch_add(n, Ordering::Relaxed) + n > limits.mempool {
         depth.fetch_sub(n, Ordering::Relaxed);
+        host_pending.fetch_sub(n, Ordering::Relaxed);
         pending.fetch_sub(n, Ordering::Relaxed);
         return Err((Refusal::QueueFull, route));
     }
-    shared.send_to_client(conn, &Message::Accepted { batch });
-    let now = Instant::now();
     let txs: Vec<_> = txs
         .txs
         .into_iter()
@@ -321,21 +380,14 @@ fn admit_routed(
     // Pending from here on (before the thread that answers can see the batch).
     let origins: Vec<Origin> = txs.iter().map(|(_, o)| *o).collect();
     shared.admit(&origins);
-    let sent = match route {
-        Some(shard) => shared.groups[&shard].events.try_send(GroupEvent::Submit(txs, now)).map_err(|e| e.is_full()),
-        None => match shared.coordinator.as_ref() {
-            Some((c, _)) => c.try_send(CoordEvent::Submit(txs, now)).map_err(|e| e.is_full()),
-            None => Err(false),
-        },
-    };
-    if let Err(full) = sent {
-        // The thread's queue is full (never waited on here: this runs on the network's
-        // threads), or the thread is gone (the node is stopping): nothing of the batch is
+    let job = Job { conn, host, batch, route, txs, depth: depth.clone() };
+    if let Err(e) = shared.admission.try_send(job) {
+        // The admission queue is full (never waited on here: this runs on the network's
+        // threads), or its thread is gone (the node is stopping): nothing of the batch is
         // pending.
         depth.fetch_sub(n, Ordering::Relaxed);
         shared.release(origins);
-        return Err((if full { Refusal::QueueFull } else { Refusal::ShuttingDown }, route));
+        return Err((if e.is_full() { Refusal::QueueFull } else { Refusal::ShuttingDown }, route));
     }
-    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
     Ok(())
 }

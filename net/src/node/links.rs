@@ -3,33 +3,23 @@
 //! bytes, re-dialled when it fails. Raft's RPCs travel on their own streams
 //! ([`crate::raft::network`]).
 
+use crate::transport::{FrameQueue, FrameReceiver};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 /// The bytes of frames a link to one peer holds before it drops new ones.
 pub(super) const LINK_BYTES: usize = 64 << 20;
 
-/// The queue of frames to one peer node.
+/// The queue of frames to one peer node (at most [`crate::transport::WRITER_QUEUE`] frames and
+/// [`LINK_BYTES`] bytes).
 pub(super) struct Link {
-    pub frames: mpsc::Sender<Vec<u8>>,
-    /// Bytes queued and not yet written.
-    pub queued: Arc<AtomicUsize>,
+    pub frames: FrameQueue,
 }
 
 /// Keeps one outgoing connection to `peer` and writes the queued frames on it, re-dialling
 /// when it fails. Frames queued while it is down wait (up to the queue's bounds).
-pub(super) async fn run_link(
-    endpoint: quinn::Endpoint,
-    config: quinn::ClientConfig,
-    addr: SocketAddr,
-    peer: u32,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-) {
+pub(super) async fn run_link(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr, peer: u32, mut rx: FrameReceiver) {
     let name = crate::tls::node_name(peer);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -54,8 +44,9 @@ pub(super) async fn run_link(
         let Ok(mut send) = conn.open_uni().await else { continue };
         loop {
             let Some(frame) = rx.recv().await else { return };
-            queued.fetch_sub(frame.len(), Ordering::Relaxed);
-            if let Err(e) = send.write_all(&frame).await {
+            let written = send.write_all(&frame).await;
+            rx.written(frame.len());
+            if let Err(e) = written {
                 warn!(peer, "link lost: {e}");
                 break;
             }

@@ -3,15 +3,17 @@
 //!
 //! A node hosts the replicas the cluster file places on it. Its parts, each in its module:
 //!
-//! - `ingress`: accepts QUIC connections, admits client batches to the groups this node
+//! - `ingress`: accepts QUIC connections, takes in client batches for the groups this node
 //!   leads, and routes peers' frames and Raft RPCs.
+//! - `admission`: checks client batches' signatures, fairly between source addresses, before
+//!   they enter a mempool; refuses forgeries and shuts out their senders.
 //! - `group`: one thread per hosted replica. Raft (openraft) orders its blocks; every
 //!   replica applies committed blocks (verify, execute, persist), votes, and the votes become
 //!   the block's certificate. While this node leads the group, the thread also builds blocks
 //!   from its mempool and hands them to Raft. Receipts go out only for certified blocks.
 //! - `coordinator`: cross-shard rounds, on the node hosting replica 0 of shard 0.
 //! - `links`: one outgoing QUIC connection per peer for one-way messages.
-//! - `batch`: mempool, signature verification in batches, aggregation, receipts.
+//! - `batch`: mempool, aggregation, receipts.
 //! - `fate`: status reads, what became of a transaction named by (signer, nonce).
 //! - `membership`: replacing a node for good. The node watches its cluster file; nodes
 //!   appended to it are pinned and dialled, and each shard's leader moves its Raft group to
@@ -30,6 +32,7 @@
 //! client whose outgoing queue is full (it does not read) is disconnected; each group's queue
 //! holds [`GROUP_QUEUE`] events.
 
+mod admission;
 mod batch;
 mod coordinator;
 mod fate;
@@ -64,12 +67,11 @@ use occam_shard::partition::{ModuloPartitioner, Partitioner};
 use occam_store::{Store, StoreError, StoreIdentity, StoreOptions};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 /// How often group and coordinator threads wake up with nothing to do (partial blocks, vote
@@ -192,14 +194,93 @@ struct Origin {
     nonce: u64,
 }
 
+/// Forgets the addresses with no connection whose ban has run out.
+fn forget_expired(hosts: &mut HashMap<IpAddr, Host>) {
+    let now = Instant::now();
+    hosts.retain(|_, h| h.conns > 0 || h.banned_until.is_some_and(|t| t > now));
+}
+
 /// A replica's whole state, sorted by key, sent back to [`Node::snapshot`].
 type SnapshotReply = crossbeam_channel::Sender<Vec<(Key, Value)>>;
 
 struct Client {
     conn: quinn::Connection,
-    frames: mpsc::Sender<Vec<u8>>,
+    /// Frames to the client, at most `limits.client_queue_bytes` of them.
+    frames: crate::transport::FrameQueue,
+    /// Transactions of this connection pending here.
     pending: Arc<AtomicUsize>,
+    /// The connection's source address, and the transactions of all its connections pending
+    /// here.
+    host: IpAddr,
+    host_pending: Arc<AtomicUsize>,
     reads: Arc<AtomicUsize>,
+    /// Batches it sent with bad signatures.
+    strikes: Arc<AtomicU32>,
+    /// When it last sent a frame ([`Shared::uptime_ms`]).
+    last_active: Arc<AtomicU64>,
+}
+
+/// Lets the first [`LogGate::PER_MINUTE`] lines of a kind through each minute and counts the
+/// rest: a line let through says how many were held back before it, and
+/// [`LogGate::summary`] reports those held back since (the node calls it every minute).
+#[derive(Default)]
+struct LogGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    minute_start: Option<Instant>,
+    passed: u32,
+    held: u64,
+}
+
+impl LogGate {
+    const PER_MINUTE: u32 = 10;
+
+    /// `Some(held back before this one)` if this line may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        if s.minute_start.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+            s.minute_start = Some(now);
+            s.passed = 0;
+        }
+        if s.passed >= Self::PER_MINUTE {
+            s.held += 1;
+            return None;
+        }
+        s.passed += 1;
+        Some(std::mem::take(&mut s.held))
+    }
+
+    /// Lines held back since the last one let through or summarised.
+    fn summary(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().held)
+    }
+}
+
+/// A source address's client connections, pending transactions and ban.
+#[derive(Default)]
+struct Host {
+    conns: usize,
+    pending: Arc<AtomicUsize>,
+    banned_until: Option<Instant>,
+}
+
+/// Source addresses a node keeps track of at most: those with connections (at most
+/// [`MAX_CLIENTS`]) and those refused for a while. A ban that finds the table full first
+/// forgets expired bans, and is not recorded if that frees nothing (the connection is still
+/// closed).
+const MAX_HOSTS: usize = MAX_CLIENTS + 65_536;
+
+/// Why a client connection was refused before it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostRefusal {
+    /// Its address is refused for a while.
+    Banned,
+    /// Its address holds `limits.host_connections` connections.
+    TooMany,
 }
 
 struct Shared {
@@ -227,6 +308,16 @@ struct Shared {
     status: Mutex<Vec<ReplicaStatus>>,
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    /// The chain, the signers' keys and the verification threads.
+    check: SigCheck,
+    /// Client batches waiting for their signatures to be checked (the admission thread).
+    admission: crossbeam_channel::Sender<admission::Job>,
+    /// Client source addresses: connections, pending transactions, bans.
+    hosts: Mutex<HashMap<IpAddr, Host>>,
+    /// Bad-frame log lines, a few a minute.
+    bad_frame_log: LogGate,
+    /// When the node started (client activity is timed from it).
+    started: Instant,
     /// Every transaction admitted here and not yet answered (receipted, dropped, or given up
     /// when this node stopped leading), by (signer, nonce), with how many copies: what a status
     /// read calls pending. Bounded as the clients' quotas are (one entry per pending unit).
@@ -250,14 +341,7 @@ impl Shared {
         let Some(f) = frame(message) else { return false };
         // Bounded in frames and in bytes: votes resent to a peer that is down must not pile up
         // in memory.
-        let len = f.len();
-        if link.queued.fetch_add(len, Ordering::Relaxed) + len > LINK_BYTES {
-            link.queued.fetch_sub(len, Ordering::Relaxed);
-            debug!(peer = node, "link queue full; message dropped (its sender sends it again)");
-            return false;
-        }
-        if link.frames.try_send(f).is_err() {
-            link.queued.fetch_sub(len, Ordering::Relaxed);
+        if !link.frames.try_send(f) {
             debug!(peer = node, "link queue full or closed; message dropped (its sender sends it again)");
             return false;
         }
@@ -267,9 +351,10 @@ impl Shared {
     fn send_to_client(&self, conn: u64, message: &Message) {
         let Some((frames, connection)) = self.clients.lock().get(&conn).map(|c| (c.frames.clone(), c.conn.clone())) else { return };
         if let Some(f) = frame(message) {
-            if frames.try_send(f).is_err() {
-                // Its queue is full: it does not read. Buffering more would let one client hold
-                // the node's memory; dropping frames silently would lose its receipts.
+            if !frames.try_send(f) {
+                // Its queue is full (`limits.client_queue_bytes`): it does not read. Buffering
+                // more would let one client hold the node's memory; dropping frames silently
+                // would lose its receipts.
                 self.metrics.receipts_dropped.fetch_add(1, Ordering::Relaxed);
                 warn!(conn, "client does not read its answers; closing the connection");
                 connection.close(close::NOT_READING.into(), b"not reading");
@@ -327,8 +412,77 @@ impl Shared {
         for (conn, n) in by_conn {
             if let Some(c) = clients.get(&conn) {
                 c.pending.fetch_sub(n, Ordering::Relaxed);
+                c.host_pending.fetch_sub(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Milliseconds since the node started.
+    fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Client connection `conn` sent a frame.
+    fn client_active(&self, conn: u64) {
+        if let Some(c) = self.clients.lock().get(&conn) {
+            c.last_active.store(self.uptime_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a client slot of `host`'s: refused while the address is banned or already holds
+    /// `limits.host_connections` connections. Returns the address's pending count.
+    fn connect_host(&self, host: IpAddr) -> Result<Arc<AtomicUsize>, HostRefusal> {
+        let mut hosts = self.hosts.lock();
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(&host) {
+            forget_expired(&mut hosts);
+            if hosts.len() >= MAX_HOSTS {
+                return Err(HostRefusal::TooMany);
+            }
+        }
+        let h = hosts.entry(host).or_default();
+        if h.banned_until.is_some_and(|t| t > Instant::now()) {
+            return Err(HostRefusal::Banned);
+        }
+        h.banned_until = None;
+        if h.conns >= self.cluster.limits.host_connections {
+            return Err(HostRefusal::TooMany);
+        }
+        h.conns += 1;
+        Ok(h.pending.clone())
+    }
+
+    /// Gives back the client slot of connection `conn`, and its transactions still pending
+    /// here to its address's count (their receipts find no client to release them from).
+    fn disconnect_client(&self, conn: u64) {
+        let mut clients = self.clients.lock();
+        let Some(client) = clients.remove(&conn) else { return };
+        client.host_pending.fetch_sub(client.pending.load(Ordering::Relaxed), Ordering::Relaxed);
+        drop(clients);
+        self.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut hosts = self.hosts.lock();
+        if let std::collections::hash_map::Entry::Occupied(mut e) = hosts.entry(client.host) {
+            e.get_mut().conns = e.get().conns.saturating_sub(1);
+            if e.get().conns == 0 && e.get().banned_until.is_none() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Refuses new client connections from `host` for `how_long`.
+    fn ban(&self, host: IpAddr, how_long: Duration) {
+        if how_long.is_zero() {
+            return;
+        }
+        let mut hosts = self.hosts.lock();
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(&host) {
+            forget_expired(&mut hosts);
+            if hosts.len() >= MAX_HOSTS {
+                warn!(%host, "too many addresses banned to record another");
+                return;
+            }
+        }
+        hosts.entry(host).or_default().banned_until = Some(Instant::now() + how_long);
+        self.metrics.bans.fetch_add(1, Ordering::Relaxed);
     }
 
     /// True if a transaction of `signer` with `nonce` was admitted here and is not answered yet.
@@ -422,6 +576,13 @@ impl Shared {
 }
 
 impl RaftGroups for Shared {
+    fn violation(&self, from: NodeId, e: &crate::raft::network::RpcServeError) {
+        self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.bad_frame_log.admit() {
+            warn!(peer = from, suppressed, "closing a peer's connection: {e}");
+        }
+    }
+
     fn raft(&self, group: occam_store::GroupId) -> Option<openraft::Raft<TypeConfig>> {
         self.groups.get(&group).map(|g| g.raft.clone())
     }
@@ -471,10 +632,9 @@ impl Dialer {
                 .ok_or_else(|| NodeError::Engine(format!("node {}: its certificate is not hex", peer.id)))?;
             self.pinned.add(peer.id, cert.clone())?;
             let config = client_config(&cert, Some(&self.identity))?;
-            let (tx, rx) = mpsc::channel(crate::transport::WRITER_QUEUE);
-            let queued = Arc::new(AtomicUsize::new(0));
-            self.runtime.spawn(run_link(self.endpoint.clone(), config.clone(), peer.addr, peer.id, rx, queued.clone()));
-            links.write().insert(peer.id, Link { frames: tx, queued });
+            let (frames, rx) = crate::transport::frame_queue(crate::transport::WRITER_QUEUE, LINK_BYTES);
+            self.runtime.spawn(run_link(self.endpoint.clone(), config.clone(), peer.addr, peer.id, rx));
+            links.write().insert(peer.id, Link { frames });
             self.raft.add(PeerAddr::new(peer.id, peer.addr, config));
         }
         Ok(())
@@ -634,22 +794,22 @@ impl Node {
             let depth = Arc::new(AtomicUsize::new(0));
             coordinator = Some((tx.clone(), depth.clone()));
             let exec = executor_by_name::<SignedVm>("sequential", 1).map_err(|e| NodeError::Engine(e.to_string()))?;
-            let ctx = CoordCtx {
-                exec,
-                check: check.clone(),
-                metrics: metrics.shard(u32::MAX),
-                group: group.clone(),
-                runtime: runtime.handle().clone(),
-                events: tx,
-            };
+            let ctx =
+                CoordCtx { exec, metrics: metrics.shard(u32::MAX), group: group.clone(), runtime: runtime.handle().clone(), events: tx };
             let limits = cluster.limits.clone();
             coord_start = Some(move |shared: Arc<Shared>| {
                 coordinator::run_coordinator(ctx, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)
             });
         }
+        let (admission_tx, admission_rx) = crossbeam_channel::bounded(admission::ADMISSION_QUEUE);
         let shared = Arc::new(Shared {
             node,
             coordinator,
+            check: check.clone(),
+            admission: admission_tx,
+            hosts: Mutex::new(HashMap::new()),
+            bad_frame_log: LogGate::default(),
+            started: Instant::now(),
             partitioner,
             clients: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -675,7 +835,13 @@ impl Node {
             let shared = shared.clone();
             threads.push(std::thread::Builder::new().name("occam-coordinator".into()).spawn(move || start(shared))?);
         }
+        {
+            let shared = shared.clone();
+            let run = move || admission::run_admission(admission_rx, shared);
+            threads.push(std::thread::Builder::new().name("occam-admission".into()).spawn(run)?);
+        }
         runtime.spawn(ingress::accept_loop(endpoint.clone(), shared.clone(), pinned));
+        runtime.spawn(summarise_bad_frames(Arc::downgrade(&shared)));
         if let Some(path) = cluster_file {
             runtime.spawn(membership::watch_cluster_file(shared.clone(), path));
         }
@@ -780,7 +946,40 @@ impl Node {
     }
 }
 
+/// Every minute, says how many bad-frame log lines were held back (until the node stops).
+async fn summarise_bad_frames(shared: std::sync::Weak<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let held = shared.bad_frame_log.summary();
+        if held > 0 {
+            warn!(held, total = shared.metrics.bad_frames.load(Ordering::Relaxed), "bad frames not logged in the last minute");
+        }
+    }
+}
+
 fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
     let s = Arc::downgrade(shared);
     Arc::new(move || s.upgrade().map(|s| s.replica_statuses()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::LogGate;
+
+    #[test]
+    fn a_log_gate_passes_a_few_lines_a_minute_and_counts_the_rest() {
+        let gate = LogGate::default();
+        for _ in 0..LogGate::PER_MINUTE {
+            assert_eq!(gate.admit(), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(gate.admit(), None);
+        }
+        assert_eq!(gate.summary(), 5);
+        assert_eq!(gate.summary(), 0);
+        assert_eq!(gate.admit(), None);
+    }
 }

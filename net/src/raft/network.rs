@@ -285,7 +285,9 @@ async fn exchange(node: NodeId, conn: &quinn::Connection, frame: &[u8], group: G
         Err(FrameError::Read(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(source)))) => {
             Err(CallError::Lost { node, source })
         }
-        Err(FrameError::Read(e)) => Err(CallError::Stream { node, why: e.to_string() }),
+        Err(e @ (FrameError::Read(_) | FrameError::Truncated | FrameError::TooSlow(_))) => {
+            Err(CallError::Stream { node, why: e.to_string() })
+        }
     }
 }
 
@@ -468,6 +470,9 @@ pub trait RaftGroups: Send + Sync {
     fn raft(&self, group: GroupId) -> Option<Raft<TypeConfig>>;
     /// Whether `node` is a member (voter or learner) of the group, by the cluster's config.
     fn is_member(&self, group: GroupId, node: NodeId) -> bool;
+    /// Node `from` broke the protocol (`e`); [`serve_peer`] closes its connection next. For
+    /// counting; does nothing by default.
+    fn violation(&self, _from: NodeId, _e: &RpcServeError) {}
 }
 
 /// Why [`serve_rpc`] answered no Raft reply, or could not deliver one.
@@ -479,6 +484,9 @@ pub enum RpcServeError {
     /// The stream ended before any request.
     #[error("the stream ended before a request")]
     NoRequest,
+    /// The stream ended inside the request's frame.
+    #[error("the stream ended inside the request")]
+    Truncated,
     /// No whole request within [`REQUEST_TIMEOUT`].
     #[error("no request within {REQUEST_TIMEOUT:?}")]
     Timeout,
@@ -550,7 +558,9 @@ impl RpcServeError {
     /// can happen while nodes start, or a reply the caller no longer reads).
     pub fn close_code(&self) -> Option<u32> {
         match self {
-            RpcServeError::Frame(_) | RpcServeError::Unexpected { .. } | RpcServeError::Decode { .. } => Some(close::PROTOCOL),
+            RpcServeError::Frame(_) | RpcServeError::Truncated | RpcServeError::Unexpected { .. } | RpcServeError::Decode { .. } => {
+                Some(close::PROTOCOL)
+            }
             RpcServeError::NotMember { .. } | RpcServeError::WrongSender { .. } => Some(close::FORBIDDEN),
             RpcServeError::Read(_)
             | RpcServeError::NoRequest
@@ -585,6 +595,7 @@ pub async fn serve_rpc(
             return Err(RpcServeError::Read(e));
         }
         Ok(Err(FrameError::Wire(e))) => return Err(refused(from, RpcServeError::Frame(e))),
+        Ok(Err(FrameError::Truncated | FrameError::TooSlow(_))) => return Err(refused(from, RpcServeError::Truncated)),
         Err(_) => return Err(refused(from, RpcServeError::Timeout)),
     };
     let Message::RaftRequest { group, rpc, body } = request else {
@@ -684,6 +695,7 @@ pub async fn serve_peer(conn: quinn::Connection, from: NodeId, groups: Arc<dyn R
         tokio::spawn(async move {
             if let Err(e) = serve_rpc(send, recv, from, &*groups).await {
                 if let Some(code) = e.close_code() {
+                    groups.violation(from, &e);
                     conn.close(code.into(), error_text(&e).as_bytes());
                 }
             }
