@@ -11,6 +11,7 @@ use occam_bench::sharded::{run_sharded, sharded_blocks, sharded_table, ShardedCo
 use occam_bench::sweep::{run_sweep, SweepConfig};
 use std::path::PathBuf;
 
+mod attack;
 mod netcmd;
 
 fn workloads(a: WorkloadsArgs) -> anyhow::Result<()> {
@@ -78,6 +79,9 @@ enum Command {
     /// Drive a running cluster (open or closed loop) and measure commit latency, or measure
     /// one node's ingress (`--ingress N`).
     Load(netcmd::LoadArgs),
+    /// Attack a running cluster as a hostile client would (forged signatures, a client that
+    /// does not read, stalled frames) and print what the node did about it.
+    Attack(attack::AttackArgs),
 }
 
 #[derive(Args)]
@@ -420,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(c) => netcmd::cluster(c),
         Command::Node(a) => netcmd::node(a),
         Command::Load(a) => netcmd::load(a),
+        Command::Attack(a) => attack::attack(a),
         Command::Replay(a) => {
             let summaries = replay(&a.dir, &a.executor, a.threads)?;
             for s in summaries {
