@@ -913,7 +913,8 @@ fn a_client_that_does_not_read_is_cut_off_within_its_byte_budget() {
     let asked = sent * answer;
     assert!(asked <= 16 << 20, "{sent} reads ({asked} bytes of answers) before the node cut the client off");
     let m = cluster.nodes[0].as_ref().unwrap().metrics();
-    assert_eq!(m.receipts_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The frame that did not fit, and any that came before the connection was gone.
+    assert!(m.receipts_dropped.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     cluster.stop();
 }
 
