@@ -1,23 +1,23 @@
 //! Running nodes from cluster files, and the signed transactions clients send them.
 //!
 //! The node library (`occam-net`) takes a genesis state and a signer registry; this module
-//! builds both from the cluster file (`[genesis]`, `signers`, `signer_seed`), so `occam node`,
-//! `occam load` and the tests agree on them, and generates the signed, routed transactions
-//! clients send ([`LoadTxs`]).
+//! builds both from the cluster file (`[genesis]`, and the signers of
+//! [`occam_net::config::signers`]), so `occam node`, `occam load` and the tests agree on them,
+//! and generates the signed, routed transactions clients send ([`LoadTxs`]). Genesis gives
+//! every account an owner: account `id` belongs to signing key `id % signers`.
 
 use crate::distribution::Distribution;
 use crate::workload::{Generator, Placement, Workload};
 use anyhow::Context;
-use occam_engine::crypto::{deterministic_signers, KeyRegistry, SecretKey};
+use occam_engine::crypto::{KeyRegistry, SecretKey};
 use occam_engine::key::Key;
-use occam_engine::native::signed::nonce_key;
+use occam_engine::native::signed::{nonce_key, round_robin_owners, signed_keys};
 use occam_engine::native::signed::{RawSignedTx, TxHeader};
-use occam_engine::native::NativeVm;
 use occam_engine::state::CommittedState;
 use occam_engine::value::Value;
-use occam_engine::vm::Vm;
 use occam_net::client::{Client, ClientEvent};
-use occam_net::config::{ClusterConfig, GenesisSpec, NodeKeys};
+use occam_net::config::signers::{owner_of, signer_number};
+use occam_net::config::{ClusterConfig, NodeKeys};
 use occam_net::node::{cluster_partitioner, route_keys, Genesis, Node, NodeSetup};
 use occam_net::wire::{Refusal, ReplicaStatus, TxFate, MAX_READ_KEYS, MAX_TX_QUERY};
 use occam_shard::partition::Partitioner;
@@ -32,16 +32,33 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// The genesis state a cluster file describes.
-pub fn genesis(spec: &GenesisSpec) -> anyhow::Result<CommittedState> {
+/// The genesis state a cluster file describes: the workload's entries, and an owner record for
+/// every id it draws from (id `i` owned by signing key `i % signers` of `registry`).
+pub fn genesis(cluster: &ClusterConfig, registry: &KeyRegistry) -> anyhow::Result<CommittedState> {
+    let spec = &cluster.genesis;
     let workload: Workload = spec.workload.parse().with_context(|| format!("genesis workload `{}`", spec.workload))?;
-    Ok(CommittedState::from_entries(workload.genesis_entries(spec.accounts)))
+    let owners = registry.keys().get(..cluster.signers as usize).context("the registry lacks the cluster's signing keys")?;
+    let mut entries = workload.genesis_entries(spec.accounts);
+    entries.extend(round_robin_owners(0..workload.id_count(spec.accounts), owners));
+    Ok(CommittedState::from_entries(entries))
 }
 
-/// The cluster's transaction signers and their registry.
-pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<KeyRegistry>)> {
-    let (keys, registry) = deterministic_signers(cluster.signers, cluster.signer_seed).context("deriving the signers")?;
-    Ok((keys, Arc::new(registry)))
+/// The cluster's signer registry, and every signing key's secret key: derived in bench mode,
+/// else read from `secret_file` (default: `signers.key` next to `cluster_file`).
+pub fn signers(
+    cluster: &ClusterConfig,
+    cluster_file: Option<&std::path::Path>,
+    secret_file: Option<&std::path::Path>,
+) -> anyhow::Result<(Vec<SecretKey>, Arc<KeyRegistry>)> {
+    let registry = signer_registry(cluster, cluster_file)?;
+    let keys =
+        occam_net::config::signers::secret_keys(cluster, &registry, cluster_file, secret_file).context("the signers' secret keys")?;
+    Ok((keys, registry))
+}
+
+/// The cluster's signer registry alone (what nodes need).
+pub fn signer_registry(cluster: &ClusterConfig, cluster_file: Option<&std::path::Path>) -> anyhow::Result<Arc<KeyRegistry>> {
+    occam_net::config::signers::registry(cluster, cluster_file).context("the cluster's signers")
 }
 
 /// What `occam node --config PATH` starts: the node file at `path`, the cluster and key files
@@ -49,12 +66,14 @@ pub fn signers(cluster: &ClusterConfig) -> anyhow::Result<(Vec<SecretKey>, Arc<K
 /// watched for nodes appended to it (replacements).
 pub fn node_setup(path: &std::path::Path) -> anyhow::Result<NodeSetup> {
     let (node_cfg, cluster, keys) = occam_net::config::NodeConfig::load(path)?;
-    let spec = cluster.genesis.clone();
+    let cluster_file = path.parent().unwrap_or(std::path::Path::new(".")).join(&node_cfg.cluster);
+    let registry = signer_registry(&cluster, Some(&cluster_file))?;
+    let (for_genesis, owners) = (cluster.clone(), registry.clone());
     let genesis = Genesis::Build(Box::new(move || {
+        let spec = &for_genesis.genesis;
         tracing::info!(workload = %spec.workload, accounts = spec.accounts, "building the genesis state");
-        genesis(&spec).map_err(|e| format!("{e:#}"))
+        genesis(&for_genesis, &owners).map_err(|e| format!("{e:#}"))
     }));
-    let (_, registry) = signers(&cluster)?;
     Ok(NodeSetup {
         node: node_cfg.node,
         cluster,
@@ -65,7 +84,7 @@ pub fn node_setup(path: &std::path::Path) -> anyhow::Result<NodeSetup> {
         registry,
         socket: None,
         hold_blocks: node_cfg.hold_blocks,
-        cluster_file: Some(path.parent().unwrap_or(std::path::Path::new(".")).join(&node_cfg.cluster)),
+        cluster_file: Some(cluster_file),
         data_dir: node_cfg.data_dir,
     })
 }
@@ -171,7 +190,7 @@ const READ_RETRIES: usize = 50;
 /// ones on the same cluster). Call before other traffic on `client`: other events are
 /// discarded while it waits.
 pub async fn fetch_nonces(client: &mut Client) -> anyhow::Result<Vec<u64>> {
-    let keys = (0..client.cluster().signers).map(nonce_key).collect();
+    let keys = (0..client.cluster().signer_numbers()).map(nonce_key).collect();
     let values = fetch_values(client, keys).await?;
     Ok(values.into_iter().map(|v| v.and_then(|v| v.as_u64()).unwrap_or(0)).collect())
 }
@@ -352,27 +371,26 @@ pub async fn fetch_fates(client: &mut Client, txs: &[(u32, u64)]) -> anyhow::Res
 /// takes it, or `None` for a cross-shard one (the coordinator takes those).
 ///
 /// Transactions come from the workload's generator ([`Generator`]); for `transfer`, the share
-/// of cross-shard ones is `cross_shard` (other workloads keep the share their keys give). The
-/// VM does not bind accounts to keys, so the signer is chosen by route: each signer's nonces
-/// count up in generation order and must reach the cluster in that order, and single-shard and
-/// cross-shard transactions travel to different nodes. So a single-shard transaction of shard
-/// `s` is signed by a signer whose nonce lives on `s` (`signer % shards == s` under the modulo
-/// partitioner), and cross-shard ones by a separate quarter of the signers
-/// (`(signer / shards) % 4 == 3`), round robin within each class.
+/// of cross-shard ones is `cross_shard` (other workloads keep the share their keys give). Each
+/// is signed by the key that owns its sender (`sender % signers`, as genesis dealt the
+/// accounts), so the owner check passes; kinds that act for nobody are signed the same way.
+/// A signer's nonces count up in generation order and must reach the cluster in that order,
+/// but single-shard and cross-shard transactions travel to different nodes: so a key signs
+/// single-shard transactions under its lane-0 number and cross-shard ones under its lane-1
+/// number, each with its own nonces ([`occam_net::config::signers`]). Both numbers' nonces
+/// live on the sender's shard (`signers` is a multiple of the shards), with its owner record.
 pub struct LoadTxs {
     gen: Generator,
     partitioner: Arc<dyn Partitioner>,
     chain_id: u64,
+    signers: u32,
     nonces: Vec<u64>,
-    single: Vec<Vec<u32>>,
-    cross: Vec<u32>,
-    turn: Vec<usize>,
 }
 
 impl LoadTxs {
     /// A generator of `workload` (which must be the cluster's genesis workload) over the
     /// cluster's accounts; `nonces` continues from earlier runs ([`fetch_nonces`]), `None`
-    /// starts every signer at 0.
+    /// starts every signer number at 0.
     pub fn new(
         cluster: &ClusterConfig,
         workload: &str,
@@ -391,28 +409,9 @@ impl LoadTxs {
         let shards = cluster.shards as u32;
         let placement = Placement { shard_of: Arc::new(move |id| (id % u64::from(shards)) as u32), cross_share: cross_shard };
         let gen = Generator::new(w, accounts, distribution, seed, 0).with_placement(placement);
-        let cross_class = |s: u32| shards > 1 && (s / shards) % 4 == 3;
-        let mut single = vec![Vec::new(); shards as usize];
-        let mut cross = Vec::new();
-        for s in 0..cluster.signers {
-            match cross_class(s) {
-                true => cross.push(s),
-                false => single[(s % shards) as usize].push(s),
-            }
-        }
-        if single.iter().any(Vec::is_empty) || (shards > 1 && cross.is_empty()) {
-            anyhow::bail!("{} signers are too few for {shards} shards", cluster.signers);
-        }
-        let nonces = nonces.filter(|n| n.len() == cluster.signers as usize).unwrap_or_else(|| vec![0; cluster.signers as usize]);
-        Ok(LoadTxs {
-            gen,
-            partitioner: cluster_partitioner(cluster),
-            chain_id: cluster.chain_id,
-            nonces,
-            single,
-            cross,
-            turn: vec![0; shards as usize + 1],
-        })
+        let numbers = cluster.signer_numbers() as usize;
+        let nonces = nonces.filter(|n| n.len() == numbers).unwrap_or_else(|| vec![0; numbers]);
+        Ok(LoadTxs { gen, partitioner: cluster_partitioner(cluster), chain_id: cluster.chain_id, signers: cluster.signers, nonces })
     }
 
     /// The next transaction's header (unsigned) and its route.
@@ -420,31 +419,30 @@ impl LoadTxs {
         let mut keys = Vec::new();
         loop {
             let body = self.gen.next_tx();
+            let owner = owner_of(self.signers, body.kind.sender());
+            let mut header = TxHeader { signer: signer_number(self.signers, owner, 0), nonce: 0, body };
             keys.clear();
-            if !NativeVm.declared_keys(&body, &mut keys) || keys.is_empty() {
+            if !signed_keys(&header, &mut keys) || keys.is_empty() {
                 continue; // Undeclared keys cannot be routed; nodes would refuse it.
             }
+            // Both lanes' nonces live on the same shard, so the route does not depend on it.
             let route = route_keys(&*self.partitioner, &keys);
-            let (class, turn) = match route {
-                Some(s) => (&self.single[s as usize], &mut self.turn[s as usize]),
-                None => (&self.cross, self.turn.last_mut().expect("one turn per class")),
-            };
-            let signer = class[*turn % class.len()];
-            *turn += 1;
-            let nonce = self.nonces[signer as usize];
-            self.nonces[signer as usize] += 1;
-            return (TxHeader { signer, nonce, body }, route);
+            header.signer = signer_number(self.signers, owner, if route.is_some() { 0 } else { 1 });
+            let nonce = &mut self.nonces[header.signer as usize];
+            header.nonce = *nonce;
+            *nonce += 1;
+            return (header, route);
         }
     }
 
     /// `n` signed transactions (signed in parallel), with their routes.
     pub fn signed(&mut self, n: usize, keys: &[SecretKey]) -> Vec<(RawSignedTx, Option<u32>)> {
         let headers: Vec<(TxHeader, Option<u32>)> = (0..n).map(|_| self.next_header()).collect();
-        let chain_id = self.chain_id;
+        let (chain_id, signers) = (self.chain_id, self.signers);
         headers
             .into_par_iter()
             .map(|(h, route)| {
-                let key = &keys[h.signer as usize];
+                let key = &keys[(h.signer % signers) as usize];
                 let tx = h.sign(chain_id, key);
                 (RawSignedTx::from(&tx), route)
             })

@@ -113,6 +113,12 @@ pub struct InitArgs {
     /// Transactions one client may have pending at one node.
     #[arg(long, default_value_t = Limits::default().per_client)]
     per_client: usize,
+    /// Bench signers: derive every transaction signer's key from a seed written into
+    /// cluster.toml, so anyone who can read that file can spend every account. For benchmarks
+    /// and tests only. Without it, fresh keys go to signers.pub (public) and signers.key
+    /// (secret, mode 0600), which `occam load` reads.
+    #[arg(long)]
+    bench_signers: bool,
 }
 
 /// `occam cluster status`.
@@ -159,6 +165,10 @@ pub struct LoadArgs {
     /// coordinator); other workloads keep the share their keys give.
     #[arg(long, default_value_t = 0.0)]
     cross_shard: f64,
+    /// The signers' secret key file (default: signers.key next to the cluster file; none for
+    /// a cluster of bench signers).
+    #[arg(long)]
+    signer_keys: Option<PathBuf>,
     /// Transactions per batch.
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -214,6 +224,7 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
                     ..Limits::default()
                 },
                 threads: a.threads,
+                bench_signers: a.bench_signers,
             };
             let path = init_cluster(&a.dir, &spec)?;
             println!(
@@ -224,6 +235,14 @@ pub fn cluster(c: ClusterCommand) -> anyhow::Result<()> {
                 a.shards,
                 a.replicas
             );
+            match a.bench_signers {
+                true => println!("signers: bench signers from a seed in cluster.toml (anyone who reads it can spend every account)"),
+                false => println!(
+                    "signers: public keys in {}, secret keys in {} (mode 0600; only `occam load` needs it, never a node)",
+                    a.dir.join(occam_net::config::signers::PUBLIC_FILE).display(),
+                    a.dir.join(occam_net::config::signers::SECRET_FILE).display()
+                ),
+            }
             Ok(())
         }
         ClusterCommand::Status(a) => status(&ClusterConfig::load(&a.cluster)?, Duration::from_millis(a.timeout_ms)),
@@ -246,8 +265,8 @@ fn tx_status(cluster: &ClusterConfig, a: &TxArgs) -> anyhow::Result<()> {
     if a.count == 0 || a.count > occam_net::wire::MAX_TX_QUERY as u64 {
         bail!("--count must be in 1..={}", occam_net::wire::MAX_TX_QUERY);
     }
-    if u64::from(a.signer) >= cluster.signers as u64 {
-        bail!("signer {} is not one of the cluster's {} signers", a.signer, cluster.signers);
+    if a.signer >= cluster.signer_numbers() {
+        bail!("signer {} is not one of the cluster's {} signer numbers", a.signer, cluster.signer_numbers());
     }
     let last = a.nonce.checked_add(a.count - 1).context("--nonce + --count overflows")?;
     let txs: Vec<(u32, u64)> = (a.nonce..=last).map(|n| (a.signer, n)).collect();
@@ -368,6 +387,7 @@ pub fn load(a: LoadArgs) -> anyhow::Result<()> {
             seed: a.seed,
             drain_s: a.drain,
             cluster_file: Some(a.cluster.clone()),
+            signer_keys: a.signer_keys,
         };
         let r = run_load(&cluster, &cfg, true)?;
         print!("{}", render(&r));

@@ -20,7 +20,7 @@ use crate::workload::Generator;
 use anyhow::Context;
 use occam_engine::crypto::{deterministic_signers, BatchVerifier, KeyRegistry, SecretKey, SignedMessage};
 use occam_engine::exec::executor_by_name;
-use occam_engine::native::signed::{SignedBlock, SignedOutput, SignedTx, SignedVm, TxHeader, VerifiedTx};
+use occam_engine::native::signed::{round_robin_owners, SignedBlock, SignedOutput, SignedTx, SignedVm, TxHeader, VerifiedTx};
 use occam_engine::native::NativeTx;
 use occam_engine::state::CommittedState;
 use rayon::prelude::*;
@@ -193,10 +193,15 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
     }
     let verifier = BatchVerifier::new(pc.verify_threads)?;
     let (keys, registry) = deterministic_signers(pc.signers, cfg.seed).context("creating the signers")?;
+    let registry = std::sync::Arc::new(registry);
+    let vm = SignedVm::new(registry.clone());
     let (mut results, mut forms, mut mismatches) = (Vec::new(), Vec::new(), Vec::new());
     let warm = cfg.warmup_blocks;
     for workload in &workloads {
-        let genesis = CommittedState::from_entries(workload.genesis_entries(cfg.accounts));
+        // Accounts belong to keys: account `id` to key `id % signers`, which signs its transactions.
+        let mut entries = workload.genesis_entries(cfg.accounts);
+        entries.extend(round_robin_owners(0..workload.id_count(cfg.accounts), registry.keys()));
+        let genesis = CommittedState::from_entries(entries);
         let mut gen = Generator::new(workload.clone(), cfg.accounts, dist, cfg.seed, 0);
         let plain: Vec<Vec<NativeTx>> = (0..warm + cfg.measured_blocks()).map(|_| gen.block(cfg.block_size)).collect();
         let blocks = sign_blocks(plain, &keys, pc.chain_id);
@@ -208,7 +213,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
         let mut seq = executor_by_name::<SignedVm>("sequential", 1)?;
         for b in &blocks {
             let txs: Vec<VerifiedTx> = b.txs.iter().map(|t| VerifiedTx { header: t.header.clone(), signature_ok: true }).collect();
-            let out = seq.execute_and_commit(&SignedVm, &mut state, &txs)?;
+            let out = seq.execute_and_commit(&vm, &mut state, &txs)?;
             reference.push((state.root().to_hex(), digest(&out.outputs)));
         }
 
@@ -246,7 +251,7 @@ pub fn run_pipeline(cfg: &BenchConfig, pc: &PipelineConfig, progress: &dyn Progr
                         })
                     });
                     let t = Instant::now();
-                    let out = exec.execute_and_commit(&SignedVm, &mut state, &current);
+                    let out = exec.execute_and_commit(&vm, &mut state, &current);
                     let exec_time = t.elapsed();
                     (out.map(|o| (o, exec_time)), verifying.map(|j| j.join().expect("the verifier thread does not panic")))
                 });

@@ -67,6 +67,29 @@ fn every_transaction_kind_has_a_section_of_its_own() {
     assert_listed("transaction kinds", &kind_names(), &headings);
 }
 
+/// Section 13's table: the fields each kind acts for are the ones `TxKind::authorities` names.
+#[test]
+fn the_owner_table_is_what_the_engine_checks() {
+    let spec = spec();
+    let table: std::collections::BTreeMap<String, String> = section(&spec, "## 13.")
+        .lines()
+        .filter_map(|l| {
+            let (kind, rest) = l.strip_prefix("| `")?.split_once("` | ")?;
+            Some((kind.to_string(), rest.trim_end_matches(" |").replace('`', "")))
+        })
+        .collect();
+    // Every field a distinct value, so an authority names its field.
+    let kinds = TxKind::examples();
+    assert_eq!(kinds.iter().map(|k| k.name().to_string()).collect::<BTreeSet<_>>(), kind_names(), "an example of every kind");
+    for kind in &kinds {
+        let fields = serde_json::to_value(kind).unwrap();
+        let name_of = |v: u64| fields.as_object().unwrap().iter().find(|(k, f)| *k != "kind" && f.as_u64() == Some(v)).unwrap().0.clone();
+        let names: Vec<String> = kind.authorities().map(name_of).collect();
+        let want = if names.is_empty() { "—".to_string() } else { names.join(", ") };
+        assert_eq!(table.get(kind.name()), Some(&want), "RECORDING.md section 13, {}", kind.name());
+    }
+}
+
 #[test]
 fn every_failure_has_a_row_in_the_failure_table() {
     let spec = spec();

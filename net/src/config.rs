@@ -8,7 +8,10 @@
 //! - `node-<i>.toml`: one node's own settings (its id, threads, the paths of the cluster file
 //!   and of its key file);
 //! - `node-<i>.key`: the node's secrets (BLS secret key, TLS private key and certificate),
-//!   written with mode 0600.
+//!   written with mode 0600;
+//! - `signers.pub` and `signers.key` (mode 0600): the transaction signers' public and secret
+//!   keys, which own the genesis accounts ([`signers`]); with `--bench-signers`, neither file,
+//!   and a seed in `cluster.toml` from which anyone can derive every signer's key.
 //!
 //! Replica placement: replica `r` of shard `s` runs on node `(s + r) % nodes`, so shard
 //! leaders (replica 0) are spread over the first nodes and no node holds two replicas of one
@@ -22,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod signers;
+
 /// The most nodes a cluster file may list.
 pub const MAX_NODES: usize = 256;
 /// The most shards a cluster may have.
@@ -33,9 +38,11 @@ pub const MAX_BLOCK_TXS: usize = 16_384;
 /// client (receipts of a full block with its certificate, a read's values).
 pub const MIN_CLIENT_QUEUE_BYTES: usize = 1 << 20;
 /// The `cluster.toml` layout this build reads and writes. Version 2 added `schema`, `[raft]`
-/// and the nodes' `data_dir` (the Raft and RocksDB issue); a file of another version is
-/// refused with a message saying so.
-pub const CLUSTER_SCHEMA: u32 = 2;
+/// and the nodes' `data_dir` (the Raft and RocksDB issue); version 3, accounts owned by
+/// signer keys (`signer_keys`, or `signer_seed` for bench signers; `signers` counts keys, each
+/// with [`signers::SIGNER_LANES`] signer numbers). A file of another version is refused with a
+/// message saying so.
+pub const CLUSTER_SCHEMA: u32 = 3;
 
 /// Errors reading, checking or writing configuration.
 #[derive(Debug, thiserror::Error)]
@@ -234,11 +241,19 @@ pub struct ClusterConfig {
     pub shards: usize,
     /// Replicas per shard (at most the number of nodes).
     pub replicas: usize,
-    /// Deterministic transaction signers ([`occam_engine::crypto::deterministic_signers`]);
-    /// a multiple of `shards`.
+    /// Transaction signing keys, a multiple of `shards`; genesis account `id` belongs to key
+    /// `id % signers`, and each key signs under [`signers::SIGNER_LANES`] numbers (see
+    /// [`signers`]).
     pub signers: u32,
-    /// Their seed.
-    pub signer_seed: u64,
+    /// Bench signers: the seed their keys derive from
+    /// ([`occam_engine::crypto::deterministic_signers`]). Anyone who can read this file can
+    /// then spend every account. Absent when `signer_keys` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_seed: Option<u64>,
+    /// The signers' public key file and its digest (the secret keys are in a separate file,
+    /// never here). Absent for bench signers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_keys: Option<signers::SignerKeysRef>,
     /// The genesis state.
     pub genesis: GenesisSpec,
     /// Block limits.
@@ -339,17 +354,24 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
 }
 
+/// Writes `text` to `path`; a secret file is created with mode 0600 (never readable by
+/// others, not even for a moment), and an existing one is set to 0600 before it is written.
 fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), ConfigError> {
+    use std::io::Write;
     let io = |source| ConfigError::Io { path: path.into(), source };
-    std::fs::write(path, text).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
     }
     #[cfg(not(unix))]
     let _ = secret;
-    Ok(())
+    options.open(path).and_then(|mut f| f.write_all(text.as_bytes())).map_err(io)
 }
 
 fn to_toml<T: Serialize>(v: &T) -> String {
@@ -357,6 +379,11 @@ fn to_toml<T: Serialize>(v: &T) -> String {
 }
 
 impl ClusterConfig {
+    /// The number of transaction signer numbers: every key under each of its lanes.
+    pub fn signer_numbers(&self) -> u32 {
+        self.signers * signers::SIGNER_LANES
+    }
+
     /// Reads and checks a cluster file.
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
         let c: ClusterConfig = read_toml(path)?;
@@ -406,8 +433,18 @@ impl ClusterConfig {
                 Some(_) => {}
             }
         }
-        if self.signers == 0 || !(self.signers as usize).is_multiple_of(self.shards) {
-            return Err(invalid(format!("signers = {} must be a positive multiple of shards = {}", self.signers, self.shards)));
+        if self.signers == 0 || self.signers > signers::MAX_SIGNERS || !(self.signers as usize).is_multiple_of(self.shards) {
+            return Err(invalid(format!(
+                "signers = {} must be a positive multiple of shards = {}, at most {}",
+                self.signers,
+                self.shards,
+                signers::MAX_SIGNERS
+            )));
+        }
+        if self.signer_seed.is_some() == self.signer_keys.is_some() {
+            return Err(invalid(
+                "name the signers one way: signer_keys (their public key file) or signer_seed (bench signers anyone can derive)",
+            ));
         }
         let l = &self.limits;
         if l.block_txs == 0 || l.block_txs > MAX_BLOCK_TXS || l.pipeline == 0 || l.mempool < l.block_txs || l.per_client == 0 {
@@ -644,6 +681,15 @@ pub struct InitSpec {
     pub limits: Limits,
     /// Threads per replica and for verification, written into every node file.
     pub threads: usize,
+    /// Bench signers: keys derived from a seed written into `cluster.toml`, which anyone who
+    /// reads the file can sign with, instead of fresh keys in `signers.pub` / `signers.key`.
+    pub bench_signers: bool,
+}
+
+/// Signing keys of a new cluster: 512, rounded down to a multiple of the shards (at least one
+/// per shard).
+fn default_signers(shards: usize) -> u32 {
+    (512 / shards * shards).max(shards) as u32
 }
 
 /// Writes a cluster's files into `dir` (created if needed). Refuses to overwrite an existing
@@ -685,16 +731,25 @@ pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError>
         chain_id: rand::random::<u64>().max(1),
         shards: spec.shards,
         replicas: spec.replicas,
-        signers: (1024 / shards * shards).max(shards) as u32,
-        signer_seed: 1,
+        signers: default_signers(shards),
+        signer_seed: spec.bench_signers.then_some(1),
+        signer_keys: None,
         genesis: spec.genesis.clone(),
         limits: spec.limits.clone(),
         raft: RaftSettings::default(),
         nodes,
     };
+    let mut cluster = cluster;
+    let signer_files = (!spec.bench_signers).then(|| signers::generate(cluster.signers, cluster.chain_id));
+    if let Some((public, _)) = &signer_files {
+        cluster.signer_keys = Some(signers::reference(public));
+    }
     cluster.check()?;
     if spec.threads == 0 {
         return Err(invalid("threads must be positive"));
+    }
+    if let Some((public, secret)) = &signer_files {
+        signers::write_files(dir, public, secret)?;
     }
     for (i, keys, node) in files {
         write_file(&dir.join(format!("node-{i}.key")), &to_toml(&keys), true)?;
@@ -787,8 +842,9 @@ pub fn local_cluster(
         chain_id: 1,
         shards,
         replicas,
-        signers: (1024 / s * s).max(s) as u32,
-        signer_seed: 1,
+        signers: default_signers(s),
+        signer_seed: Some(1),
+        signer_keys: None,
         genesis,
         limits,
         raft: RaftSettings::default(),
@@ -815,7 +871,60 @@ mod tests {
             genesis: GenesisSpec { workload: "transfer".into(), accounts: 1000 },
             limits: Limits::default(),
             threads: 1,
+            bench_signers: false,
         }
+    }
+
+    #[test]
+    fn signer_keys_stay_out_of_the_cluster_file() {
+        let dir = std::env::temp_dir().join(format!("occam-config-signers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = init_cluster(&dir, &spec(1, 1, 1)).unwrap();
+        let cluster = ClusterConfig::load(&path).unwrap();
+        assert_eq!((cluster.signer_seed, cluster.signer_keys.as_ref().map(|r| r.file.clone())), (None, Some(signers::PUBLIC_FILE.into())));
+        let registry = signers::registry(&cluster, Some(&path)).unwrap();
+        assert_eq!(registry.len() as u32, cluster.signer_numbers());
+        let keys = signers::secret_keys(&cluster, &registry, Some(&path), None).unwrap();
+        assert_eq!(keys.len() as u32, cluster.signers);
+        // Not one secret key in the cluster file or the public file.
+        let public = [std::fs::read_to_string(&path).unwrap(), std::fs::read_to_string(dir.join(signers::PUBLIC_FILE)).unwrap()];
+        for k in &keys {
+            assert!(public.iter().all(|text| !text.contains(&hex_encode(&k.to_bytes()))));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(signers::SECRET_FILE), 0o600);
+            assert_eq!(mode("node-0.key"), 0o600);
+        }
+        // Numbers k and k + signers are key k.
+        let k = cluster.signers;
+        assert_eq!(registry.key_bytes(signers::signer_number(k, 3, 1)), registry.key_bytes(3));
+        assert_eq!(signers::owner_of(k, u64::from(k) + 5), 5);
+        // Another cluster's secret keys, or a changed public file, are refused.
+        let (_, other) = signers::generate(cluster.signers, cluster.chain_id);
+        std::fs::write(dir.join("other.key"), toml::to_string(&other).unwrap()).unwrap();
+        let err = signers::secret_keys(&cluster, &registry, Some(&path), Some(&dir.join("other.key"))).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        let pub_path = dir.join(signers::PUBLIC_FILE);
+        let text = std::fs::read_to_string(&pub_path).unwrap();
+        std::fs::write(&pub_path, text.replacen("pop", "pop ", 1)).unwrap();
+        let err = signers::registry(&cluster, Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("not this cluster's signer keys"), "{err}");
+        // A file naming both kinds of signers, or neither, is refused.
+        assert!(ClusterConfig { signer_seed: Some(1), ..cluster.clone() }.check().unwrap_err().to_string().contains("one way"));
+        assert!(ClusterConfig { signer_keys: None, ..cluster.clone() }.check().unwrap_err().to_string().contains("one way"));
+        // Bench signers: a seed in the file, no key files, and no secret file to read.
+        let bench = dir.join("bench");
+        let path = init_cluster(&bench, &InitSpec { bench_signers: true, ..spec(1, 1, 1) }).unwrap();
+        let cluster = ClusterConfig::load(&path).unwrap();
+        assert_eq!(cluster.signer_seed, Some(1));
+        assert!(!bench.join(signers::SECRET_FILE).exists() && !bench.join(signers::PUBLIC_FILE).exists());
+        let registry = signers::registry(&cluster, None).unwrap();
+        assert_eq!(signers::secret_keys(&cluster, &registry, None, None).unwrap().len() as u32, cluster.signers);
+        assert!(signers::secret_keys(&cluster, &registry, None, Some(&pub_path)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

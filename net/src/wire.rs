@@ -25,8 +25,9 @@ use occam_shard::{Certificate, DecodeError, SignedVote};
 /// Version 2 added the Raft RPC kinds ([`Message::RaftRequest`], [`Message::RaftReply`]);
 /// version 3, validator-set epochs in votes and certificates (certificates name their set's
 /// members); version 4, the refusals `BadSignature` and `UnknownSigner` (signatures are
-/// checked before a batch is admitted).
-pub const WIRE_VERSION: u8 = 4;
+/// checked before a batch is admitted); version 5, the status `NotOwner` (accounts belong to
+/// keys).
+pub const WIRE_VERSION: u8 = 5;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
@@ -211,12 +212,22 @@ pub enum TxStatus {
     /// Dropped: the cross-shard round it was in could not run (the coordinator aborted it and
     /// no shard applied anything of it).
     Aborted = 5,
+    /// Committed in a certified block, but refused: its signer does not own an account it
+    /// acts for. Nothing happened, not even its nonce was spent.
+    NotOwner = 6,
 }
 
 impl TxStatus {
     /// Every status, in wire order (`ALL[s as usize] == s`).
-    pub const ALL: [TxStatus; 6] =
-        [TxStatus::Succeeded, TxStatus::Failed, TxStatus::BadNonce, TxStatus::BadSignature, TxStatus::UnknownSigner, TxStatus::Aborted];
+    pub const ALL: [TxStatus; 7] = [
+        TxStatus::Succeeded,
+        TxStatus::Failed,
+        TxStatus::BadNonce,
+        TxStatus::BadSignature,
+        TxStatus::UnknownSigner,
+        TxStatus::Aborted,
+        TxStatus::NotOwner,
+    ];
 
     fn from_u8(b: u8) -> Result<TxStatus, WireError> {
         Self::ALL.get(usize::from(b)).copied().ok_or(WireError::Invalid("transaction status"))
@@ -224,7 +235,7 @@ impl TxStatus {
 
     /// True for the statuses that come with a certified block.
     pub fn is_committed(self) -> bool {
-        matches!(self, TxStatus::Succeeded | TxStatus::Failed | TxStatus::BadNonce)
+        matches!(self, TxStatus::Succeeded | TxStatus::Failed | TxStatus::BadNonce | TxStatus::NotOwner)
     }
 }
 

@@ -50,8 +50,8 @@ fn start_raft(workload: &str, nodes: usize, shards: usize, replicas: usize, limi
     for n in &mut config.nodes {
         n.metrics = Some("127.0.0.1:0".parse().unwrap());
     }
-    let genesis: Arc<CommittedState> = Arc::new(genesis(&spec).unwrap());
-    let (keys, registry) = signers(&config).unwrap();
+    let (keys, registry) = signers(&config, None, None).unwrap();
+    let genesis: Arc<CommittedState> = Arc::new(genesis(&config, &registry).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let nodes = node_keys
         .iter()
@@ -268,7 +268,7 @@ fn balance_total(entries: &[(occam_engine::key::Key, occam_engine::value::Value)
 fn cross_shard_transfers_commit_atomically_across_nodes() {
     let cluster = start(4, 3, 3, limits());
     let rt = runtime();
-    let genesis_total = balance_total(&genesis(&cluster.config.genesis).unwrap().sorted_entries());
+    let genesis_total = balance_total(&genesis(&cluster.config, &cluster.registry).unwrap().sorted_entries());
     let txs = transfers(&cluster, 0.3, 5).signed(600, &cluster.keys);
     let crossing = txs.iter().filter(|(_, r)| r.is_none()).count();
     assert!(crossing > 100, "{crossing} cross-shard transfers");
@@ -721,6 +721,45 @@ fn loopback(last: u8) -> std::net::IpAddr {
     std::net::Ipv4Addr::new(127, 0, 0, last).into()
 }
 
+/// Accounts belong to keys, over real QUIC: a transfer from account 0 signed by key 1 commits
+/// as `NotOwner` and changes nothing (no balance, not even key 1's nonce); key 0 spends it
+/// under either of its numbers, each with nonces of its own.
+#[test]
+fn a_signer_cannot_spend_an_account_its_key_does_not_own() {
+    use occam_engine::native::keys::account;
+    use occam_engine::native::signed::{nonce_key, TxHeader};
+    use occam_engine::native::{NativeTx, TxKind};
+    let cluster = start(1, 1, 1, limits());
+    let rt = runtime();
+    let k = cluster.config.signers;
+    let pay = |signer: u32, from: u64| {
+        let key = &cluster.keys[(signer % k) as usize];
+        let header = TxHeader { signer, nonce: 0, body: NativeTx::new(TxKind::Transfer { from, to: 1, amount: 10 }) };
+        (RawSignedTx::from(&header.sign(cluster.config.chain_id, key)), Some(0))
+    };
+    // Key 1 (number 1) takes from key 0's account; key 0 pays under number 0, then under its
+    // second number (k), from its account k.
+    let txs = vec![pay(1, 0), pay(0, 0), pay(k, u64::from(k))];
+    let before = |key| cluster.genesis.get(&key).and_then(|v| v.as_u64()).unwrap_or(0);
+    let start = [before(account(0)), before(account(1)), before(account(u64::from(k)))];
+    rt.block_on(async {
+        let mut client = Client::connect(&cluster.config).await.unwrap();
+        let (statuses, _) = submit_all(&mut client, &txs, 1, 0).await;
+        let got: Vec<TxStatus> = (0..3).map(|b| statuses[&(b, 0)]).collect();
+        assert_eq!(got, [TxStatus::NotOwner, TxStatus::Succeeded, TxStatus::Succeeded]);
+        let keys = vec![account(0), account(1), account(u64::from(k)), nonce_key(1), nonce_key(0), nonce_key(k)];
+        let values: Vec<u64> = occam_bench::cluster::fetch_values(&mut client, keys)
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.as_ref().and_then(|v| v.as_u64()).unwrap_or(0))
+            .collect();
+        assert_eq!(values, [start[0] - 10, start[1] + 20, start[2] - 10, 0, 1, 1], "the thief moved nothing and spent no nonce");
+        client.close().await;
+    });
+    cluster.stop();
+}
+
 /// A forger's batches (valid curve points that sign nothing of theirs, from known signers) are
 /// refused whole before they reach the mempool; after `bad_batches` of them its connection is
 /// closed and its address refused. An honest client on another address commits all it sends
@@ -784,7 +823,7 @@ fn forged_signatures_are_refused_at_admission_and_shut_their_sender_out() {
         assert!(statuses.values().all(|s| *s == TxStatus::Succeeded), "{statuses:?}");
         // A signer the chain does not know: refused before any check, and no strike.
         let mut unknown = honest[0].0.clone();
-        unknown.header.signer = cluster.config.signers + 5;
+        unknown.header.signer = cluster.config.signer_numbers() + 5;
         good.submit(0, 999, RawSignedBlock { chain_id, txs: vec![unknown] }).await.unwrap();
         match next_answer(&mut good).await {
             Some(ClientEvent::Refused { batch: 999, reason: Refusal::UnknownSigner, .. }) => {}
@@ -996,6 +1035,7 @@ fn occam_load_drives_a_cluster_twice_and_verifies_every_certificate() {
         seed: 9,
         drain_s: 20.0,
         cluster_file: None,
+        signer_keys: None,
     };
     // The second run continues from the first one's nonces (read from the leaders).
     for run in 0..2 {
@@ -1029,6 +1069,7 @@ fn occam_load_drives_smallbank_with_its_own_cross_shard_share() {
         seed: 3,
         drain_s: 20.0,
         cluster_file: None,
+        signer_keys: None,
     };
     let r = run_load(&cluster.config, &cfg, false).unwrap();
     assert_eq!(r.scheduled, 500);

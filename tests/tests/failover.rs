@@ -12,7 +12,7 @@
 //! shard ends on the same height and root; after the cluster-wide kill every node comes back to
 //! the same roots, with a certificate for its last block.
 
-use occam_bench::cluster::{fetch_fates, fetch_nonces, fetch_values, genesis, node_setup, node_statuses, Fate};
+use occam_bench::cluster::{fetch_fates, fetch_nonces, fetch_values, genesis, node_setup, node_statuses, signer_registry, Fate};
 use occam_bench::load::{run_load, LoadConfig, LoadReport};
 use occam_engine::native::keys::account;
 use occam_net::config::{add_node, init_cluster, ClusterConfig, GenesisSpec, InitSpec, Limits};
@@ -207,6 +207,8 @@ fn four_nodes(dir: &Path) -> PathBuf {
         genesis: GenesisSpec { workload: "transfer".into(), accounts: 10_000 },
         limits: Limits { block_txs: 256, block_ms: 10, ..Limits::default() },
         threads: 1,
+        // Real signer keys: `signers.pub` for the nodes, `signers.key` for the load.
+        bench_signers: false,
     };
     init_cluster(dir, &spec).unwrap()
 }
@@ -242,7 +244,7 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
 
     // An open-loop load in the background while nodes die and come back, with cross-shard
     // rounds: the first node killed leads shard 0, so it is their coordinator.
-    let load = load_for(&cluster, None, 200.0, 14.0, 0.2, 21);
+    let load = load_for(&cluster, &dir, 200.0, 14.0, 0.2, 21);
     // Kill only once the load is committing (it first reads the signers' nonces and signs its
     // transactions, which takes seconds on a busy machine): a failover is measured as the time
     // to shard 0's next certified block, and that needs traffic.
@@ -287,7 +289,7 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
     // Transfers move money and make none: a cross-shard round applied on some of its shards
     // and not on others would show here.
     let genesis_total: u64 = {
-        let g = genesis(&cluster.genesis).unwrap();
+        let g = genesis(&cluster, &signer_registry(&cluster, Some(&dir.join("cluster.toml"))).unwrap()).unwrap();
         (0..cluster.genesis.accounts).map(|a| g.get(&account(a)).and_then(|v| v.as_u64()).unwrap_or(0)).sum()
     };
     assert_eq!(balances, genesis_total, "the balances add up to the genesis total");
@@ -312,18 +314,21 @@ fn sigkilled_leaders_and_followers_lose_no_receipted_transaction() {
     drop(procs);
 }
 
-/// An open-loop `transfer` load of `seconds` at `rate` on `cluster`, `cross_shard` of it
-/// cross-shard, in a thread; re-reads `file` if given (as `occam load` does).
+/// An open-loop `transfer` load of `seconds` at `rate` on the cluster whose files are in
+/// `dir`, `cross_shard` of it cross-shard, in a thread, signed with the keys of
+/// `dir/signers.key`; re-reads the cluster file when it meets a node it does not know (as
+/// `occam load` does).
 fn load_for(
     cluster: &ClusterConfig,
-    file: Option<&Path>,
+    dir: &Path,
     rate: f64,
     seconds: f64,
     cross_shard: f64,
     seed: u64,
 ) -> std::thread::JoinHandle<LoadReport> {
     let cluster = cluster.clone();
-    let cluster_file = file.map(Path::to_path_buf);
+    let cluster_file = Some(dir.join("cluster.toml"));
+    let signer_keys = Some(dir.join(occam_net::config::signers::SECRET_FILE));
     std::thread::spawn(move || {
         let cfg = LoadConfig {
             rate: Some(rate),
@@ -337,6 +342,7 @@ fn load_for(
             seed,
             drain_s: 30.0,
             cluster_file,
+            signer_keys,
         };
         run_load(&cluster, &cfg, true).unwrap()
     })
@@ -378,7 +384,7 @@ fn a_node_replaced_for_good_hands_its_replicas_and_votes_to_its_successor() {
     leaders(&rt, &cluster, Duration::from_secs(20));
 
     // Node 3 dies for good under load.
-    let first = load_for(&cluster, Some(&path), 150.0, 20.0, 0.1, 31);
+    let first = load_for(&cluster, &dir, 150.0, 20.0, 0.1, 31);
     wait_committing(&rt, &cluster, 1);
     procs.kill(3);
     std::thread::sleep(Duration::from_secs(1));
@@ -407,7 +413,7 @@ fn a_node_replaced_for_good_hands_its_replicas_and_votes_to_its_successor() {
     // A load on the new membership: its certificates name the new epoch and node 4.
     let now = leaders(&rt, &grown, Duration::from_secs(20));
     let nonces_before = nonces(&rt, &grown, &now);
-    let second = load_for(&grown, None, 150.0, 6.0, 0.1, 32).join().unwrap();
+    let second = load_for(&grown, &dir, 150.0, 6.0, 0.1, 32).join().unwrap();
     eprintln!("{}", occam_bench::load::render(&second));
     assert_eq!((second.bad_nonce, second.bad_certificates, second.unsent), (0, 0, 0), "{second:?}");
     assert!(second.committed > 300, "{second:?}");
@@ -451,7 +457,7 @@ fn a_node_replaced_for_good_hands_its_replicas_and_votes_to_its_successor() {
     let now = leaders(&rt, &grown, Duration::from_secs(20));
     let (total, balances) = totals(&rt, &grown, &now);
     let genesis_total: u64 = {
-        let g = genesis(&grown.genesis).unwrap();
+        let g = genesis(&grown, &signer_registry(&grown, Some(&path)).unwrap()).unwrap();
         (0..grown.genesis.accounts).map(|a| g.get(&account(a)).and_then(|v| v.as_u64()).unwrap_or(0)).sum()
     };
     assert_eq!(balances, genesis_total, "the balances add up to the genesis total");

@@ -323,6 +323,8 @@ impl ProofOfPossession {
 #[derive(Clone, Debug, Default)]
 pub struct KeyRegistry {
     keys: Vec<PublicKey>,
+    /// Each number's key, compressed (what account owner records hold).
+    bytes: Vec<[u8; PUBLIC_KEY_LEN]>,
     index: std::collections::HashMap<[u8; PUBLIC_KEY_LEN], u32>,
 }
 
@@ -338,10 +340,33 @@ impl KeyRegistry {
             return Err(CryptoError::DuplicateKey);
         }
         proof.verify(&key)?;
-        let id = u32::try_from(self.keys.len()).map_err(|_| CryptoError::BadInput("registry full"))?;
+        let id = self.next_id()?;
         self.index.insert(key.to_bytes(), id);
+        self.bytes.push(key.to_bytes());
         self.keys.push(key);
         Ok(id)
+    }
+
+    /// Registers the key numbered `id` under a new number as well, and returns that number.
+    /// Its proof of possession was checked when it was first admitted. For transaction
+    /// signers: each number keeps its own nonces, so one owner can send on independent paths
+    /// (a shard's leader and the cross-shard coordinator) without one path's transactions
+    /// overtaking the other's. A validator set never does this (a member would count twice).
+    pub fn register_again(&mut self, id: u32) -> Result<u32, CryptoError> {
+        let key = *self.get(id).ok_or(CryptoError::BadInput("no such key to register again"))?;
+        let again = self.next_id()?;
+        self.bytes.push(self.bytes[id as usize]);
+        self.keys.push(key);
+        Ok(again)
+    }
+
+    fn next_id(&self) -> Result<u32, CryptoError> {
+        u32::try_from(self.keys.len()).map_err(|_| CryptoError::BadInput("registry full"))
+    }
+
+    /// The compressed key numbered `id`.
+    pub fn key_bytes(&self, id: u32) -> Option<&[u8; PUBLIC_KEY_LEN]> {
+        self.bytes.get(id as usize)
     }
 
     /// Decodes a key and its proof and admits them; every failure is a typed error.
@@ -356,7 +381,7 @@ impl KeyRegistry {
         self.keys.get(id as usize)
     }
 
-    /// The number of `key`, if registered.
+    /// The first number of `key`, if registered.
     pub fn id_of(&self, key: &PublicKey) -> Option<u32> {
         self.index.get(&key.to_bytes()).copied()
     }

@@ -101,3 +101,8 @@ pub fn credit_line(issuer: u64) -> Key {
 pub fn evidence(id: u64) -> Key {
     Key::from_parts(tag::EVIDENCE, id, 0)
 }
+
+/// The owner key of `account` (see [`tag::OWNER_KEY`]).
+pub fn owner_key(account: u64) -> Key {
+    Key::from_parts(tag::OWNER_KEY, account, 0)
+}

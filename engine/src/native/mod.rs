@@ -93,6 +93,9 @@ pub mod tag {
     pub const CREDIT_LINE: u8 = 24;
     /// A notarised evidence record, 16 bytes `submitter ‖ digest`: `(evidence)`.
     pub const EVIDENCE: u8 = 25;
+    /// The public key that owns an account: only a transaction signed by it may act for the
+    /// account (see [`super::signed`]); the compressed key, 48 bytes for BLS: `(account)`.
+    pub const OWNER_KEY: u8 = 26;
     /// Reserved for a node's replicated bookkeeping in a shard's state (its cross-shard round
     /// records); no native transaction reads or writes such a key, and a foreign VM must not.
     pub const SYSTEM: u8 = 0xFF;
@@ -487,6 +490,68 @@ impl TxKind {
             TxKind::ReceivableSplit { holder, .. } | TxKind::ReceivableFinance { holder, .. } => holder,
             TxKind::ReceivableRedeem { issuer, .. } => issuer,
         }
+    }
+
+    /// The accounts whose owner must sign this transaction (see [`signed::SignedVm`]): the
+    /// sender, for every kind that spends, moves or acts with an account's rights, and for
+    /// `ReceivableFinance` also the financier, whose money it spends.
+    ///
+    /// Kinds that act for nobody need no owner: reads (`SbBalance`, `KvRead`, `ItemLookup`),
+    /// SmallBank's deposit (it only adds money), the YCSB writes (records are not accounts:
+    /// YCSB models an open key-value store), and `Clear` and `Settle`, which only run an
+    /// auction's rules (clearing a round, paying a trader what the cleared round owes it).
+    pub fn authorities(&self) -> impl Iterator<Item = u64> {
+        use TxKind::*;
+        let (first, second) = match *self {
+            SbBalance { .. } | SbDepositChecking { .. } | KvRead { .. } | KvUpdate { .. } | KvRmw { .. } | KvInsert { .. } => (None, None),
+            ItemLookup { .. } | Clear { .. } | Settle { .. } => (None, None),
+            ReceivableFinance { holder, financier, .. } => (Some(holder), (financier != holder).then_some(financier)),
+            _ => (Some(self.sender()), None),
+        };
+        first.into_iter().chain(second)
+    }
+
+    /// One transaction of every kind, each field a distinct value (11, 12, …; a signed amount
+    /// negative): for tests and tools that must cover every kind.
+    pub fn examples() -> Vec<TxKind> {
+        use TxKind::*;
+        vec![
+            Transfer { from: 11, to: 12, amount: 13 },
+            SbAmalgamate { a: 11, b: 12 },
+            SbBalance { a: 11 },
+            SbDepositChecking { a: 11, amount: 12 },
+            SbSendPayment { from: 11, to: 12, amount: 13 },
+            SbTransactSavings { a: 11, amount: -12 },
+            SbWriteCheck { a: 11, amount: 12 },
+            KvRead { record: 11 },
+            KvUpdate { record: 11, seed: 12 },
+            KvRmw { record: 11, seed: 12 },
+            KvInsert { record: 11, seed: 12 },
+            TokenTransfer { token: 11, from: 12, to: 13, amount: 14 },
+            TokenApprove { token: 11, owner: 12, spender: 13, amount: 14 },
+            TokenTransferFrom { token: 11, spender: 12, from: 13, to: 14, amount: 15 },
+            AmmSwap { pool: 11, trader: 12, zero_for_one: true, amount_in: 13, min_out: 14 },
+            NftMint { collection: 11, minter: 12 },
+            TokenIssue { token: 11, to: 12, amount: 13 },
+            TokenRetire { token: 11, holder: 12, amount: 13 },
+            ItemRegister { item: 11, owner: 12, event: 13 },
+            ItemHandover { item: 11, from: 12, to: 13, event: 14 },
+            ItemEvent { item: 11, actor: 12, event: 13 },
+            ItemLookup { item: 11 },
+            Notarize { evidence: 11, submitter: 12, digest: 13 },
+            DocIssue { issuer: 11, subject: 12, slot: 13, digest: 14 },
+            Grant { subject: 11, grantee: 12 },
+            Revoke { subject: 11, grantee: 12 },
+            DocUpdate { subject: 11, slot: 12, writer: 13, digest: 14 },
+            DocRead { subject: 11, slot: 12, reader: 13, audit: true },
+            Order { market: 11, trader: 12, sell: true, qty: 13, level: 14 },
+            Clear { market: 11 },
+            Settle { market: 11, trader: 12 },
+            ReceivableIssue { issuer: 11, receivable: 12, to: 13, amount: 14 },
+            ReceivableSplit { receivable: 11, holder: 12, new_receivable: 13, to: 14, amount: 15 },
+            ReceivableFinance { receivable: 11, holder: 12, financier: 13, discount_bp: 14 },
+            ReceivableRedeem { receivable: 11, holder: 12, issuer: 13 },
+        ]
     }
 
     /// A short name of the kind, for reports.

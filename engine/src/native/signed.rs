@@ -3,10 +3,12 @@
 //! A [`SignedTx`] carries its signer (a number in the chain's [`KeyRegistry`], admitted with a
 //! proof of possession), a nonce and a BLS signature over [`TxHeader::signing_bytes`]: a
 //! domain-separated, canonical encoding that includes the chain id, so a transaction signed for
-//! one chain is worthless on another. [`SignedVm`] executes verified transactions: a wrong or
-//! reused nonce is a typed failure ([`SignedFailure::BadNonce`]) that changes nothing, and a
-//! transaction whose signature failed verification fails with [`SignedFailure::BadSignature`]
-//! — it stays in the block, as every failure does.
+//! one chain is worthless on another. [`SignedVm`] executes verified transactions: a
+//! transaction whose signature failed verification fails with [`SignedFailure::BadSignature`],
+//! one whose signer does not own an account it spends from with [`SignedFailure::NotOwner`],
+//! and a wrong or reused nonce with [`SignedFailure::BadNonce`]; each changes nothing and stays
+//! in the block, as every failure does. Accounts belong to keys: an account's owner record
+//! holds its owner's public key ([`round_robin_owners`] writes them at genesis).
 //!
 //! Blocks travel in one of two forms: [`SignedBlock`] (one 96-byte signature per transaction)
 //! or [`AggregatedBlock`] (one aggregate signature for the whole block, checked with
@@ -517,6 +519,13 @@ pub enum SignedFailure {
         /// The transaction's nonce.
         got: u64,
     },
+    /// The signer's key does not own an account the transaction acts for
+    /// ([`TxKind::authorities`]), or the account has no owner.
+    #[error("not the owner of account {account}")]
+    NotOwner {
+        /// The account.
+        account: u64,
+    },
 }
 
 /// The output of a signed transaction: the body's output, or why it did not run.
@@ -551,16 +560,71 @@ pub fn next_nonce(state: &crate::state::CommittedState, signer: u32) -> u64 {
     state.get(&nonce_key(signer)).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// The native VM behind signatures and nonces. Signature verification happens before
-/// execution (in batches, see [`crate::crypto::BatchVerifier`]); this VM takes its verdicts.
+/// Every key a signed transaction may touch: its signer's nonce, the owner keys of the
+/// accounts it acts for ([`TxKind::authorities`]) and its body's keys. `false` if the body
+/// does not declare its keys. Nodes route by these keys, and [`SignedVm`] declares them.
+pub fn signed_keys(header: &TxHeader, keys: &mut Vec<Key>) -> bool {
+    keys.push(nonce_key(header.signer));
+    keys.extend(header.body.kind.authorities().map(super::keys::owner_key));
+    NativeVm.declared_keys(&header.body, keys)
+}
+
+/// Owner records for accounts `ids`, dealt round robin: account `id` is owned by
+/// `keys[id % keys.len()]` (nothing if `keys` is empty). How `occam` clusters and the
+/// signature benchmark assign genesis accounts to their signers' keys; a chain may assign
+/// owners any way it likes, as long as every account that can be spent from has one.
+pub fn round_robin_owners<'k>(ids: std::ops::Range<u64>, keys: &'k [PublicKey]) -> impl Iterator<Item = (Key, Value)> + 'k {
+    let n = keys.len() as u64;
+    ids.filter(move |_| n > 0).map(move |id| (super::keys::owner_key(id), Value::from_slice(&keys[(id % n) as usize].to_bytes())))
+}
+
+/// The native VM behind signatures, nonces and account owners. Signature verification happens
+/// before execution (in batches, see [`crate::crypto::BatchVerifier`]); this VM takes its
+/// verdicts.
 ///
-/// It authenticates the *signer* and orders its transactions by nonce; it does not decide
-/// which accounts a signer may act for. The native kinds name their accounts by number, and a
-/// chain that binds accounts to keys checks `body.kind.sender()` against the signer in its own
-/// VM (the benchmark signs for account `a` with key `a % signers`). The caller must also check
-/// that a block was signed for its chain (`SignedBlock::chain_id`, `AggregatedBlock::verify`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SignedVm;
+/// Before the body runs it checks, in this order, and a failure writes nothing at all:
+/// 1. the signature verified ([`SignedFailure::BadSignature`]);
+/// 2. the signer's key owns every account the body acts for ([`TxKind::authorities`]): the
+///    account's owner record ([`super::tag::OWNER_KEY`], set at genesis, see
+///    [`round_robin_owners`]) holds exactly the signer's registered key
+///    ([`SignedFailure::NotOwner`]; an account without a record has no owner and cannot be
+///    spent from);
+/// 3. the nonce is the signer's next one ([`SignedFailure::BadNonce`]).
+///
+/// Then the nonce is spent and the body runs; a body's failure still spends the nonce. A key
+/// registered under several numbers ([`KeyRegistry::register_again`]) owns the same accounts
+/// through each of them, with separate nonces. The caller must also check that a block was
+/// signed for its chain (`SignedBlock::chain_id`, `AggregatedBlock::verify`).
+///
+/// **A custom VM** does the same: keep an owner record per account in state, declare it, and
+/// check it against the signer's key before any write, with a failure that writes nothing.
+/// Wrap the VM's transactions with their signer's number (or key) and the verifier's verdict
+/// the way [`VerifiedTx`] does; ownership must be checked inside execution, against the
+/// state the transaction sees, never by the node beforehand, so every executor and replica
+/// decides it identically.
+#[derive(Clone, Debug)]
+pub struct SignedVm {
+    registry: std::sync::Arc<KeyRegistry>,
+}
+
+impl SignedVm {
+    /// A VM whose signers are numbered by `registry`.
+    pub fn new(registry: std::sync::Arc<KeyRegistry>) -> Self {
+        SignedVm { registry }
+    }
+
+    /// The first account of `tx` that the signer does not own, if any.
+    fn foreign_account<V: View>(&self, tx: &VerifiedTx, view: &mut V) -> Result<Option<u64>, Interrupt> {
+        let signer = self.registry.key_bytes(tx.header.signer);
+        for account in tx.header.body.kind.authorities() {
+            let owner = view.read(&super::keys::owner_key(account))?;
+            if owner.as_ref().map(Value::as_bytes) != signer.map(|k| &k[..]) {
+                return Ok(Some(account));
+            }
+        }
+        Ok(None)
+    }
+}
 
 impl Vm for SignedVm {
     type Tx = VerifiedTx;
@@ -569,6 +633,9 @@ impl Vm for SignedVm {
     fn execute<V: View>(&self, tx: &VerifiedTx, view: &mut V) -> Result<SignedOutput, Interrupt> {
         if !tx.signature_ok {
             return Ok(Err(SignedFailure::BadSignature));
+        }
+        if let Some(account) = self.foreign_account(tx, view)? {
+            return Ok(Err(SignedFailure::NotOwner { account }));
         }
         let key = nonce_key(tx.header.signer);
         let expected = view.read(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
@@ -582,8 +649,7 @@ impl Vm for SignedVm {
 
     fn declared_keys(&self, tx: &VerifiedTx, keys: &mut Vec<Key>) -> bool {
         if tx.signature_ok {
-            keys.push(nonce_key(tx.header.signer));
-            return NativeVm.declared_keys(&tx.header.body, keys);
+            return signed_keys(&tx.header, keys);
         }
         true
     }

@@ -29,6 +29,7 @@ pub(super) fn status_of(output: &SignedOutput) -> TxStatus {
         Ok(Ok(_)) => TxStatus::Succeeded,
         Ok(Err(_)) => TxStatus::Failed,
         Err(SignedFailure::BadNonce { .. }) => TxStatus::BadNonce,
+        Err(SignedFailure::NotOwner { .. }) => TxStatus::NotOwner,
         Err(SignedFailure::UnknownSigner) => TxStatus::UnknownSigner,
         Err(_) => TxStatus::BadSignature,
     }

@@ -39,10 +39,8 @@ use crate::wire::{CrossStep, Message, Proposal, TxStatus};
 use crossbeam_channel::{Receiver, Sender};
 use occam_engine::exec::BlockExecutor;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{nonce_key, SignedTx, SignedVm, VerifiedTx};
-use occam_engine::native::NativeVm;
+use occam_engine::native::signed::{nonce_key, signed_keys, SignedTx, SignedVm, VerifiedTx};
 use occam_engine::state::CommittedState;
-use occam_engine::vm::Vm;
 use occam_shard::partition::Partitioner;
 use occam_shard::protocol::{Entries, Message as CrossMessage};
 use occam_shard::Certificate;
@@ -82,6 +80,8 @@ pub(super) enum CoordEvent {
 /// What the coordinator executes with.
 pub(super) struct CoordCtx {
     pub exec: Box<dyn BlockExecutor<SignedVm>>,
+    /// The VM it executes.
+    pub vm: SignedVm,
     pub metrics: Arc<ShardMetrics>,
     /// This node's replica of shard 0.
     pub group: GroupHandle,
@@ -582,8 +582,7 @@ pub(super) fn run_coordinator(
                 let mut keys = Vec::new();
                 for (tx, _) in &good {
                     keys.clear();
-                    keys.push(nonce_key(tx.header.signer));
-                    NativeVm.declared_keys(&tx.header.body, &mut keys);
+                    signed_keys(&tx.header, &mut keys);
                     for k in &keys {
                         reads.entry(partitioner.shard_of(k)).or_default().push(*k);
                     }
@@ -708,7 +707,7 @@ fn execute_cross(
     values: BTreeMap<u32, Entries>,
 ) -> Result<(Vec<TxStatus>, BTreeMap<u32, Entries>), String> {
     let state = CommittedState::from_entries(values.into_values().flatten().filter_map(|(k, v)| v.map(|v| (k, v))));
-    let out = ctx.exec.execute(&SignedVm, &state, txs).map_err(|e| e.to_string())?;
+    let out = ctx.exec.execute(&ctx.vm, &state, txs).map_err(|e| e.to_string())?;
     let mut writes: BTreeMap<u32, Entries> = BTreeMap::new();
     for (k, v) in out.write_set.sorted() {
         writes.entry(partitioner.shard_of(&k)).or_default().push((k, v));

@@ -133,6 +133,8 @@ pub(super) struct NodeApplier {
     pub shard: u32,
     pub state: Arc<RwLock<CommittedState>>,
     pub exec: Mutex<Box<dyn BlockExecutor<SignedVm>>>,
+    /// The VM it executes (signers' numbers and keys: `check.registry`).
+    pub vm: SignedVm,
     pub check: SigCheck,
     /// Payload hashes of blocks whose signatures this node verified at admission.
     pub verified: Arc<Mutex<HashSet<[u8; 32]>>>,
@@ -364,7 +366,7 @@ impl BlockApplier for NodeApplier {
                 let out = self
                     .exec
                     .get_mut()
-                    .execute_and_commit(&SignedVm, &mut state, &txs)
+                    .execute_and_commit(&self.vm, &mut state, &txs)
                     .map_err(|e| ApplyError { shard: self.shard, detail: format!("executing block {height}: {e}") })?;
                 (out.outputs.iter().map(status_of).collect(), Some(out.write_set))
             }

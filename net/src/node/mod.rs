@@ -58,11 +58,9 @@ use links::{run_link, Link, LINK_BYTES};
 use occam_engine::crypto::{BatchVerifier, KeyRegistry};
 use occam_engine::exec::executor_by_name;
 use occam_engine::key::Key;
-use occam_engine::native::signed::{nonce_key, SignedVm, TxHeader};
-use occam_engine::native::NativeVm;
+use occam_engine::native::signed::{signed_keys, SignedVm, TxHeader};
 use occam_engine::state::CommittedState;
 use occam_engine::value::Value;
-use occam_engine::vm::Vm;
 use occam_shard::partition::{ModuloPartitioner, Partitioner};
 use occam_store::{Store, StoreError, StoreIdentity, StoreOptions};
 use parking_lot::{Mutex, RwLock};
@@ -155,8 +153,8 @@ pub struct NodeSetup {
     pub cluster_file: Option<PathBuf>,
 }
 
-/// The shard a transaction belongs to: the one shard owning its signer's nonce and every key
-/// it declares; `None` if they span shards or the body does not declare its keys.
+/// The shard a transaction belongs to: the one shard owning its signer's nonce, the owner keys
+/// of the accounts it acts for and every key its body declares; `None` if they span shards or the body does not declare its keys.
 pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32> {
     route_tx_with(partitioner, header, &mut Vec::with_capacity(8))
 }
@@ -164,8 +162,7 @@ pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32>
 /// [`route_tx`] with a caller's buffer for the keys, for loops over many transactions.
 pub fn route_tx_with(partitioner: &dyn Partitioner, header: &TxHeader, keys: &mut Vec<Key>) -> Option<u32> {
     keys.clear();
-    keys.push(nonce_key(header.signer));
-    if !NativeVm.declared_keys(&header.body, keys) {
+    if !signed_keys(header, keys) {
         return None;
     }
     route_keys(partitioner, keys)
@@ -739,6 +736,7 @@ impl Node {
                 shard,
                 state: state.clone(),
                 exec: Mutex::new(executor_by_name::<SignedVm>("parallel", exec_threads).map_err(|e| NodeError::Engine(e.to_string()))?),
+                vm: SignedVm::new(registry.clone()),
                 check: check.clone(),
                 verified: verified.clone(),
                 events: events.clone(),
@@ -794,8 +792,14 @@ impl Node {
             let depth = Arc::new(AtomicUsize::new(0));
             coordinator = Some((tx.clone(), depth.clone()));
             let exec = executor_by_name::<SignedVm>("sequential", 1).map_err(|e| NodeError::Engine(e.to_string()))?;
-            let ctx =
-                CoordCtx { exec, metrics: metrics.shard(u32::MAX), group: group.clone(), runtime: runtime.handle().clone(), events: tx };
+            let ctx = CoordCtx {
+                exec,
+                vm: SignedVm::new(registry.clone()),
+                metrics: metrics.shard(u32::MAX),
+                group: group.clone(),
+                runtime: runtime.handle().clone(),
+                events: tx,
+            };
             let limits = cluster.limits.clone();
             coord_start = Some(move |shared: Arc<Shared>| {
                 coordinator::run_coordinator(ctx, rx, depth, limits.block_txs, Duration::from_millis(limits.block_ms), shared)

@@ -23,44 +23,7 @@ fn keys(n: u64) -> (Vec<SecretKey>, KeyRegistry) {
 }
 
 fn every_kind() -> Vec<TxKind> {
-    use TxKind::*;
-    vec![
-        Transfer { from: 1, to: 2, amount: 3 },
-        SbAmalgamate { a: 1, b: 2 },
-        SbBalance { a: 4 },
-        SbDepositChecking { a: 1, amount: 9 },
-        SbSendPayment { from: 1, to: 2, amount: 3 },
-        SbTransactSavings { a: 1, amount: -5 },
-        SbWriteCheck { a: 1, amount: 2 },
-        KvRead { record: 8 },
-        KvUpdate { record: 8, seed: 1 },
-        KvRmw { record: 8, seed: 2 },
-        KvInsert { record: 8, seed: 3 },
-        TokenTransfer { token: 0, from: 1, to: 2, amount: 3 },
-        TokenApprove { token: 0, owner: 1, spender: 2, amount: 3 },
-        TokenTransferFrom { token: 0, spender: 2, from: 1, to: 3, amount: 1 },
-        AmmSwap { pool: 0, trader: 1, zero_for_one: true, amount_in: 10, min_out: 0 },
-        NftMint { collection: 0, minter: 1 },
-        TokenIssue { token: 1, to: 2, amount: 3 },
-        TokenRetire { token: 1, holder: 2, amount: 3 },
-        ItemRegister { item: 9, owner: 1, event: 2 },
-        ItemHandover { item: 9, from: 1, to: 2, event: 3 },
-        ItemEvent { item: 9, actor: 4, event: 5 },
-        ItemLookup { item: 9 },
-        Notarize { evidence: 7, submitter: 1, digest: 99 },
-        DocIssue { issuer: 1, subject: 2, slot: 3, digest: 4 },
-        Grant { subject: 2, grantee: 5 },
-        Revoke { subject: 2, grantee: 5 },
-        DocUpdate { subject: 2, slot: 3, writer: 5, digest: 6 },
-        DocRead { subject: 2, slot: 3, reader: 5, audit: true },
-        Order { market: 1, trader: 2, sell: true, qty: 3, level: 4 },
-        Clear { market: 1 },
-        Settle { market: 1, trader: 2 },
-        ReceivableIssue { issuer: 1, receivable: 2, to: 3, amount: 4 },
-        ReceivableSplit { receivable: 2, holder: 3, new_receivable: 5, to: 6, amount: 1 },
-        ReceivableFinance { receivable: 2, holder: 3, financier: 7, discount_bp: 100 },
-        ReceivableRedeem { receivable: 2, holder: 7, issuer: 1 },
-    ]
+    TxKind::examples()
 }
 
 fn signed_block(sks: &[SecretKey], kinds: &[TxKind]) -> SignedBlock {
@@ -157,10 +120,24 @@ fn forged_or_foreign_signatures_fail_verification() {
     assert_eq!(unknown.verify(&reg, CHAIN), Err(SignedFailure::UnknownSigner));
 }
 
+/// Genesis for `cfg` with accounts `0..cfg.accounts` owned round robin by the registry's keys.
+fn owned_genesis(cfg: &GenesisConfig, reg: &KeyRegistry) -> CommittedState {
+    let mut entries = NativeVm::genesis(cfg);
+    entries.extend(round_robin_owners(0..cfg.accounts, reg.keys()));
+    CommittedState::from_entries(entries)
+}
+
 #[test]
 fn nonces_stop_replays_on_every_executor() {
     let genesis = GenesisConfig { accounts: 10, balance: 100, native_accounts: true, ..Default::default() };
-    let header = |signer, nonce, to| TxHeader { signer, nonce, body: NativeTx::new(TxKind::Transfer { from: 0, to, amount: 1 }) };
+    let (_, reg) = keys(2);
+    let vm = SignedVm::new(std::sync::Arc::new(reg.clone()));
+    // Signer `s` owns the even (0) or odd (1) accounts.
+    let header = |signer: u32, nonce, to| TxHeader {
+        signer,
+        nonce,
+        body: NativeTx::new(TxKind::Transfer { from: u64::from(signer), to, amount: 1 }),
+    };
     let ok = |h: TxHeader| VerifiedTx { header: h, signature_ok: true };
     let block = vec![
         ok(header(0, 0, 1)),
@@ -181,14 +158,82 @@ fn nonces_stop_replays_on_every_executor() {
         Ok(Ok(96)),
     ];
     for (name, threads) in [("sequential", 1), ("parallel", 2), ("declared", 2), ("auto", 3)] {
-        let mut state = CommittedState::from_entries(NativeVm::genesis(&genesis));
+        let mut state = owned_genesis(&genesis, &reg);
         let mut exec = executor_by_name::<SignedVm>(name, threads).unwrap();
-        let out = exec.execute_and_commit(&SignedVm, &mut state, &block).unwrap();
+        let out = exec.execute_and_commit(&vm, &mut state, &block).unwrap();
         let got: Vec<Result<(), SignedFailure>> = out.outputs.iter().map(|o| o.as_ref().map(|_| ()).map_err(|e| *e)).collect();
         let want: Vec<Result<(), SignedFailure>> = expect.iter().map(|o| o.as_ref().map(|_| ()).map_err(|e| *e)).collect();
         assert_eq!(got, want, "{name}");
         assert_eq!(next_nonce(&state, 0), 2, "{name}");
         assert_eq!(next_nonce(&state, 1), 2, "{name}");
+    }
+}
+
+#[test]
+fn signers_spend_only_the_accounts_their_key_owns() {
+    use crate::native::keys::{account, owner_key, receivable};
+    let genesis = GenesisConfig { accounts: 6, balance: 100, native_accounts: true, credit_lines: true, ..Default::default() };
+    let (_, mut reg) = keys(3);
+    // Number 3 is key 0 again: it owns key 0's accounts (0 and 3), with nonces of its own.
+    assert_eq!(reg.register_again(0), Ok(3));
+    assert_eq!(reg.key_bytes(3), reg.key_bytes(0));
+    assert_eq!(reg.id_of(reg.get(3).unwrap()), Some(0));
+    assert!(reg.register_again(9).is_err());
+    let owners = reg.keys()[..3].to_vec();
+    let vm = SignedVm::new(std::sync::Arc::new(reg.clone()));
+    let tx = |signer, nonce, kind| VerifiedTx { header: TxHeader { signer, nonce, body: NativeTx::new(kind) }, signature_ok: true };
+    let pay = |from, to| TxKind::Transfer { from, to, amount: 10 };
+    let block = vec![
+        tx(1, 0, pay(0, 1)),                    // key 1 spends key 0's account
+        tx(0, 0, pay(0, 1)),                    // its owner may
+        tx(3, 0, pay(3, 1)),                    // so may its second number, from nonce 0
+        tx(0, 1, pay(9, 1)),                    // account 9 has no owner: nobody may
+        tx(2, 0, TxKind::KvRead { record: 0 }), // a read acts for nobody: no owner needed
+        tx(2, 1, TxKind::ReceivableIssue { issuer: 2, receivable: 7, to: 5, amount: 50 }),
+        // Account 5 (key 2) sells receivable 7 to account 4 (key 1): both must sign.
+        tx(2, 2, TxKind::ReceivableFinance { receivable: 7, holder: 5, financier: 4, discount_bp: 100 }),
+        tx(1, 0, TxKind::ReceivableFinance { receivable: 7, holder: 5, financier: 4, discount_bp: 100 }),
+    ];
+    let not_owner = |account| Err(SignedFailure::NotOwner { account });
+    let expect: Vec<Result<bool, SignedFailure>> =
+        vec![not_owner(0), Ok(true), Ok(true), not_owner(9), Ok(false), Ok(true), not_owner(4), not_owner(5)];
+    let mut roots = Vec::new();
+    for (name, threads) in [("sequential", 1), ("parallel", 2), ("declared", 2), ("auto", 3)] {
+        let mut state = CommittedState::from_entries(NativeVm::genesis(&genesis).into_iter().chain(round_robin_owners(0..6, &owners)));
+        let mut exec = executor_by_name::<SignedVm>(name, threads).unwrap();
+        let out = exec.execute_and_commit(&vm, &mut state, &block).unwrap();
+        let got: Vec<Result<bool, SignedFailure>> = out.outputs.iter().map(|o| o.as_ref().map(|b| b.is_ok()).map_err(|e| *e)).collect();
+        assert_eq!(got, expect, "{name}");
+        // A refused transaction wrote nothing: not its nonce, not a balance.
+        assert_eq!([0, 1, 2, 3].map(|s| next_nonce(&state, s)), [1, 0, 2, 1], "{name}");
+        let balance = |id| state.get(&account(id)).and_then(Value::as_u64);
+        assert_eq!([0, 1, 3, 4, 5, 9].map(balance), [Some(90), Some(120), Some(90), Some(100), Some(100), None], "{name}");
+        assert!(state.get(&receivable(7)).is_some(), "{name}: the receivable was issued and never sold");
+        assert!(state.get(&owner_key(1)).is_some());
+        roots.push(state.root());
+    }
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn every_kind_declares_the_owner_keys_it_checks() {
+    use crate::native::keys::owner_key;
+    for kind in every_kind() {
+        let header = TxHeader { signer: 4, nonce: 0, body: NativeTx::new(kind.clone()) };
+        let mut keys = Vec::new();
+        assert!(signed_keys(&header, &mut keys));
+        assert_eq!(keys[0], nonce_key(4));
+        let authorities: Vec<u64> = kind.authorities().collect();
+        for a in &authorities {
+            assert!(keys.contains(&owner_key(*a)), "{}", kind.name());
+            assert!(
+                *a == kind.sender() || matches!(kind, TxKind::ReceivableFinance { financier, .. } if financier == *a),
+                "{}",
+                kind.name()
+            );
+        }
+        let owners = keys.iter().filter(|k| k.tag() == tag::OWNER_KEY).count();
+        assert_eq!(owners, authorities.len(), "{}", kind.name());
     }
 }
 
