@@ -5,6 +5,7 @@
 #                               # (not those replaced for good; see `occam cluster add-node`)
 #   scripts/cluster.sh status   # each replica's height and state root
 #   scripts/cluster.sh down     # stop every node
+#   scripts/cluster.sh prometheus-config   # print a Prometheus scrape config for its nodes
 #
 # Settings (environment): DIR (default target/cluster), NODES (4), SHARDS (4), REPLICAS (4),
 # BASE_PORT (7000), WORKLOAD (transfer), ACCOUNTS (100000), THREADS (1), BLOCK_TXS (4096), BLOCK_MS (20),
@@ -99,9 +100,30 @@ status() {
   "$OCCAM" cluster status --cluster "$DIR/cluster.toml"
 }
 
+# A Prometheus configuration that scrapes every node of the cluster every second (job
+# `occam`); scripts/prometheus.sh runs a server with it, and scripts/grafana-dashboard.json
+# reads what it collects.
+prometheus_config() {
+  [ -f "$DIR/cluster.toml" ] || { echo "no cluster in $DIR (run: $0 up)" >&2; exit 1; }
+  local targets
+  targets=$(sed -n 's/^metrics = "\(.*\)"/"\1"/p' "$DIR/cluster.toml" | paste -sd, -)
+  [ -n "$targets" ] || { echo "the cluster's nodes serve no metrics" >&2; exit 1; }
+  cat <<EOF
+# Prometheus scrape configuration for the Occam cluster in $DIR.
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: occam
+    static_configs:
+      - targets: [$targets]
+EOF
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  prometheus-config) prometheus_config ;;
+  *) echo "usage: $0 up|down|status|prometheus-config" >&2; exit 2 ;;
 esac

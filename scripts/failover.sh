@@ -25,14 +25,15 @@ mapfile -t METRICS < <(sed -n 's/^metrics = "\(.*\)"/\1/p' "$CLUSTER")
 [ ${#METRICS[@]} -gt 0 ] || { echo "the cluster's nodes serve no metrics (no metrics = in $CLUSTER)" >&2; exit 1; }
 status() { for a in "${METRICS[@]}"; do curl -s --max-time 0.5 "http://$a/metrics" || true; done; }
 # The node leading shard 0, and shard 0's highest certified height, from the metrics.
-leader0() { sed -n 's/^occam_replica_leader{node="\([0-9]*\)",shard="0",.*} 1$/\1/p' | head -1; }
+# (Label order is the exporter's: match each label on its own.)
+leader0() { grep -E '^occam_replica_role\{[^}]*shard="0"[^}]*\} 1$' | grep 'role="leader"' | sed -n 's/.*node="\([0-9]*\)".*/\1/p' | head -1; }
 # True when every node answers and its replica of shard 0 is within 2 blocks of the highest.
 settled0() {
-  awk -v want="${#METRICS[@]}" -F'[ ]' '/^occam_replica_height\{node="[0-9]+",shard="0",/ {
+  awk -v want="${#METRICS[@]}" -F'[ ]' '/^occam_replica_height\{/ && /shard="0"/ {
       n++; if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2 }
     END { exit !(n == want && max - min <= 2) }'
 }
-certified0() { awk -F'[ ]' '/^occam_replica_certified_height\{node="[0-9]+",shard="0",/ { if ($2 > m) m = $2 } END { print m + 0 }'; }
+certified0() { awk -F'[ ]' '/^occam_replica_certified_height\{/ && /shard="0"/ { if ($2 > m) m = $2 } END { print m + 0 }'; }
 now_ms() { date +%s%3N; }
 
 # Each kill takes the failover, the restart and the catch-up: about 20 s on a 2-core VM, more

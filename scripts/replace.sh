@@ -41,8 +41,9 @@ metrics=$(awk -v id="$new" '/^\[\[nodes\]\]/ { n = -1 } $1 == "id" { n = $3 } n 
 deadline=$((t0 + 300000))
 while :; do
   m=$(curl -s --max-time 0.5 "http://$metrics/metrics" || true)
-  voters=$(grep -c '^occam_replica_voter{.*} 1$' <<<"$m" || true)
-  hosted=$(grep -c '^occam_replica_voter{' <<<"$m" || true)
+  # One learner sample per hosted replica; 0 where it votes.
+  voters=$(grep '^occam_replica_role{' <<<"$m" | grep -c 'role="learner".*} 0$' || true)
+  hosted=$(grep '^occam_replica_role{' <<<"$m" | grep -c 'role="learner"' || true)
   certified=$(awk '/^occam_replica_certified_height\{/ && $2 > 0' <<<"$m" | wc -l)
   if [ "$hosted" -gt 0 ] && [ "$voters" = "$hosted" ] && [ "$certified" = "$hosted" ]; then
     break

@@ -125,6 +125,17 @@ pub struct FrameQueue {
     frames: mpsc::Sender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    observer: Option<QueueObserver>,
+}
+
+/// Where a queue reports its bytes: a gauge shared by many queues (their total), and a
+/// histogram of a queue's depth each time a frame joins it.
+#[derive(Clone, Debug)]
+pub struct QueueObserver {
+    /// Bytes queued, added and taken away by every queue that reports here.
+    pub total: prometheus::IntGauge,
+    /// One queue's bytes when a frame has joined it.
+    pub depth: prometheus::Histogram,
 }
 
 /// The receiving end of a [`FrameQueue`].
@@ -132,13 +143,19 @@ pub struct FrameQueue {
 pub struct FrameReceiver {
     frames: mpsc::Receiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    observer: Option<QueueObserver>,
 }
 
 /// A queue of at most `max_frames` frames and `max_bytes` bytes.
 pub fn frame_queue(max_frames: usize, max_bytes: usize) -> (FrameQueue, FrameReceiver) {
+    observed_frame_queue(max_frames, max_bytes, None)
+}
+
+/// [`frame_queue`], reporting its bytes to `observer`.
+pub fn observed_frame_queue(max_frames: usize, max_bytes: usize, observer: Option<QueueObserver>) -> (FrameQueue, FrameReceiver) {
     let (frames, rx) = mpsc::channel(max_frames);
     let queued = Arc::new(AtomicUsize::new(0));
-    (FrameQueue { frames, queued: queued.clone(), max_bytes }, FrameReceiver { frames: rx, queued })
+    (FrameQueue { frames, queued: queued.clone(), max_bytes, observer: observer.clone() }, FrameReceiver { frames: rx, queued, observer })
 }
 
 impl FrameQueue {
@@ -153,6 +170,10 @@ impl FrameQueue {
         if self.frames.try_send(frame).is_err() {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             return false;
+        }
+        if let Some(o) = &self.observer {
+            o.total.add(len as i64);
+            o.depth.observe(self.queued.load(Ordering::Relaxed) as f64);
         }
         true
     }
@@ -173,6 +194,19 @@ impl FrameReceiver {
     /// `len` bytes taken by [`FrameReceiver::recv`] were written (or given up).
     pub fn written(&self, len: usize) {
         self.queued.fetch_sub(len, Ordering::Relaxed);
+        if let Some(o) = &self.observer {
+            o.total.sub(len as i64);
+        }
+    }
+}
+
+impl Drop for FrameReceiver {
+    /// Frames never written leave the observer's total with the queue.
+    fn drop(&mut self) {
+        self.frames.close();
+        while let Ok(frame) = self.frames.try_recv() {
+            self.written(frame.len());
+        }
     }
 }
 

@@ -152,7 +152,7 @@ pub(super) fn run_admission(rx: Receiver<Job>, shared: Arc<Shared>) {
         for job in rx.try_iter().take(super::EVENTS_PER_TURN) {
             queues.push(job);
         }
-        shared.metrics.admission_txs.store(queues.txs as u64, Ordering::Relaxed);
+        shared.metrics.admission_txs.set(queues.txs as i64);
         let picked = queues.turn();
         let verdicts = check_turn(&shared, &mut queues, &picked, share);
         for ((host, conn), verdict) in picked.into_iter().zip(verdicts) {
@@ -244,7 +244,9 @@ fn check_turn(shared: &Shared, queues: &mut Queues, picked: &[(IpAddr, u64)], sh
         })
         .collect();
     let groups: Vec<&[SignedMessage<'_>]> = items.iter().map(Vec::as_slice).collect();
+    let timer = shared.metrics.verify_seconds.start_timer();
     let ok = shared.check.verifier.verify_groups(&groups);
+    drop(timer);
     drop(items);
     let mut verdicts = Vec::with_capacity(picked.len());
     for ((&(_, conn), share), ok) in picked.iter().zip(shares).zip(ok) {
@@ -293,7 +295,7 @@ fn hand_over(shared: &Shared, checked: InCheck) {
         shared.send_to_client(job.conn, &Message::Refused { batch: job.batch, reason, leader: None });
         return;
     }
-    shared.metrics.accepted.fetch_add(n as u64, Ordering::Relaxed);
+    shared.metrics.accepted.inc_by(n as u64);
 }
 
 /// Refuses a batch whole: its reservations come back, the client hears why, and a bad
@@ -307,7 +309,7 @@ fn refuse(shared: &Shared, job: Job, reason: Refusal) {
     if reason != Refusal::BadSignature {
         return;
     }
-    shared.metrics.rejected_signatures.fetch_add(n as u64, Ordering::Relaxed);
+    shared.metrics.rejected_signatures.inc_by(n as u64);
     let limits = &shared.cluster.limits;
     let client = shared.clients.lock().get(&job.conn).map(|c| (c.strikes.clone(), c.conn.clone()));
     let Some((strikes, conn)) = client else { return };
@@ -316,6 +318,7 @@ fn refuse(shared: &Shared, job: Job, reason: Refusal) {
         warn!(conn = job.conn, host = %job.host, batches = struck, ban_s = limits.ban_s, "closing a client that sent batches with bad signatures; refusing its address");
         shared.ban(job.host, Duration::from_secs(limits.ban_s));
         conn.close(close::FORGED.into(), b"batches with bad signatures");
+        shared.metrics.disconnected(crate::metrics::Disconnect::Forged);
     }
 }
 

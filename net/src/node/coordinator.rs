@@ -597,7 +597,7 @@ pub(super) fn run_coordinator(
                 round = Some(Round::new(participants, reads, txs, origins));
             }
         }
-        ctx.metrics.mempool.store(depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+        ctx.metrics.mempool.set(depth.load(Ordering::Relaxed) as i64);
     }
 }
 

@@ -141,6 +141,8 @@ pub(super) struct NodeApplier {
     pub events: Sender<GroupEvent>,
     pub store: Store,
     pub metrics: Arc<ShardMetrics>,
+    /// Times each block's write batch (the node's histogram).
+    pub store_write_seconds: prometheus::Histogram,
     pub last: Option<AppliedInfo>,
     /// The epoch and members of the block being applied.
     pub epoch: (u64, Vec<u32>),
@@ -285,9 +287,17 @@ impl NodeApplier {
 impl BlockApplier for NodeApplier {
     type Error = ApplyError;
 
+    fn wrote(&mut self, _group: GroupId, took: Duration) {
+        self.store_write_seconds.observe(took.as_secs_f64());
+    }
+
+    fn installed(&mut self, _group: GroupId, _point: &AppliedPoint) {
+        self.metrics.snapshot_installs.inc();
+    }
+
     fn restore(&mut self, _group: GroupId, state: CommittedState, point: AppliedPoint) {
         *self.state.write() = state;
-        self.metrics.height.store(point.height, Ordering::Relaxed);
+        self.metrics.raise_height(point.height);
         let _ = self.events.send(GroupEvent::Restored(point));
     }
 
@@ -680,7 +690,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                     a.entries
                 }
                 None => {
-                    ctx.metrics.height.fetch_max(h, Ordering::Relaxed);
+                    ctx.metrics.raise_height(h);
                     Vec::new()
                 }
             };
@@ -690,6 +700,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
         };
     let mut was_leading = false;
+    // The last leader this replica knew of (a change to another one is counted).
+    let mut last_leader = None;
     // The term in which this replica, leading, last read the cross-shard lock from its state.
     let mut lock_read_in: Option<u64> = None;
     // Payload hashes of blocks this node proposed that Raft did not commit under its leadership
@@ -701,6 +713,12 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             cross.not_committed(key);
         }
         let leader = ctx.handle.leader();
+        if leader.is_some() && leader != last_leader {
+            if last_leader.is_some() {
+                ctx.metrics.leader_changes.inc();
+            }
+            last_leader = leader;
+        }
         let leading = leader == Some(node);
         if leading && !was_leading {
             // Clients learn of a new leader from it at once (the old one may be dead).
@@ -946,7 +964,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
                 done.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        ctx.metrics.mempool.store(ctx.handle.depth.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+        ctx.metrics.mempool.set(ctx.handle.depth.load(Ordering::Relaxed) as i64);
     }
     debug!(shard, uncertified = awaiting.len(), pending = mempool.len(), "group stopped");
 }

@@ -21,7 +21,7 @@ use super::coordinator::CoordEvent;
 use super::group::GroupEvent;
 use super::{route_keys, route_tx_with, Client, HostRefusal, Origin, Shared, MAX_CLIENTS, MAX_READS_IN_FLIGHT};
 use crate::tls::{peer_cert, PinnedCerts};
-use crate::transport::{close, frame_queue, read_frame_within, spawn_queue_writer, WRITER_QUEUE};
+use crate::transport::{close, observed_frame_queue, read_frame_within, spawn_queue_writer, WRITER_QUEUE};
 use crate::wire::{Message, Refusal, MAX_FRAME_LEN};
 use occam_shard::protocol::Message as CrossMessage;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -112,7 +112,8 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
 /// Counts a bad or forbidden frame, logs it (a few a minute: the sender decides how many
 /// there are), and closes its connection with `code`.
 fn bad_frame(shared: &Shared, conn: &quinn::Connection, id: u64, peer: Option<u32>, code: u32, why: &str) {
-    shared.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.bad_frames.inc();
+    shared.metrics.disconnected(crate::metrics::Disconnect::BadFrame);
     if let Some(suppressed) = shared.bad_frame_log.admit() {
         warn!(conn = id, ?peer, remote = %conn.remote_address(), suppressed, "bad frame, closing the connection: {why}");
     }
@@ -146,7 +147,7 @@ fn admit_client(shared: &Shared, conn: &quinn::Connection, id: u64) -> bool {
             return false;
         }
     };
-    let (frames, rx) = frame_queue(WRITER_QUEUE, limits.client_queue_bytes);
+    let (frames, rx) = observed_frame_queue(WRITER_QUEUE, limits.client_queue_bytes, Some(shared.metrics.client_queue()));
     spawn_queue_writer(conn.clone(), rx);
     let client = Client {
         conn: conn.clone(),
@@ -159,7 +160,7 @@ fn admit_client(shared: &Shared, conn: &quinn::Connection, id: u64) -> bool {
         last_active: Arc::new(AtomicU64::new(shared.uptime_ms())),
     };
     clients.insert(id, client);
-    shared.metrics.clients.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.clients.inc();
     true
 }
 
@@ -179,7 +180,7 @@ async fn close_when_idle(shared: Arc<Shared>, conn: quinn::Connection, id: u64, 
         let Some((busy, last)) = state else { return };
         if !busy && shared.uptime_ms().saturating_sub(last) >= idle.as_millis() as u64 {
             debug!(conn = id, "closing an idle client connection");
-            shared.metrics.idle_closed.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.idle_closed.inc();
             conn.close(close::IDLE.into(), b"idle");
             return;
         }

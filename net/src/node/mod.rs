@@ -352,7 +352,8 @@ impl Shared {
                 // Its queue is full (`limits.client_queue_bytes`): it does not read. Buffering
                 // more would let one client hold the node's memory; dropping frames silently
                 // would lose its receipts.
-                self.metrics.receipts_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.receipts_dropped.inc();
+                self.metrics.disconnected(crate::metrics::Disconnect::NotReading);
                 warn!(conn, "client does not read its answers; closing the connection");
                 connection.close(close::NOT_READING.into(), b"not reading");
             }
@@ -455,7 +456,7 @@ impl Shared {
         let Some(client) = clients.remove(&conn) else { return };
         client.host_pending.fetch_sub(client.pending.load(Ordering::Relaxed), Ordering::Relaxed);
         drop(clients);
-        self.metrics.clients.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.clients.dec();
         let mut hosts = self.hosts.lock();
         if let std::collections::hash_map::Entry::Occupied(mut e) = hosts.entry(client.host) {
             e.get_mut().conns = e.get().conns.saturating_sub(1);
@@ -479,7 +480,7 @@ impl Shared {
             }
         }
         hosts.entry(host).or_default().banned_until = Some(Instant::now() + how_long);
-        self.metrics.bans.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bans.inc();
     }
 
     /// True if a transaction of `signer` with `nonce` was admitted here and is not answered yet.
@@ -574,7 +575,7 @@ impl Shared {
 
 impl RaftGroups for Shared {
     fn violation(&self, from: NodeId, e: &crate::raft::network::RpcServeError) {
-        self.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bad_frames.inc();
         if let Some(suppressed) = self.bad_frame_log.admit() {
             warn!(peer = from, suppressed, "closing a peer's connection: {e}");
         }
@@ -742,6 +743,7 @@ impl Node {
                 events: events.clone(),
                 store: store.clone(),
                 metrics: shard_metrics.clone(),
+                store_write_seconds: metrics.store_write_seconds.clone(),
                 last: None,
                 epoch: (0, Vec::new()),
             };
@@ -749,7 +751,7 @@ impl Node {
             let point = sm.applied_point();
             let certified = store.last_certified(shard)?.unwrap_or(0);
             status.push(ReplicaStatus { shard, replica, height: point.height, root: point.root.0, certified, ..Default::default() });
-            let log = LogStore::new(store.clone(), shard);
+            let log = LogStore::new(store.clone(), shard).observed(metrics.raft_append_seconds.clone(), shard_metrics.commit_index.clone());
             let config = raft_config(cluster.chain_id, shard, &cluster.raft)?;
             let raft = runtime
                 .block_on(openraft::Raft::new(u64::from(node), config, raft_peers.group(shard), log, sm))
@@ -853,7 +855,7 @@ impl Node {
             runtime.spawn(membership::keep_placement(shared.clone(), shard));
         }
         let metrics_addr = match entry.metrics {
-            Some(a) => Some(runtime.block_on(crate::metrics::serve(a, metrics.clone(), shared_status(&shared)))?),
+            Some(a) => Some(runtime.block_on(crate::metrics::serve(a, metrics.clone(), scrape_state(&shared)))?),
             None => None,
         };
         info!(node, %addr, shards = ?hosted, data_dir = %data_dir.display(), "node started");
@@ -959,14 +961,14 @@ async fn summarise_bad_frames(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else { return };
         let held = shared.bad_frame_log.summary();
         if held > 0 {
-            warn!(held, total = shared.metrics.bad_frames.load(Ordering::Relaxed), "bad frames not logged in the last minute");
+            warn!(held, total = shared.metrics.bad_frames.get(), "bad frames not logged in the last minute");
         }
     }
 }
 
-fn shared_status(shared: &Arc<Shared>) -> Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync> {
+fn scrape_state(shared: &Arc<Shared>) -> crate::metrics::ScrapeState {
     let s = Arc::downgrade(shared);
-    Arc::new(move || s.upgrade().map(|s| s.replica_statuses()).unwrap_or_default())
+    Arc::new(move || s.upgrade().map(|s| (s.replica_statuses(), Some(s.store.disk_bytes()))).unwrap_or_default())
 }
 
 #[cfg(test)]

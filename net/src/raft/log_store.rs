@@ -53,12 +53,22 @@ pub struct PersistedLogState {
 pub struct LogStore {
     store: Store,
     group: GroupId,
+    /// Times each append, if set.
+    append_timer: Option<prometheus::Histogram>,
+    /// Shows the committed index openraft saves, if set.
+    committed_gauge: Option<prometheus::IntGauge>,
 }
 
 impl LogStore {
+    /// The same log store, timing each append into `append` and showing the committed index
+    /// in `committed`.
+    pub fn observed(self, append: prometheus::Histogram, committed: prometheus::IntGauge) -> Self {
+        LogStore { append_timer: Some(append), committed_gauge: Some(committed), ..self }
+    }
+
     /// The log of `group` in `store` (nothing is read or written until openraft asks).
     pub fn new(store: Store, group: GroupId) -> Self {
-        LogStore { store, group }
+        LogStore { store, group, append_timer: None, committed_gauge: None }
     }
 
     /// The group this log belongs to.
@@ -228,6 +238,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = committed.encode();
+        if let (Some(g), Some(c)) = (&self.committed_gauge, committed) {
+            g.set(i64::try_from(c.index).unwrap_or(i64::MAX));
+        }
         self.write(ErrorSubject::Store, move |s, g| s.put_raft_meta(g, META_COMMITTED, &bytes)).await
     }
 
@@ -255,7 +268,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
+        let timer = self.append_timer.as_ref().map(prometheus::Histogram::start_timer);
         let res = self.write(ErrorSubject::Logs, move |s, g| s.append_log(g, records.iter().map(|(i, b)| (*i, b.as_slice())))).await;
+        drop(timer);
         match &res {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),

@@ -143,6 +143,14 @@ pub trait BlockApplier: Send + Sync + 'static {
     /// is in the store): the place to act on it outside the store, such as signing a vote,
     /// which must never precede persistence. The default does nothing.
     fn persisted(&mut self, _group: GroupId, _point: &AppliedPoint) {}
+
+    /// The write batch of the block just persisted took `took` (for metrics). The default
+    /// does nothing.
+    fn wrote(&mut self, _group: GroupId, _took: std::time::Duration) {}
+
+    /// A snapshot was installed, leaving the state at `point` (after [`BlockApplier::restore`]).
+    /// The default does nothing.
+    fn installed(&mut self, _group: GroupId, _point: &AppliedPoint) {}
 }
 
 /// Why a state machine could not be opened.
@@ -334,9 +342,11 @@ impl<A: BlockApplier> Core<A> {
                                 meta: &[(META_APPLIED, &record)],
                                 txs: &b.txs,
                             };
+                            let started = std::time::Instant::now();
                             self.store
                                 .apply_block(self.group, commit)
                                 .map_err(|e| StorageError::from(StorageIOError::apply(log_id, AnyError::new(&e))))?;
+                            self.applier.wrote(self.group, started.elapsed());
                             self.point = point;
                             self.applier.persisted(self.group, &point);
                             record_dirty = false;
@@ -408,6 +418,7 @@ impl<A: BlockApplier> Core<A> {
             .install_snapshot(self.group, snap.point, &snap.entries, &[(META_APPLIED, &record), (&epoch_name, &members)])
             .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
         self.applier.restore(self.group, state, snap.point);
+        self.applier.installed(self.group, &snap.point);
         self.point = snap.point;
         self.applied = snap.applied;
         self.epoch = epoch;
