@@ -862,8 +862,12 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
         }
         // Votes not yet answered by a certificate go (again) to the leader, at most
-        // VOTES_PER_TURN a turn, the least recently sent first.
-        if let Some(l) = leader.filter(|&l| l != node) {
+        // VOTES_PER_TURN a turn, the least recently sent first. On the leader itself such a
+        // vote is for a block certified while this node was away, which it replayed from the
+        // log: it goes to the epoch's other members, and any that holds the certificate
+        // answers with it (the late-vote branch above), so a new leader does not stay without
+        // the certificates of what it applied.
+        if let Some(l) = leader {
             let now = Instant::now();
             let mut due: Vec<(Option<Instant>, u64)> = cert
                 .own
@@ -874,8 +878,17 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             due.sort_unstable();
             for (_, h) in due.into_iter().take(VOTES_PER_TURN) {
                 if let Some((v, sent)) = cert.own.get_mut(&h) {
+                    // The leader's own block is certified here as votes arrive: it asks the
+                    // others only once a vote has waited VOTE_RESEND.
+                    let waited = sent.is_some();
                     *sent = Some(now);
-                    shared.send_to_node(l, &Message::Vote(*v));
+                    if l != node {
+                        shared.send_to_node(l, &Message::Vote(*v));
+                    } else if let Some(set) = sets.known(v.vote.epoch).filter(|_| waited) {
+                        for &m in set.ids().iter().filter(|&&m| m != node) {
+                            shared.send_to_node(m, &Message::Vote(*v));
+                        }
+                    }
                 }
             }
         }
