@@ -615,11 +615,14 @@ impl SignedVm {
 
     /// The first account of `tx` that the signer does not own, if any.
     fn foreign_account<V: View>(&self, tx: &VerifiedTx, view: &mut V) -> Result<Option<u64>, Interrupt> {
+        // A signer the registry does not know owns nothing (its signature cannot have verified
+        // either; this is only a second line).
         let signer = self.registry.key_bytes(tx.header.signer);
         for account in tx.header.body.kind.authorities() {
             let owner = view.read(&super::keys::owner_key(account))?;
-            if owner.as_ref().map(Value::as_bytes) != signer.map(|k| &k[..]) {
-                return Ok(Some(account));
+            match (owner, signer) {
+                (Some(o), Some(k)) if o.as_bytes() == &k[..] => {}
+                _ => return Ok(Some(account)),
             }
         }
         Ok(None)

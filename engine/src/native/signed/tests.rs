@@ -193,10 +193,12 @@ fn signers_spend_only_the_accounts_their_key_owns() {
         // Account 5 (key 2) sells receivable 7 to account 4 (key 1): both must sign.
         tx(2, 2, TxKind::ReceivableFinance { receivable: 7, holder: 5, financier: 4, discount_bp: 100 }),
         tx(1, 0, TxKind::ReceivableFinance { receivable: 7, holder: 5, financier: 4, discount_bp: 100 }),
+        // A number the registry does not know owns nothing, not even an account without owner.
+        tx(99, 0, pay(9, 1)),
     ];
     let not_owner = |account| Err(SignedFailure::NotOwner { account });
     let expect: Vec<Result<bool, SignedFailure>> =
-        vec![not_owner(0), Ok(true), Ok(true), not_owner(9), Ok(false), Ok(true), not_owner(4), not_owner(5)];
+        vec![not_owner(0), Ok(true), Ok(true), not_owner(9), Ok(false), Ok(true), not_owner(4), not_owner(5), not_owner(9)];
     let mut roots = Vec::new();
     for (name, threads) in [("sequential", 1), ("parallel", 2), ("declared", 2), ("auto", 3)] {
         let mut state = CommittedState::from_entries(NativeVm::genesis(&genesis).into_iter().chain(round_robin_owners(0..6, &owners)));
@@ -205,7 +207,7 @@ fn signers_spend_only_the_accounts_their_key_owns() {
         let got: Vec<Result<bool, SignedFailure>> = out.outputs.iter().map(|o| o.as_ref().map(|b| b.is_ok()).map_err(|e| *e)).collect();
         assert_eq!(got, expect, "{name}");
         // A refused transaction wrote nothing: not its nonce, not a balance.
-        assert_eq!([0, 1, 2, 3].map(|s| next_nonce(&state, s)), [1, 0, 2, 1], "{name}");
+        assert_eq!([0, 1, 2, 3, 99].map(|s| next_nonce(&state, s)), [1, 0, 2, 1, 0], "{name}");
         let balance = |id| state.get(&account(id)).and_then(Value::as_u64);
         assert_eq!([0, 1, 3, 4, 5, 9].map(balance), [Some(90), Some(120), Some(90), Some(100), Some(100), None], "{name}");
         assert!(state.get(&receivable(7)).is_some(), "{name}: the receivable was issued and never sold");
