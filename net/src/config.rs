@@ -48,12 +48,12 @@ pub const CLUSTER_SCHEMA: u32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, and not a `source()`, so a chain does not say it twice).
+        error: std::io::Error,
     },
     /// A file is not valid TOML for its schema.
     #[error("{path}: {source}")]
@@ -350,7 +350,7 @@ fn hex(s: &str, what: &str) -> Result<Vec<u8>, ConfigError> {
 
 /// Reads and parses a TOML file.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io { path: path.into(), error })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
 }
 
@@ -358,7 +358,7 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
 /// others, not even for a moment), and an existing one is set to 0600 before it is written.
 fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), ConfigError> {
     use std::io::Write;
-    let io = |source| ConfigError::Io { path: path.into(), source };
+    let io = |error| ConfigError::Io { path: path.into(), error };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -697,7 +697,7 @@ fn default_signers(shards: usize) -> u32 {
 pub fn init_cluster(dir: &Path, spec: &InitSpec) -> Result<PathBuf, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ConfigError::Io { path, source }
+        move |error| ConfigError::Io { path, error }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let cluster_path = dir.join("cluster.toml");
@@ -809,7 +809,7 @@ pub fn add_node(dir: &Path, replaces: u32, addr: Option<SocketAddr>) -> Result<(
     // Readers (running nodes) see the old file or the new one, never a part.
     let tmp = dir.join("cluster.toml.new");
     write_file(&tmp, &to_toml(&cluster), false)?;
-    std::fs::rename(&tmp, &cluster_path).map_err(|source| ConfigError::Io { path: cluster_path.clone(), source })?;
+    std::fs::rename(&tmp, &cluster_path).map_err(|error| ConfigError::Io { path: cluster_path.clone(), error })?;
     Ok((id, node_path))
 }
 
@@ -829,10 +829,10 @@ pub fn local_cluster(
     let sockets: Vec<std::net::UdpSocket> = (0..nodes)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()
-        .map_err(|source| ConfigError::Io { path: "127.0.0.1:0".into(), source })?;
+        .map_err(|error| ConfigError::Io { path: "127.0.0.1:0".into(), error })?;
     for (i, s) in sockets.iter().enumerate() {
         let k = NodeKeys::generate(i as u32)?;
-        let addr = s.local_addr().map_err(|source| ConfigError::Io { path: "udp socket".into(), source })?;
+        let addr = s.local_addr().map_err(|error| ConfigError::Io { path: "udp socket".into(), error })?;
         entries.push(k.entry(i as u32, addr, None));
         keys.push(k);
     }

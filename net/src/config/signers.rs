@@ -150,7 +150,7 @@ fn check_file(cluster: &ClusterConfig, path: &Path, chain_id: u64, keys: usize) 
 }
 
 fn public_registry(cluster: &ClusterConfig, path: &Path, digest: &str) -> Result<KeyRegistry, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io { path: path.into(), error })?;
     let found = blake3::hash(text.as_bytes()).to_hex().to_string();
     if !found.eq_ignore_ascii_case(digest) {
         return Err(invalid(format!(
