@@ -702,6 +702,8 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
     let mut was_leading = false;
     // The last leader this replica knew of (a change to another one is counted).
     let mut last_leader = None;
+    // The height this replica had applied when it last became leader.
+    let mut led_from = 0;
     // The term in which this replica, leading, last read the cross-shard lock from its state.
     let mut lock_read_in: Option<u64> = None;
     // Payload hashes of blocks this node proposed that Raft did not commit under its leadership
@@ -723,6 +725,7 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
         if leading && !was_leading {
             // Clients learn of a new leader from it at once (the old one may be dead).
             shared.announce();
+            led_from = point.height;
         }
         was_leading = leading;
         // A new leader proposes only once it has applied an entry of its own term: then every
@@ -862,11 +865,12 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             }
         }
         // Votes not yet answered by a certificate go (again) to the leader, at most
-        // VOTES_PER_TURN a turn, the least recently sent first. On the leader itself such a
-        // vote is for a block certified while this node was away, which it replayed from the
-        // log: it goes to the epoch's other members, and any that holds the certificate
+        // VOTES_PER_TURN a turn, the least recently sent first. On the leader, such a vote
+        // for a block it applied before it led (certified while this node was away, replayed
+        // from the log) goes to the epoch's other members, and any that holds the certificate
         // answers with it (the late-vote branch above), so a new leader does not stay without
-        // the certificates of what it applied.
+        // the certificates of what it applied. Its own blocks it certifies from the votes it
+        // receives: their votes stay here.
         if let Some(l) = leader {
             let now = Instant::now();
             let mut due: Vec<(Option<Instant>, u64)> = cert
@@ -878,13 +882,10 @@ pub(super) fn run_group(ctx: GroupCtx, rx: crossbeam_channel::Receiver<GroupEven
             due.sort_unstable();
             for (_, h) in due.into_iter().take(VOTES_PER_TURN) {
                 if let Some((v, sent)) = cert.own.get_mut(&h) {
-                    // The leader's own block is certified here as votes arrive: it asks the
-                    // others only once a vote has waited VOTE_RESEND.
-                    let waited = sent.is_some();
                     *sent = Some(now);
                     if l != node {
                         shared.send_to_node(l, &Message::Vote(*v));
-                    } else if let Some(set) = sets.known(v.vote.epoch).filter(|_| waited) {
+                    } else if let Some(set) = sets.known(v.vote.epoch).filter(|_| h <= led_from) {
                         for &m in set.ids().iter().filter(|&&m| m != node) {
                             shared.send_to_node(m, &Message::Vote(*v));
                         }

@@ -113,7 +113,9 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>, pinned: 
 /// there are), and closes its connection with `code`.
 fn bad_frame(shared: &Shared, conn: &quinn::Connection, id: u64, peer: Option<u32>, code: u32, why: &str) {
     shared.metrics.bad_frames.inc();
-    shared.metrics.disconnected(crate::metrics::Disconnect::BadFrame);
+    if peer.is_none() {
+        shared.metrics.disconnected(crate::metrics::Disconnect::BadFrame);
+    }
     if let Some(suppressed) = shared.bad_frame_log.admit() {
         warn!(conn = id, ?peer, remote = %conn.remote_address(), suppressed, "bad frame, closing the connection: {why}");
     }

@@ -154,7 +154,8 @@ pub struct NodeSetup {
 }
 
 /// The shard a transaction belongs to: the one shard owning its signer's nonce, the owner keys
-/// of the accounts it acts for and every key its body declares; `None` if they span shards or the body does not declare its keys.
+/// of the accounts it acts for and every key its body declares; `None` if they span shards or
+/// the body does not declare its keys.
 pub fn route_tx(partitioner: &dyn Partitioner, header: &TxHeader) -> Option<u32> {
     route_tx_with(partitioner, header, &mut Vec::with_capacity(8))
 }
